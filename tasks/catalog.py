@@ -1,0 +1,1 @@
+"""Imports every task module so that its registrations run."""
