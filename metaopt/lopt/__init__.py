@@ -1,0 +1,7 @@
+"""Learned optimizers: ``build(arch, config)``, ``arch_names()``; each architecture is
+one module that registers itself (imported below)."""
+
+from metaopt.lopt.base import (LearnedOptimizer, arch_names, build, config_to_dict, register,
+                               replace_config)
+
+# Architecture modules (each registers itself on import).
