@@ -5,3 +5,5 @@ from metaopt.lopt.base import (LearnedOptimizer, arch_names, build, config_to_di
                                replace_config)
 
 # Architecture modules (each registers itself on import).
+from metaopt.lopt import mlp  # noqa: F401
+from metaopt.lopt import lstm  # noqa: F401
