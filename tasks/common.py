@@ -1,0 +1,158 @@
+"""Helpers shared by the task modules: in-memory datasets, batch sampling, losses.
+
+Datasets live on device as a pytree ``{split: {field: array}}`` (images stay uint8,
+a quarter of the float32 size) and are passed to ``Task.batch`` as an argument.
+A batch is drawn inside jit by sampling row indices uniformly *with replacement*
+from the split: cheap, stateless and deterministic per key.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tasks.base import SPLITS, make_normalizer
+
+Data = Mapping[str, Mapping[str, jax.Array]]
+
+#: Activation functions selectable by name in the model tasks.
+ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  if name not in ACTIVATIONS:
+    raise ValueError(f"Unknown activation {name!r}; known: {sorted(ACTIVATIONS)}.")
+  return ACTIVATIONS[name]
+
+
+@functools.lru_cache(maxsize=None)
+def load_dataset(name: str) -> Dict[str, Dict[str, jax.Array]]:
+  """``tasks.datasets.load(name)`` moved to the default device, cached per name.
+
+  Every task built on the same dataset shares these arrays, so building a task (or a
+  thousand sampled tasks of a family) costs no copy.
+  """
+  from tasks import datasets  # Imported lazily: data-free tasks must not need it.
+  raw = datasets.load(name)
+  missing = [s for s in SPLITS if s not in raw]
+  if missing:
+    raise ValueError(f"Dataset {name!r} lacks split(s) {missing}; expected {SPLITS}.")
+  return {split: {k: jnp.asarray(v) for k, v in raw[split].items()} for split in SPLITS}
+
+
+def sample_rows(split_data: Mapping[str, jax.Array], key: jax.Array,
+                batch_size: int) -> Dict[str, jax.Array]:
+  """``batch_size`` rows drawn uniformly with replacement from every field."""
+  n = jax.tree_util.tree_leaves(split_data)[0].shape[0]
+  idx = jax.random.randint(key, (batch_size,), 0, n)
+  return {k: jnp.take(v, idx, axis=0) for k, v in split_data.items()}
+
+
+def image_to_float(image: jax.Array) -> jax.Array:
+  """uint8 pixels in [0, 255] -> float32 in [0, 1] (float input passes through)."""
+  if jnp.issubdtype(image.dtype, jnp.integer):
+    return image.astype(jnp.float32) / 255.0
+  return image.astype(jnp.float32)
+
+
+def features_of(example_fields: Mapping[str, jax.Array]) -> jax.Array:
+  """Flat float32 features ``(B, D)`` from a dataset's ``image`` or ``x`` field."""
+  if "image" in example_fields:
+    img = image_to_float(example_fields["image"])
+    return img.reshape(img.shape[0], -1)
+  if "x" in example_fields:
+    return example_fields["x"].astype(jnp.float32)
+  raise ValueError(f"Dataset has neither 'image' nor 'x'; fields: {sorted(example_fields)}.")
+
+
+def feature_dim(data: Data) -> int:
+  fields = data["train"]
+  if "image" in fields:
+    return int(np.prod(fields["image"].shape[1:]))
+  return int(fields["x"].shape[1])
+
+
+def num_classes(data: Data) -> int:
+  """Number of classes: one more than the largest label over all splits."""
+  return int(max(int(jnp.max(data[s]["label"])) for s in SPLITS)) + 1
+
+
+def flat_classification_batch(data: Data, key: jax.Array, split: str,
+                              batch_size: int) -> Dict[str, jax.Array]:
+  """``{"x": float32 (B, D), "label": int32 (B,)}`` from image (flattened, [0,1]) or x data."""
+  rows = sample_rows(data[split], key, batch_size)
+  return {"x": features_of(rows), "label": rows["label"].astype(jnp.int32)}
+
+
+def abstract_flat_classification_batch(data: Data, batch_size: int):
+  return {"x": jax.ShapeDtypeStruct((batch_size, feature_dim(data)), jnp.float32),
+          "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy of ``logits (B, C)`` against integer ``labels (B,)``."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+def classification_normalizer(n_classes: int) -> Callable[[jax.Array], jax.Array]:
+  """Normalized loss 1 at chance (``log(num_classes)``), clipped at 1.5."""
+  return make_normalizer(math.log(n_classes))
+
+
+def dataset_tag(dataset: str) -> str:
+  """Short dataset tag used in registry names (``fashion_mnist`` -> ``fmnist``)."""
+  return {"fashion_mnist": "fmnist", "mnist_5k": "mnist5k", "text_stdlib": "text"}.get(
+      dataset, dataset)
+
+
+def seed_key(key: jax.Array, seed: Any) -> jax.Array:
+  """Folds a (possibly traced) integer seed into ``key``; ``None`` leaves it unchanged."""
+  if seed is None:
+    return key
+  return jax.random.fold_in(key, jnp.asarray(seed).astype(jnp.uint32))
+
+
+def random_seed(key: jax.Array) -> jax.Array:
+  """A uint32 seed drawn from ``key`` (for the dynamic part of a family config)."""
+  return jax.random.bits(key, (), jnp.uint32)
+
+
+def log_uniform(key: jax.Array, low: float, high: float) -> jax.Array:
+  """A float32 scalar log-uniformly distributed on ``[low, high]``."""
+  u = jax.random.uniform(key, (), jnp.float32)
+  return jnp.exp(jnp.log(low) + u * (jnp.log(high) - jnp.log(low)))
+
+
+def choice(key: jax.Array, options: Sequence[Any]) -> Any:
+  """A Python value chosen uniformly from ``options`` (for static config parts)."""
+  return options[int(jax.random.randint(key, (), 0, len(options)))]
+
+
+def synthetic_image_data(seed: int = 0, n: int = 256, shape: Tuple[int, ...] = (8, 8, 1),
+                         n_classes: int = 10) -> Dict[str, Dict[str, jax.Array]]:
+  """A small learnable image dataset in the ``tasks.datasets`` layout, no files needed.
+
+  Pixels are uniform uint8; labels are the argmax of a fixed random linear "teacher"
+  on the [0, 1]-scaled, centred pixels, so a linear model can fit them. Used by tests
+  and examples that must not depend on downloaded data.
+  """
+  rng = np.random.default_rng(seed)
+  dim = int(np.prod(shape))
+  teacher = rng.normal(size=(dim, n_classes))
+  out = {}
+  for split in SPLITS:
+    image = rng.integers(0, 256, size=(n,) + tuple(shape), dtype=np.uint8)
+    label = np.argmax((image.reshape(n, -1) / 255.0 - 0.5) @ teacher, axis=1)
+    out[split] = {"image": jnp.asarray(image), "label": jnp.asarray(label.astype(np.int32))}
+  return out

@@ -1,0 +1,152 @@
+"""MLP tasks: shapes, μP contract, determinism, family vmapping (synthetic data)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tasks import common, mlp
+
+DATA = common.synthetic_image_data(seed=0, n=256)
+
+
+def _train(task, steps=40, lr=1e-2):
+  opt = optax.adam(lr)
+
+  @jax.jit
+  def step(params, state, key):
+    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(task.data, key, "train"), key)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+  params = task.init(jax.random.PRNGKey(0))
+  state = opt.init(params)
+  losses = []
+  for i in range(steps):
+    params, state, loss = step(params, state, jax.random.PRNGKey(i))
+    losses.append(float(loss))
+  return params, np.array(losses)
+
+
+def test_param_info_roles_and_fan_ins():
+  task = mlp.mlp_task(data=DATA, hidden=(16, 24, 8))
+  params = task.init(jax.random.PRNGKey(0))
+  info = task.param_info(params)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      info, is_leaf=lambda x: isinstance(x, mlp.ParamInfo))
+  expected = [("input", 64, 16), ("hidden", 16, 24), ("hidden", 24, 8), ("output", 8, 10)]
+  for i, (role, fan_in, fan_out) in enumerate(expected):
+    w = info[f"linear_{i}"]["w"]
+    assert (w.role, w.fan_in, w.fan_out) == (role, fan_in, fan_out)
+    assert params[f"linear_{i}"]["w"].shape == (fan_in, fan_out)
+    assert info[f"linear_{i}"]["b"].role == "bias"
+
+
+def test_mup_init_and_output_multiplier():
+  width = 256
+  task = mlp.mlp_task(data=DATA, hidden=(width, width), parametrization="mup")
+  params = task.init(jax.random.PRNGKey(1))
+  assert task.metadata["output_multiplier"] == pytest.approx(1.0 / width)
+  np.testing.assert_array_equal(params["linear_2"]["w"], 0.0)
+  np.testing.assert_array_equal(params["linear_2"]["b"], 0.0)
+  # Fan-in μP init: std 1/sqrt(fan_in) for input (fan_in 64) and hidden (fan_in 256).
+  np.testing.assert_allclose(np.std(params["linear_0"]["w"]), 1 / np.sqrt(64), rtol=0.05)
+  np.testing.assert_allclose(np.std(params["linear_1"]["w"]), 1 / np.sqrt(width), rtol=0.05)
+  # Logits = (h @ w_out) / width + b_out, checked with a nonzero readout.
+  params["linear_2"]["w"] = jax.random.normal(jax.random.PRNGKey(2), (width, 10))
+  params["linear_2"]["b"] = jnp.arange(10.0)
+  batch = task.sample_batch(jax.random.PRNGKey(3))
+  logits, acts = mlp.mlp_forward(params, batch["x"], "relu", 1.0 / width,
+                                 return_activations=True)
+  h = jax.nn.relu(jax.nn.relu(batch["x"] @ params["linear_0"]["w"]) @ params["linear_1"]["w"])
+  np.testing.assert_allclose(acts["linear_1"], h, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits, h @ params["linear_2"]["w"] / width + jnp.arange(10.0),
+                             rtol=1e-4, atol=1e-5)
+  got = mlp.activations_fn(task)(params, batch)
+  assert set(got) == {"linear_0", "linear_1", "logits"}
+  np.testing.assert_allclose(got["logits"], logits, rtol=1e-6)
+
+
+def test_mup_init_loss_is_chance():
+  task = mlp.mlp_task(data=DATA, parametrization="mup")
+  params = task.init(jax.random.PRNGKey(0))
+  loss = task.loss(params, task.sample_batch(jax.random.PRNGKey(0)), None)
+  np.testing.assert_allclose(loss, np.log(10), rtol=1e-6)
+  np.testing.assert_allclose(task.normalize_loss(loss), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("parametrization", ["standard", "mup"])
+def test_loss_decreases_with_adam(parametrization):
+  task = mlp.mlp_task(data=DATA, parametrization=parametrization)
+  _, losses = _train(task, steps=40, lr=3e-2 if parametrization == "mup" else 1e-2)
+  assert np.all(np.isfinite(losses))
+  assert losses[-5:].mean() < 0.8 * losses[:5].mean()
+
+
+def test_batch_shapes_deterministic_and_scaled():
+  task = mlp.mlp_task(data=DATA, batch_size=32)
+  b1 = task.sample_batch(jax.random.PRNGKey(0), "inner_valid")
+  b2 = task.sample_batch(jax.random.PRNGKey(0), "inner_valid")
+  b3 = task.sample_batch(jax.random.PRNGKey(1), "inner_valid")
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), b1) == jax.tree.map(
+      lambda x: (x.shape, x.dtype), task.abstract_batch)
+  assert b1["x"].shape == (32, 64) and b1["x"].dtype == jnp.float32
+  assert 0.0 <= float(b1["x"].min()) and float(b1["x"].max()) <= 1.0
+  np.testing.assert_array_equal(b1["x"], b2["x"])
+  assert not np.array_equal(b1["x"], b3["x"])
+  # Rows come from the requested split.
+  pool = DATA["inner_valid"]["image"].reshape(256, -1).astype(np.float32) / 255.0
+  assert all(np.any(np.all(np.isclose(pool, row), axis=1)) for row in np.asarray(b1["x"]))
+
+
+def test_family_vmaps_and_is_deterministic():
+  fam = mlp.mlp_family(data=DATA, widths=(8, 16), depths=(1, 2))
+  cfg = fam.sample_batch(jax.random.PRNGKey(4), 4)
+  cfg2 = fam.sample_batch(jax.random.PRNGKey(4), 4)
+  assert cfg.static == cfg2.static
+  jax.tree.map(np.testing.assert_array_equal, cfg.dynamic, cfg2.dynamic)
+
+  @jax.jit
+  def losses(dynamic, key):
+    def one(dyn):
+      task = fam.make_task(cfg.static, dyn)
+      params = task.init(key)
+      batch = task.batch(task.data, key, "train")
+      loss, grads = jax.value_and_grad(task.loss)(params, batch, key)
+      return loss, optax.tree.norm(grads)
+    return jax.vmap(one)(dynamic)
+
+  loss, gnorm = losses(cfg.dynamic, jax.random.PRNGKey(0))
+  assert loss.shape == (4,) and np.all(np.isfinite(loss)) and np.all(np.isfinite(gnorm))
+  assert len(np.unique(np.asarray(loss))) == 4
+
+
+def test_family_seeds_change_init_and_data():
+  fam = mlp.mlp_family(data=DATA, widths=(16,), depths=(1,), activations=("tanh",),
+                       init_scale_range=(1.0, 1.0))
+  key = jax.random.PRNGKey(0)
+  base = {"init_seed": jnp.uint32(1), "data_seed": jnp.uint32(1), "init_scale": jnp.float32(1)}
+  static = fam.sample_static(key)
+  t0 = fam.make_task(static, base)
+  t_init = fam.make_task(static, dict(base, init_seed=jnp.uint32(2)))
+  t_data = fam.make_task(static, dict(base, data_seed=jnp.uint32(2)))
+  p0, p_init, p_data = t0.init(key), t_init.init(key), t_data.init(key)
+  assert not np.allclose(p0["linear_0"]["w"], p_init["linear_0"]["w"])
+  np.testing.assert_array_equal(p0["linear_0"]["w"], p_data["linear_0"]["w"])
+  b0, b_data = t0.sample_batch(key), t_data.sample_batch(key)
+  assert not np.array_equal(b0["x"], b_data["x"])
+  np.testing.assert_array_equal(b0["x"], t_init.sample_batch(key)["x"])
+  t_scaled = fam.make_task(static, dict(base, init_scale=jnp.float32(2)))
+  np.testing.assert_allclose(t_scaled.init(key)["linear_0"]["w"], 2 * p0["linear_0"]["w"],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(activation="swish2"), "Unknown activation"),
+    (dict(parametrization="ntk"), "Unknown parametrization"),
+    (dict(hidden=()), "at least one positive width"),
+])
+def test_bad_config_errors(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    mlp.mlp_task(data=DATA, **kwargs)
