@@ -1,2 +1,4 @@
 """Imports every task module so that its registrations run."""
+from tasks import problems  # noqa: F401
+from tasks import sparse  # noqa: F401
 from tasks import mlp  # noqa: F401
