@@ -7,3 +7,4 @@ from metaopt.lopt.base import (LearnedOptimizer, arch_names, build, config_to_di
 # Architecture modules (each registers itself on import).
 from metaopt.lopt import mlp  # noqa: F401
 from metaopt.lopt import lstm  # noqa: F401
+from metaopt.lopt import adam  # noqa: F401
