@@ -8,3 +8,4 @@ from metaopt.lopt.base import (LearnedOptimizer, arch_names, build, config_to_di
 from metaopt.lopt import mlp  # noqa: F401
 from metaopt.lopt import lstm  # noqa: F401
 from metaopt.lopt import adam  # noqa: F401
+from metaopt.lopt import math_l2o  # noqa: F401
