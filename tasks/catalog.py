@@ -2,3 +2,5 @@
 from tasks import problems  # noqa: F401
 from tasks import sparse  # noqa: F401
 from tasks import mlp  # noqa: F401
+from tasks import quadratic  # noqa: F401
+from tasks import classic  # noqa: F401

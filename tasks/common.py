@@ -20,6 +20,10 @@ from tasks.base import SPLITS, make_normalizer
 
 Data = Mapping[str, Mapping[str, jax.Array]]
 
+#: A distinct integer per split, folded into keys of generated (data-free) batches so
+#: that the splits of a synthetic task are different samples.
+SPLIT_IDS = {split: i for i, split in enumerate(SPLITS)}
+
 #: Activation functions selectable by name in the model tasks.
 ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
