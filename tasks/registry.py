@@ -23,6 +23,7 @@ class UnknownNameError(KeyError):
 
 
 def unknown_name_error(kind: str, name: str, known: List[str]) -> UnknownNameError:
+  known = sorted(set(known))  # A task and a family may share a name.
   close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
   hint = f" Did you mean: {', '.join(close)}?" if close else ""
   return UnknownNameError(

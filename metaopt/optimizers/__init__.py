@@ -1,0 +1,14 @@
+"""Hand-designed baseline optimizers: a registry over optax / optax.contrib.
+
+* ``get(name, schedule=..., total_steps=..., **hparams)`` -> optax transformation;
+* ``names()``, ``spec(name)`` (a ``BaselineSpec``: defaults, search space, ...);
+* ``tune(task, name, steps, ...)``: grid / random search on ``inner_valid``.
+"""
+
+from metaopt.optimizers.registry import (SCHEDULES, BaselineSpec, UnknownOptimizerError,
+                                         config, get, make_schedule, names, parse_hparams,
+                                         parse_value, register, spec)
+from metaopt.optimizers.space import Choice, LogUniform, Uniform
+from metaopt.optimizers import baselines as _baselines  # noqa: F401  (registers)
+from metaopt.optimizers.tune import (TUNE_SEED_OFFSET, Trial, TuneResult, search_configs,
+                                     tune)

@@ -1,0 +1,167 @@
+"""The baseline optimizers: thin builders over optax / optax.contrib.
+
+Defaults follow each paper / optax unless noted; search spaces are log-uniform in the
+learning rate (about four decades around the usual values) plus the one or two
+hyper-parameters that matter most for the method.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+from optax import contrib
+
+from metaopt.optimizers.registry import BaselineSpec, register
+from metaopt.optimizers.space import Choice, LogUniform, Uniform
+from metaopt.train import TransformationWithObjective
+
+
+def _sgd(learning_rate):
+  return optax.sgd(learning_rate)
+
+
+def _momentum(learning_rate, momentum):
+  return optax.sgd(learning_rate, momentum=momentum)
+
+
+def _nesterov(learning_rate, momentum):
+  return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+
+
+def _adam(learning_rate, b1, b2, eps):
+  return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+
+
+def _adamw(learning_rate, b1, b2, eps, weight_decay):
+  return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+
+
+def _lion(learning_rate, b1, b2, weight_decay):
+  return optax.lion(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+
+
+def _adafactor(learning_rate, decay_rate, clipping_threshold, momentum,
+               multiply_by_parameter_scale, min_dim_size_to_factor):
+  return optax.adafactor(learning_rate, decay_rate=decay_rate,
+                         clipping_threshold=clipping_threshold, momentum=momentum,
+                         multiply_by_parameter_scale=multiply_by_parameter_scale,
+                         min_dim_size_to_factor=min_dim_size_to_factor)
+
+
+def _rmsprop(learning_rate, decay, eps, momentum):
+  return optax.rmsprop(learning_rate, decay=decay, eps=eps, momentum=momentum)
+
+
+def _adagrad(learning_rate, initial_accumulator_value, eps):
+  return optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator_value,
+                       eps=eps)
+
+
+def _lamb(learning_rate, b1, b2, eps, weight_decay):
+  return optax.lamb(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+
+
+def _sophia(learning_rate, b1, b2, gamma, weight_decay, clip_threshold, update_interval,
+            hutchinson_seed):
+  # Sophia-H: the Hutchinson estimator needs ``obj_fn`` (params -> loss on the current
+  # batch); the marker type tells ``metaopt.train`` to pass it.
+  tx = contrib.sophia(
+      learning_rate, b1=b1, b2=b2, gamma=gamma, weight_decay=weight_decay,
+      clip_threshold=clip_threshold, update_interval=update_interval,
+      hessian_diagonal_fn=contrib.hutchinson_estimator_diag_hessian(
+          jax.random.PRNGKey(hutchinson_seed)))
+  return TransformationWithObjective(tx.init, tx.update)
+
+
+def _muon(learning_rate, beta, ns_steps, nesterov, weight_decay, adam_b1, adam_b2):
+  # 2-D weights get the orthogonalised (Newton-Schulz) momentum; every other tensor
+  # (biases, scalars, conv kernels) falls back to Adam at the same learning rate.
+  return contrib.muon(learning_rate, beta=beta, ns_steps=ns_steps, nesterov=nesterov,
+                      weight_decay=weight_decay, adam_b1=adam_b1, adam_b2=adam_b2)
+
+
+def _schedule_free_adamw(learning_rate, warmup_steps, b1, b2, weight_decay):
+  return contrib.schedule_free_adamw(learning_rate, warmup_steps=warmup_steps or None,
+                                     b1=b1, b2=b2, weight_decay=weight_decay)
+
+
+def _prodigy(learning_rate, b1, b2, d0, weight_decay):
+  return contrib.prodigy(learning_rate, betas=(b1, b2), estim_lr0=d0,
+                         weight_decay=weight_decay)
+
+
+_LR_WIDE = LogUniform(1e-5, 1.0)
+
+register(BaselineSpec(
+    "sgd", _sgd, {"learning_rate": 0.1}, {"learning_rate": LogUniform(1e-4, 10.0)},
+    description="plain stochastic gradient descent"))
+register(BaselineSpec(
+    "momentum", _momentum, {"learning_rate": 0.01, "momentum": 0.9},
+    {"learning_rate": LogUniform(1e-4, 3.0), "momentum": Uniform(0.5, 0.99)},
+    description="SGD with heavy-ball momentum"))
+register(BaselineSpec(
+    "nesterov", _nesterov, {"learning_rate": 0.01, "momentum": 0.9},
+    {"learning_rate": LogUniform(1e-4, 3.0), "momentum": Uniform(0.5, 0.99)},
+    description="SGD with Nesterov momentum"))
+register(BaselineSpec(
+    "adam", _adam, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
+    {"learning_rate": _LR_WIDE, "b1": Uniform(0.5, 0.95), "b2": Choice([0.99, 0.999])},
+    description="Adam (Kingma & Ba 2015)"))
+register(BaselineSpec(
+    "adamw", _adamw,
+    {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-4},
+    {"learning_rate": _LR_WIDE, "b1": Uniform(0.5, 0.95),
+     "weight_decay": LogUniform(1e-6, 1e-1)},
+    description="Adam with decoupled weight decay (Loshchilov & Hutter 2019)"))
+register(BaselineSpec(
+    "lion", _lion, {"learning_rate": 1e-4, "b1": 0.9, "b2": 0.99, "weight_decay": 1e-3},
+    {"learning_rate": LogUniform(1e-6, 1e-1), "b1": Uniform(0.8, 0.95),
+     "weight_decay": LogUniform(1e-5, 1e-1)},
+    description="Lion, sign of interpolated momentum (Chen et al. 2023)"))
+register(BaselineSpec(
+    "adafactor", _adafactor,
+    {"learning_rate": 1e-2, "decay_rate": 0.8, "clipping_threshold": 1.0, "momentum": None,
+     "multiply_by_parameter_scale": True, "min_dim_size_to_factor": 128},
+    {"learning_rate": LogUniform(1e-4, 1.0), "momentum": Choice([None, 0.9])},
+    description="Adafactor, factored second moments (Shazeer & Stern 2018)"))
+register(BaselineSpec(
+    "rmsprop", _rmsprop, {"learning_rate": 1e-3, "decay": 0.9, "eps": 1e-8, "momentum": None},
+    {"learning_rate": _LR_WIDE, "decay": Uniform(0.8, 0.999)},
+    description="RMSProp (Tieleman & Hinton 2012)"))
+register(BaselineSpec(
+    "adagrad", _adagrad,
+    {"learning_rate": 1e-2, "initial_accumulator_value": 0.1, "eps": 1e-7},
+    {"learning_rate": LogUniform(1e-4, 10.0)},
+    description="Adagrad (Duchi et al. 2011)"))
+register(BaselineSpec(
+    "lamb", _lamb, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-6,
+                    "weight_decay": 0.0},
+    {"learning_rate": _LR_WIDE, "b1": Uniform(0.5, 0.95)},
+    description="LAMB, layer-wise trust ratio on Adam (You et al. 2020)"))
+register(BaselineSpec(
+    "sophia", _sophia,
+    {"learning_rate": 1e-3, "b1": 0.965, "b2": 0.99, "gamma": 0.01, "weight_decay": 1e-4,
+     "clip_threshold": 1.0, "update_interval": 10, "hutchinson_seed": 0},
+    {"learning_rate": LogUniform(1e-5, 1e-1), "gamma": LogUniform(1e-3, 1.0)},
+    description="Sophia-H, clipped diagonal-Hessian preconditioning (Liu et al. 2023)"))
+register(BaselineSpec(
+    "muon", _muon,
+    {"learning_rate": 0.02, "beta": 0.95, "ns_steps": 5, "nesterov": True,
+     "weight_decay": 0.0, "adam_b1": 0.9, "adam_b2": 0.999},
+    {"learning_rate": LogUniform(1e-4, 1.0), "beta": Uniform(0.8, 0.99)},
+    description="Muon, Newton-Schulz orthogonalised momentum on matrices (Jordan et al. 2024)"))
+register(BaselineSpec(
+    "schedule_free_adamw", _schedule_free_adamw,
+    {"learning_rate": 2.5e-3, "warmup_steps": 0, "b1": 0.9, "b2": 0.999,
+     "weight_decay": 0.0},
+    {"learning_rate": _LR_WIDE, "b1": Uniform(0.8, 0.99),
+     "weight_decay": Choice([0.0, 1e-4, 1e-2])},
+    description="Schedule-free AdamW, iterate averaging instead of a schedule "
+                "(Defazio et al. 2024)",
+    schedulable=False))
+register(BaselineSpec(
+    "prodigy", _prodigy,
+    {"learning_rate": 1.0, "b1": 0.9, "b2": 0.999, "d0": 1e-6, "weight_decay": 0.0},
+    {"learning_rate": LogUniform(0.1, 10.0)},
+    self_tuning=True,
+    description="Prodigy, learning-rate-free Adam (Mishchenko & Defazio 2024)"))

@@ -1,0 +1,182 @@
+"""Registry of hand-designed baseline optimizers.
+
+Each baseline is a ``BaselineSpec``: a builder returning an optax transformation,
+its default hyper-parameters and the space it is tuned over. ``get(name, **hparams)``
+merges the hyper-parameters into the defaults (unknown keys are an error) and can
+replace the constant learning rate by a schedule, for every optimizer alike.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import optax
+
+from metaopt.optimizers.space import Axis
+
+#: Learning-rate schedules ``get(..., schedule=...)`` understands.
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSpec:
+  """A baseline optimizer.
+
+  Attributes:
+    name: registry name.
+    build: ``(**hparams) -> optax.GradientTransformation``; receives every key of
+      ``defaults`` (``learning_rate`` may be a schedule).
+    defaults: default hyper-parameters (sensible for a small network).
+    search_space: hyper-parameter name -> ``LogUniform`` / ``Uniform`` / ``Choice``;
+      the keys are a subset of ``defaults``; the rest stay at their defaults.
+    self_tuning: True when the optimizer needs no tuning (AlgoPerf's self-tuning
+      ruleset: one run at the defaults).
+    description: one line for ``metaopt list optimizers``.
+    schedulable: False when the optimizer only takes a constant learning rate
+      (schedule-free methods replace the schedule by iterate averaging).
+  """
+  name: str
+  build: Callable[..., optax.GradientTransformation]
+  defaults: Mapping[str, Any]
+  search_space: Mapping[str, Any]
+  self_tuning: bool = False
+  description: str = ""
+  schedulable: bool = True
+
+  def __post_init__(self):
+    extra = sorted(set(self.search_space) - set(self.defaults))
+    if extra:
+      raise ValueError(f"{self.name}: search_space keys {extra} have no default.")
+    for key, axis in self.search_space.items():
+      if not isinstance(axis, Axis):
+        raise TypeError(f"{self.name}: search_space[{key!r}] must be LogUniform, "
+                        f"Uniform or Choice, got {type(axis).__name__}.")
+    if "learning_rate" not in self.defaults:
+      raise ValueError(f"{self.name}: every baseline needs a 'learning_rate' default.")
+
+
+_SPECS: Dict[str, BaselineSpec] = {}
+
+
+def register(spec: BaselineSpec) -> BaselineSpec:
+  if spec.name in _SPECS:
+    raise ValueError(f"Baseline optimizer {spec.name!r} is already registered.")
+  _SPECS[spec.name] = spec
+  return spec
+
+
+class UnknownOptimizerError(KeyError):
+  """Unknown optimizer name; the message lists close matches and all known names."""
+
+  def __str__(self):  # KeyError quotes its message; keep it readable.
+    return str(self.args[0])
+
+
+def names() -> List[str]:
+  return sorted(_SPECS)
+
+
+def spec(name: str) -> BaselineSpec:
+  """The ``BaselineSpec`` registered as ``name``."""
+  if name not in _SPECS:
+    close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownOptimizerError(
+        f"Unknown optimizer {name!r}.{hint} Known optimizers: {', '.join(names())}.")
+  return _SPECS[name]
+
+
+def config(name: str, **hparams) -> Dict[str, Any]:
+  """The full hyper-parameter dict of ``name``: defaults updated by ``hparams``.
+
+  Raises ``ValueError`` naming the valid keys for unknown ones, and for a
+  non-positive or non-finite learning rate.
+  """
+  s = spec(name)
+  unknown = sorted(set(hparams) - set(s.defaults))
+  if unknown:
+    raise ValueError(f"Optimizer {name!r} has no hyper-parameter(s) {unknown}; "
+                     f"valid ones: {sorted(s.defaults)}.")
+  cfg = dict(s.defaults)
+  cfg.update(hparams)
+  lr = cfg["learning_rate"]
+  if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
+    raise ValueError(f"learning_rate must be a positive finite number, got {lr}.")
+  return cfg
+
+
+def make_schedule(learning_rate: float, schedule: str = "constant",
+                  total_steps: Optional[int] = None,
+                  warmup_steps: Optional[int] = None) -> optax.ScalarOrSchedule:
+  """A learning-rate schedule peaking at ``learning_rate``.
+
+  ``constant``: the number itself. ``cosine``: cosine decay to 0 over
+  ``total_steps``. ``warmup_cosine``: linear warm-up from 0 over ``warmup_steps``
+  (default 5% of ``total_steps``), then cosine decay to 0 at ``total_steps``.
+  """
+  if schedule not in SCHEDULES:
+    close = difflib.get_close_matches(schedule, SCHEDULES, n=2, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"Unknown schedule {schedule!r}.{hint} Known: {', '.join(SCHEDULES)}.")
+  if schedule == "constant":
+    return learning_rate
+  if total_steps is None or total_steps <= 0:
+    raise ValueError(f"schedule={schedule!r} needs total_steps > 0 (the training length); "
+                     f"got {total_steps}.")
+  if schedule == "cosine":
+    return optax.cosine_decay_schedule(learning_rate, total_steps)
+  if warmup_steps is None:
+    warmup_steps = max(1, total_steps // 20)
+  if not 0 <= warmup_steps < total_steps:
+    raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}), "
+                     f"got {warmup_steps}.")
+  return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, total_steps)
+
+
+def get(name: str, *, schedule: str = "constant", total_steps: Optional[int] = None,
+        warmup_steps: Optional[int] = None, **hparams) -> optax.GradientTransformation:
+  """The baseline ``name`` as an optax transformation.
+
+  Args:
+    name: one of ``names()``.
+    schedule: one of ``SCHEDULES``; applied to ``learning_rate``.
+    total_steps, warmup_steps: schedule length (see ``make_schedule``).
+    **hparams: hyper-parameters overriding ``spec(name).defaults``.
+  """
+  s = spec(name)
+  cfg = config(name, **hparams)
+  if schedule != "constant" and not s.schedulable:
+    raise ValueError(f"Optimizer {name!r} takes only a constant learning rate "
+                     f"(schedule={schedule!r} given); use schedule='constant'.")
+  cfg["learning_rate"] = make_schedule(cfg["learning_rate"], schedule, total_steps,
+                                       warmup_steps)
+  return s.build(**cfg)
+
+
+def parse_value(text: str) -> Any:
+  """A command-line value: Python/JSON literal (``1e-3``, ``(0.9, 0.99)``,
+  ``true``/``false``/``none`` in any case), else the string itself."""
+  lowered = text.strip().lower()
+  if lowered in ("true", "false"):
+    return lowered == "true"
+  if lowered in ("none", "null"):
+    return None
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_hparams(items: Sequence[str]) -> Dict[str, Any]:
+  """``["b1=0.95", "nesterov=true"]`` -> ``{"b1": 0.95, "nesterov": True}``."""
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"Hyper-parameter {item!r} must look like name=value (e.g. b1=0.95).")
+    key, value = item.split("=", 1)
+    out[key.strip()] = parse_value(value)
+  return out
