@@ -4,3 +4,4 @@ from tasks import sparse  # noqa: F401
 from tasks import mlp  # noqa: F401
 from tasks import quadratic  # noqa: F401
 from tasks import classic  # noqa: F401
+from tasks import logistic  # noqa: F401
