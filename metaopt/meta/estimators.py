@@ -1,0 +1,348 @@
+"""Meta-gradient estimators behind one interface.
+
+An estimator owns the in-flight inner runs of a batch of ``num_tasks`` tasks (its
+*worker state*; every leaf has the task axis first, so it shards over devices) and
+turns one truncation of them into a meta-gradient estimate:
+
+* ``init_worker_state(theta, key) -> worker_state``
+* ``compute_gradient(theta, worker_state, data, key) -> (grad, worker_state, metrics)``
+
+``grad`` has theta's structure, ``metrics`` is a dict of float32 scalars (sums over
+tasks are turned into means by the trainer's logging window). Both are pure and
+jittable; ``key`` carries all randomness of the truncation.
+
+Estimators (``ESTIMATORS``):
+
+* ``tbptt``: truncated backprop through the truncation (biased over several
+  truncations: gradients do not flow into the state the truncation starts from).
+* ``es``: truncated antithetic ES; both branches start from the shared state and the
+  positive branch's state is kept.
+* ``full_es``: antithetic ES over a whole run from scratch (meta-loss ``avg``,
+  ``min``, or ``last`` = loss of the final parameters recomputed on fresh batches).
+* ``pes``: Persistent ES (Vicol et al., 2021): antithetic pairs that persist across
+  truncations, with each pair's perturbations accumulated since its run started.
+  Unbiased for the meta-gradient of the sum of truncation losses. When a run restarts
+  inside a truncation the loss terms after the restart are weighted by the current
+  perturbation only, and the accumulator restarts from it.
+* ``MixedEstimator``: a weighted sum of estimators, each with its own worker state.
+
+Divergence: a task whose loss becomes non-finite in any branch is excluded from the
+estimate (zero weight), restarted, and counted in ``num_nan_resets``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Dict, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from metaopt.meta.unroll import InnerProblem, InnerState
+
+ESTIMATORS = ("tbptt", "es", "full_es", "pes")
+FULL_ES_LOSSES = ("avg", "min", "last")
+
+Metrics = Dict[str, jax.Array]
+tmap = jax.tree_util.tree_map
+
+
+def _masked_mean(per_task, valid: jax.Array):
+  """Mean over the task axis of a pytree, with invalid tasks given zero weight."""
+  count = jnp.sum(valid)
+  scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1), 0.0)
+
+  def mean(x):
+    mask = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
+    return jnp.sum(jnp.where(mask, x, 0.0), axis=0) * scale
+
+  return tmap(mean, per_task)
+
+
+def _sample_eps(theta, key: jax.Array, num_tasks: int, sigma: float):
+  """Gaussian perturbations (std ``sigma``) of theta, one per task (leading axis)."""
+  leaves, treedef = jax.tree_util.tree_flatten(theta)
+  keys = jax.random.split(key, len(leaves))
+  eps = [sigma * jax.random.normal(k, (num_tasks,) + jnp.shape(x), jnp.result_type(x))
+         for k, x in zip(keys, leaves)]
+  return jax.tree_util.tree_unflatten(treedef, eps)
+
+
+def _pair_thetas(theta, eps):
+  """``(T, 2, ...)`` thetas ``theta + eps`` and ``theta - eps`` per task."""
+  return tmap(lambda t, e: t + jnp.stack([e, -e], axis=1), theta, eps)
+
+
+def _group(states: InnerState, size: int) -> InnerState:
+  """Repeats per-task states ``(T, ...)`` into groups ``(T, size, ...)``."""
+  return tmap(lambda x: jnp.repeat(x[:, None], size, axis=1), states)
+
+
+def _common_metrics(out, valid, weights, num_branches: int) -> Metrics:
+  """Metrics shared by all estimators, from batched ``UnrollOut`` (T, K, B)."""
+  num_tasks, num_steps = out.reset.shape
+  per_task = jnp.einsum("tkb,k->t", out.meta_loss, weights) / num_branches
+  return {
+      "meta_loss": _masked_mean(per_task, valid),
+      "train_loss": jnp.mean(jnp.where(out.finite, out.loss, jnp.nan)),
+      "num_nan_resets": jnp.sum(~jnp.all(out.finite, axis=2)).astype(jnp.float32),
+      "num_restarts": jnp.sum(out.reset).astype(jnp.float32),
+      "valid_fraction": jnp.mean(valid.astype(jnp.float32)),
+      "inner_steps": jnp.asarray(num_tasks * num_steps * num_branches, jnp.float32),
+  }
+
+
+class GradientEstimator(abc.ABC):
+  """Interface of meta-gradient estimators (see module docstring)."""
+
+  name: str = ""
+
+  def __init__(self, problem: InnerProblem, num_tasks: int):
+    if num_tasks < 1:
+      raise ValueError(f"num_tasks must be >= 1, got {num_tasks}.")
+    self.problem = problem
+    self.num_tasks = num_tasks
+
+  @abc.abstractmethod
+  def init_worker_state(self, theta, key: jax.Array) -> Any:
+    """In-flight inner runs (every leaf has a leading ``num_tasks`` axis)."""
+
+  @abc.abstractmethod
+  def compute_gradient(self, theta, worker_state, data, key: jax.Array
+                       ) -> Tuple[Any, Any, Metrics]:
+    """One truncation: ``(grad, new_worker_state, metrics)``."""
+
+  def _unroll(self, thetas, states, data, key, num_steps):
+    """Unrolls all tasks: thetas/states ``(T, B, ...)``; keys shared within a task."""
+    keys = jax.random.split(key, self.num_tasks)
+    fn = lambda th, st, k: self.problem.unroll(th, st, data, k, num_steps)  # noqa: E731
+    states, out = jax.vmap(fn)(thetas, states, keys)
+    return states, out
+
+
+class TruncatedBackprop(GradientEstimator):
+  """Truncated backpropagation through time (exact for the truncation's loss as a
+  function of theta from a fixed start state)."""
+
+  name = "tbptt"
+
+  def __init__(self, problem: InnerProblem, num_tasks: int):
+    super().__init__(problem, num_tasks)
+    self.length = problem.schedule.truncation_length
+
+  def init_worker_state(self, theta, key):
+    return _group(self.problem.init_states(theta, key, self.num_tasks), 1)
+
+  def compute_gradient(self, theta, worker_state, data, key):
+    weights = self.problem.weights(self.length)
+    keys = jax.random.split(key, self.num_tasks)
+
+    def task_loss(th, st, k):
+      thetas = tmap(lambda x: x[None], th)
+      st, out = self.problem.unroll(thetas, st, data, k, self.length)
+      return jnp.dot(weights, out.meta_loss[:, 0]), (st, out)
+
+    grad_fn = jax.vmap(jax.grad(task_loss, has_aux=True), in_axes=(None, 0, 0))
+    per_task, (states, out) = grad_fn(theta, worker_state, keys)
+    valid = jnp.all(out.finite, axis=(1, 2))
+    metrics = _common_metrics(out, valid, weights, 1)
+    return _masked_mean(per_task, valid), states, metrics
+
+
+class TruncatedES(GradientEstimator):
+  """Antithetic ES over one truncation from the shared state."""
+
+  name = "es"
+
+  def __init__(self, problem: InnerProblem, num_tasks: int, sigma: float = 0.01):
+    super().__init__(problem, num_tasks)
+    self.sigma = float(sigma)
+    self.length = problem.schedule.truncation_length
+
+  def init_worker_state(self, theta, key):
+    return self.problem.init_states(theta, key, self.num_tasks)
+
+  def compute_gradient(self, theta, worker_state, data, key):
+    k_eps, k_unroll = jax.random.split(key)
+    eps = _sample_eps(theta, k_eps, self.num_tasks, self.sigma)
+    states, out = self._unroll(_pair_thetas(theta, eps), _group(worker_state, 2), data,
+                               k_unroll, self.length)
+    weights = self.problem.weights(self.length)
+    losses = jnp.einsum("tkb,k->tb", out.meta_loss, weights)
+    coef = (losses[:, 0] - losses[:, 1]) / (2 * self.sigma**2)
+    valid = jnp.all(out.finite, axis=(1, 2))
+    grad = _masked_mean(tmap(lambda e: e * coef.reshape((-1,) + (1,) * (e.ndim - 1)), eps),
+                        valid)
+    return grad, tmap(lambda x: x[:, 0], states), _common_metrics(out, valid, weights, 2)
+
+
+@dataclasses.dataclass
+class PESState:
+  """Worker state of PES.
+
+  Attributes:
+    states: antithetic pairs of inner runs, leaves ``(T, 2, ...)``.
+    accum: per-task sum of the perturbations applied since the run started
+      (theta's structure with a leading ``T`` axis).
+  """
+  states: InnerState
+  accum: Any
+
+
+jax.tree_util.register_dataclass(PESState, data_fields=["states", "accum"], meta_fields=[])
+
+
+class PES(GradientEstimator):
+  """Persistent evolution strategies with antithetic pairs."""
+
+  name = "pes"
+
+  def __init__(self, problem: InnerProblem, num_tasks: int, sigma: float = 0.01):
+    super().__init__(problem, num_tasks)
+    self.sigma = float(sigma)
+    self.length = problem.schedule.truncation_length
+
+  def init_worker_state(self, theta, key):
+    states = _group(self.problem.init_states(theta, key, self.num_tasks), 2)
+    accum = tmap(lambda x: jnp.zeros((self.num_tasks,) + jnp.shape(x), jnp.result_type(x)),
+                 theta)
+    return PESState(states, accum)
+
+  def compute_gradient(self, theta, worker_state, data, key):
+    k_eps, k_unroll = jax.random.split(key)
+    eps = _sample_eps(theta, k_eps, self.num_tasks, self.sigma)
+    states, out = self._unroll(_pair_thetas(theta, eps), worker_state.states, data,
+                               k_unroll, self.length)
+    weights = self.problem.weights(self.length)
+    # Steps up to and including a restart belong to the old run (perturbed by the
+    # accumulated eps); later steps to the new run (perturbed by this eps only).
+    resets = out.reset.astype(jnp.int32)
+    before = (jnp.cumsum(resets, axis=1) - resets) == 0  # (T, K)
+    diff = (out.meta_loss[..., 0] - out.meta_loss[..., 1]) * weights / (2 * self.sigma**2)
+    c_old = jnp.sum(jnp.where(before, diff, 0.0), axis=1)
+    c_new = jnp.sum(jnp.where(before, 0.0, diff), axis=1)
+    total = tmap(lambda a, e: a + e, worker_state.accum, eps)
+
+    def per_task(tot, e):
+      shape = (-1,) + (1,) * (e.ndim - 1)
+      return tot * c_old.reshape(shape) + e * c_new.reshape(shape)
+
+    valid = jnp.all(out.finite, axis=(1, 2))
+    grad = _masked_mean(tmap(per_task, total, eps), valid)
+    restarted = jnp.any(out.reset, axis=1)
+
+    def new_accum(tot, e):
+      return jnp.where(restarted.reshape((-1,) + (1,) * (e.ndim - 1)), e, tot)
+
+    accum = tmap(new_accum, total, eps)
+    return grad, PESState(states, accum), _common_metrics(out, valid, weights, 2)
+
+
+class FullES(GradientEstimator):
+  """Antithetic ES over whole inner runs from scratch (no persistent state)."""
+
+  name = "full_es"
+
+  def __init__(self, problem: InnerProblem, num_tasks: int, sigma: float = 0.01,
+               loss_type: str = "avg", last_batches: int = 4):
+    super().__init__(problem, num_tasks)
+    if loss_type not in FULL_ES_LOSSES:
+      raise ValueError(f"Unknown full-ES loss {loss_type!r}; known: {FULL_ES_LOSSES}.")
+    self.sigma = float(sigma)
+    self.loss_type = loss_type
+    self.last_batches = last_batches
+    self.length = problem.schedule.horizon
+
+  def init_worker_state(self, theta, key):
+    return ()
+
+  def _last_loss(self, state: InnerState, data, key):
+    """Normalized loss of the final params on fresh batches (one branch)."""
+    task = self.problem.task(state.dynamic)
+    split = "outer_valid" if self.problem.meta_loss == "valid" else "train"
+
+    def one(k):
+      kb, kl = jax.random.split(k)
+      return task.loss(state.params, task.batch(data, kb, split), kl)
+
+    losses = jax.vmap(one)(jax.random.split(key, self.last_batches))
+    return task.normalize_loss(jnp.mean(losses)), jnp.all(jnp.isfinite(losses))
+
+  def compute_gradient(self, theta, worker_state, data, key):
+    k_eps, k_tasks, k_unroll, k_last = jax.random.split(key, 4)
+    eps = _sample_eps(theta, k_eps, self.num_tasks, self.sigma)
+    thetas = _pair_thetas(theta, eps)
+    new_run = lambda th, k: self.problem.new_run(th, k)  # noqa: E731
+    runs = jax.vmap(jax.vmap(new_run, in_axes=(0, None)))(
+        thetas, jax.random.split(k_tasks, self.num_tasks))
+    # Full runs are never restarted by the schedule: the last step's params are kept.
+    runs = dataclasses.replace(runs, horizon=jnp.full_like(runs.horizon, 2**30))
+    states, out = self._unroll(thetas, runs, data, k_unroll, self.length)
+    valid = jnp.all(out.finite, axis=(1, 2))
+    if self.loss_type == "avg":
+      losses = jnp.mean(out.meta_loss, axis=1)
+    elif self.loss_type == "min":
+      losses = jnp.min(out.meta_loss, axis=1)
+    else:
+      last = jax.vmap(jax.vmap(self._last_loss, in_axes=(0, None, None)), in_axes=(0, None, 0))
+      losses, ok = last(states, data, jax.random.split(k_last, self.num_tasks))
+      valid = valid & jnp.all(ok, axis=1)
+    coef = (losses[:, 0] - losses[:, 1]) / (2 * self.sigma**2)
+    grad = _masked_mean(tmap(lambda e: e * coef.reshape((-1,) + (1,) * (e.ndim - 1)), eps),
+                        valid)
+    metrics = _common_metrics(out, valid, jnp.full((self.length,), 1.0 / self.length), 2)
+    metrics["meta_loss"] = _masked_mean(jnp.mean(losses, axis=1), valid)
+    return grad, worker_state, metrics
+
+
+class MixedEstimator(GradientEstimator):
+  """Weighted sum of estimators: ``sum_i w_i * grad_i``; worker state is a tuple.
+
+  Metrics are summed counts (``num_nan_resets``, ``inner_steps``...) and the
+  weight-averaged ``meta_loss``, plus every estimator's own metrics as ``name/key``.
+  """
+
+  name = "mix"
+
+  def __init__(self, estimators: Sequence[GradientEstimator], weights: Sequence[float]):
+    if len(estimators) != len(weights) or not estimators:
+      raise ValueError("MixedEstimator needs one weight per estimator (and at least one).")
+    super().__init__(estimators[0].problem, estimators[0].num_tasks)
+    self.estimators = tuple(estimators)
+    self.mix_weights = tuple(float(w) for w in weights)
+
+  def init_worker_state(self, theta, key):
+    keys = jax.random.split(key, len(self.estimators))
+    return tuple(e.init_worker_state(theta, k) for e, k in zip(self.estimators, keys))
+
+  def compute_gradient(self, theta, worker_state, data, key):
+    keys = jax.random.split(key, len(self.estimators))
+    grad = tmap(jnp.zeros_like, theta)
+    states, metrics = [], {}
+    total_w = sum(self.mix_weights)
+    for est, w, ws, k in zip(self.estimators, self.mix_weights, worker_state, keys):
+      g, ws, m = est.compute_gradient(theta, ws, data, k)
+      grad = tmap(lambda a, b, w=w: a + w * b, grad, g)
+      states.append(ws)
+      for name, value in m.items():
+        metrics[f"{est.name}/{name}"] = value
+        if name == "meta_loss":
+          metrics[name] = metrics.get(name, 0.0) + w / total_w * value
+        elif name != "valid_fraction" and name != "train_loss":
+          metrics[name] = metrics.get(name, 0.0) + value
+    return grad, tuple(states), metrics
+
+
+def build_estimator(name: str, problem: InnerProblem, num_tasks: int, sigma: float = 0.01,
+                    full_es_loss: str = "avg") -> GradientEstimator:
+  """The estimator ``name`` (one of ``ESTIMATORS``)."""
+  if name == "tbptt":
+    return TruncatedBackprop(problem, num_tasks)
+  if name == "es":
+    return TruncatedES(problem, num_tasks, sigma)
+  if name == "pes":
+    return PES(problem, num_tasks, sigma)
+  if name == "full_es":
+    return FullES(problem, num_tasks, sigma, full_es_loss)
+  raise ValueError(f"Unknown gradient estimator {name!r}; known: {ESTIMATORS}.")

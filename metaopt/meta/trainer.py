@@ -1,0 +1,426 @@
+"""The outer loop: meta-trains theta with an optax optimizer over a device mesh.
+
+One outer step (gradient estimate(s), clipping, NaN guard, optimizer update, metric
+window) is ONE jitted function with the state donated. The in-flight tasks (every
+leaf of the estimator's worker state has the task axis first) are sharded over the
+``tasks`` axis of a ``jax.sharding.Mesh`` of all devices (of all hosts, after
+``jax.distributed.initialize()``); theta and the outer optimizer state are
+replicated, and GSPMD inserts the cross-device mean over tasks. The same code runs on
+one CPU, all devices of a machine, and many hosts.
+
+Determinism and exact resume: the randomness of outer step ``s`` is
+``fold_in(key, s)`` and everything else lives in ``MetaState`` (theta, outer
+optimizer state, worker state, step, key, the metric window), which is checkpointed
+atomically every ``checkpoint_every`` steps, at the end, and on SIGINT/SIGTERM.
+Restarting the same command restores it and truncates ``metrics.jsonl`` to the
+checkpoint, so the resumed run reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import tasks as task_registry
+from metaopt import checkpoint
+from metaopt import lopt as lopt_lib
+from metaopt.logging import MetricsLogger, plot_curves, read_metrics, truncate_metrics
+from metaopt.meta import estimators as est_lib
+from metaopt.meta.config import MetaTrainConfig
+from metaopt.meta.truncation import TruncationSchedule
+from metaopt.meta.unroll import InnerProblem, shared_data, train_curve
+
+#: Metrics that are counts (summed over gradient-accumulation micro-steps).
+COUNT_METRICS = ("num_nan_resets", "num_restarts", "inner_steps")
+#: Row keys that measure time; they differ between otherwise identical runs.
+TIMING_KEYS = ("inner_steps_per_sec", "elapsed_s")
+AXIS = "tasks"
+
+
+@dataclasses.dataclass
+class MetaState:
+  """Everything a resumed run needs.
+
+  Attributes:
+    theta: meta-parameters.
+    opt_state: outer optimizer state.
+    worker_state: the estimator's in-flight tasks (task axis first; sharded).
+    step: int32 outer steps done.
+    key: the run's base PRNG key (step ``s`` uses ``fold_in(key, s)``).
+    window: metric sums since the last logged step (so logs survive resume exactly).
+    num_skipped: float32 count of outer updates skipped for a non-finite meta-gradient.
+  """
+  theta: Any
+  opt_state: Any
+  worker_state: Any
+  step: jax.Array
+  key: jax.Array
+  window: Dict[str, jax.Array]
+  num_skipped: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    MetaState, data_fields=["theta", "opt_state", "worker_state", "step", "key", "window",
+                            "num_skipped"], meta_fields=[])
+
+
+@dataclasses.dataclass
+class MetaTrainResult:
+  """Outcome of ``MetaTrainer.run``.
+
+  Attributes:
+    theta: final meta-parameters (host numpy).
+    rows: the rows of ``metrics.jsonl``.
+    step: outer steps done.
+    interrupted: True when stopped by SIGINT/SIGTERM (a checkpoint was written).
+    export_path: the exported theta file (None when interrupted).
+  """
+  theta: Any
+  rows: List[Dict[str, Any]]
+  step: int
+  interrupted: bool
+  export_path: Optional[str]
+
+
+def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
+  """Clipping followed by the outer optimizer with its learning-rate schedule."""
+  if config.lr_schedule == "constant":
+    lr = config.outer_lr
+  elif config.lr_schedule == "cosine":
+    lr = optax.cosine_decay_schedule(config.outer_lr, config.num_steps)
+  else:
+    lr = optax.warmup_cosine_decay_schedule(0.0, config.outer_lr, max(config.warmup_steps, 1),
+                                            config.num_steps)
+  opt = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}[config.outer_optimizer](lr)
+  if config.grad_clip == "value":
+    return optax.chain(optax.clip(config.clip_value), opt)
+  if config.grad_clip == "global_norm":
+    return optax.chain(optax.clip_by_global_norm(config.clip_value), opt)
+  return opt
+
+
+def make_estimator(config: MetaTrainConfig, problem: InnerProblem) -> est_lib.GradientEstimator:
+  def one(name):
+    return est_lib.build_estimator(name, problem, config.num_tasks, config.sigma,
+                                   config.full_es_loss)
+
+  if config.estimator == "mix":
+    names = sorted(config.mix_weights)
+    return est_lib.MixedEstimator([one(n) for n in names], [config.mix_weights[n] for n in names])
+  return one(config.estimator)
+
+
+def default_mesh() -> Mesh:
+  """A 1-D mesh over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+def _tree_where(pred, a, b):
+  return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _to_host(tree):
+  """Numpy copy of a (possibly multi-host) pytree; collective when multi-host."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+class MetaTrainer:
+  """Builds everything a run needs from a ``MetaTrainConfig``.
+
+  Args:
+    config: the run's config.
+    family / lopt: objects to use instead of the registry names in ``config``
+      (tests and notebooks; the names still go into checkpoints and exports).
+    mesh: device mesh (default: all devices, one ``tasks`` axis).
+  """
+
+  def __init__(self, config: MetaTrainConfig, family=None, lopt=None, mesh: Optional[Mesh] = None):
+    self.config = config
+    self.family = family if family is not None else task_registry.get_family(config.family)
+    self.lopt = lopt if lopt is not None else lopt_lib.build(config.lopt, config.lopt_config)
+    key = jax.random.PRNGKey(config.seed)
+    k_static, k_data, self._k_theta, self._k_worker, self._k_loop, self._k_eval = (
+        jax.random.split(key, 6))
+    self.static = self.family.sample_static(k_static)
+    self.data = shared_data(self.family, self.static, k_data)
+    schedule = TruncationSchedule(config.schedule, config.truncation_length, config.horizon,
+                                  config.min_horizon, config.random_offsets)
+    self.problem = InnerProblem(self.family, self.static, self.lopt, schedule, config.meta_loss)
+    self.estimator = make_estimator(config, self.problem)
+    self.outer = make_outer_optimizer(config)
+    self.mesh = mesh if mesh is not None else default_mesh()
+    if config.num_tasks % self.mesh.size:
+      raise ValueError(
+          f"num_tasks={config.num_tasks} must be divisible by the number of devices "
+          f"({self.mesh.size}); set num_tasks to a multiple of {self.mesh.size}.")
+    self._replicated = NamedSharding(self.mesh, P())
+    self._sharded = NamedSharding(self.mesh, P(AXIS))
+    abstract = jax.eval_shape(self._init_state)
+    self.state_sharding = self._shardings(abstract)
+    self.init_state = jax.jit(self._init_state, out_shardings=self.state_sharding)
+    data_sharding = jax.tree_util.tree_map(lambda _: self._replicated, self.data)
+    self.data = jax.device_put(self.data, data_sharding)
+    self.step = jax.jit(self._outer_step, in_shardings=(self.state_sharding, data_sharding),
+                        out_shardings=(self.state_sharding, self._replicated),
+                        donate_argnums=0)
+    self._eval_fn = jax.jit(self._eval_curves)
+    self._adam_eval = None
+
+  # -- state ------------------------------------------------------------------------
+
+  def _shardings(self, state: MetaState) -> MetaState:
+    rep = lambda tree: jax.tree_util.tree_map(lambda _: self._replicated, tree)  # noqa: E731
+    worker = jax.tree_util.tree_map(lambda _: self._sharded, state.worker_state)
+    return MetaState(rep(state.theta), rep(state.opt_state), worker, self._replicated,
+                     self._replicated, rep(state.window), self._replicated)
+
+  def _metric_names(self, theta, worker):
+    _, _, metrics = jax.eval_shape(self.estimator.compute_gradient, theta, worker, self.data,
+                                   self._k_loop)
+    return sorted(metrics) + ["grad_norm", "skipped"]
+
+  def _init_state(self) -> MetaState:
+    theta = self.lopt.init_meta_params(self._k_theta)
+    worker = self.estimator.init_worker_state(theta, self._k_worker)
+    window = {k: jnp.zeros((), jnp.float32) for k in self._metric_names(theta, worker)}
+    return MetaState(theta, self.outer.init(theta), worker, jnp.zeros((), jnp.int32),
+                     self._k_loop, window, jnp.zeros((), jnp.float32))
+
+  # -- one outer step ---------------------------------------------------------------
+
+  def _outer_step(self, state: MetaState, data):
+    cfg = self.config
+    key = jax.random.fold_in(state.key, state.step)
+    k_resample, k_grad = jax.random.split(key)
+    worker = state.worker_state
+    if cfg.resample_every:
+      worker = jax.lax.cond(
+          (state.step > 0) & (state.step % cfg.resample_every == 0),
+          lambda: self.estimator.init_worker_state(state.theta, k_resample), lambda: worker)
+      worker = jax.lax.with_sharding_constraint(worker, self.state_sharding.worker_state)
+
+    def micro(ws, k):
+      g, ws, m = self.estimator.compute_gradient(state.theta, ws, data, k)
+      return ws, (g, m)
+
+    worker, (grads, metrics) = jax.lax.scan(micro, worker, jax.random.split(k_grad, cfg.grad_accum))
+    grad = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
+    metrics = {k: (jnp.sum(v) if k in COUNT_METRICS else jnp.mean(v)) for k, v in metrics.items()}
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
+    # A non-finite meta-gradient is skipped (theta and the optimizer state unchanged).
+    safe_grad = _tree_where(finite, grad, jax.tree_util.tree_map(jnp.zeros_like, grad))
+    updates, opt_state = self.outer.update(safe_grad, state.opt_state, state.theta)
+    theta = _tree_where(finite, optax.apply_updates(state.theta, updates), state.theta)
+    opt_state = _tree_where(finite, opt_state, state.opt_state)
+    metrics["grad_norm"] = optax.global_norm(safe_grad)
+    metrics["skipped"] = (~finite).astype(jnp.float32)
+    fresh_window = state.step % cfg.log_every == 0
+    window = {k: jnp.where(fresh_window, 0.0, state.window[k]) + metrics[k].astype(jnp.float32)
+              for k in state.window}
+    new = MetaState(theta, opt_state, worker, state.step + 1, state.key, window,
+                    state.num_skipped + metrics["skipped"])
+    return new, metrics["meta_loss"]
+
+  # -- evaluation -------------------------------------------------------------------
+
+  def _eval_curves(self, opt_theta, data):
+    """(eval_tasks, eval_horizon) training losses of held-out tasks (fixed key)."""
+    if opt_theta is None:
+      opt = optax.adam(self.config.eval_adam_lr)
+    else:
+      def opt(param_info):
+        if param_info is None:
+          return self.lopt.transform(opt_theta)
+        return self.lopt.transform(opt_theta, param_info=param_info)
+    k_tasks, k_runs = jax.random.split(self._k_eval)
+    dyn = jax.vmap(lambda k: self.family.sample_dynamic(k, self.static))(
+        jax.random.split(k_tasks, self.config.eval_tasks))
+    keys = jax.random.split(k_runs, self.config.eval_tasks)
+    run = lambda d, k: train_curve(self.family, self.static, opt, d, data, k,  # noqa: E731
+                                   self.config.eval_horizon)
+    return jax.vmap(run)(dyn, keys)
+
+  @staticmethod
+  def _summary(curves: np.ndarray, prefix: str) -> Dict[str, float]:
+    tail = max(1, curves.shape[1] // 10)
+    return {f"{prefix}_final_loss": float(np.mean(curves[:, -tail:])),
+            f"{prefix}_mean_loss": float(np.mean(curves))}
+
+  def evaluate(self, theta) -> Dict[str, float]:
+    """Held-out tasks trained with theta vs Adam (``eval_adam_lr``), same budget.
+    ``*_final_loss``: mean training loss over the last 10% of steps."""
+    out = self._summary(np.asarray(self._eval_fn(theta, self.data)), "eval/lopt")
+    if self._adam_eval is None:
+      self._adam_eval = self._summary(np.asarray(self._eval_fn(None, self.data)), "eval/adam")
+    out.update(self._adam_eval)
+    return out
+
+  # -- checkpoints ------------------------------------------------------------------
+
+  def _expect(self) -> Dict[str, Any]:
+    cfg = self.config
+    return {"fingerprint": cfg.fingerprint(), "lopt": cfg.lopt, "family": cfg.family,
+            "estimator": cfg.estimator}
+
+  @property
+  def checkpoint_dir(self) -> str:
+    return os.path.join(self.config.run_dir, "checkpoints")
+
+  def save(self, state: MetaState, wall_time: float) -> None:
+    host = _to_host(state)  # Collective on multi-host: every process calls it.
+    if jax.process_index() == 0:
+      meta = dict(self._expect(), wall_time_s=wall_time, num_devices=jax.device_count())
+      checkpoint.save(self.checkpoint_dir, int(host.step), host, meta,
+                      keep=self.config.keep_checkpoints)
+
+  def restore(self):
+    """``(state, wall_time_s)`` from the latest checkpoint, or ``None``."""
+    if checkpoint.latest_step(self.checkpoint_dir) is None:
+      return None
+    abstract = jax.eval_shape(self._init_state)
+    host, meta = checkpoint.restore(self.checkpoint_dir, abstract, expect=self._expect())
+    state = jax.tree_util.tree_map(
+        lambda a, s: jax.make_array_from_callback(a.shape, s, lambda idx, a=a: a[idx]),
+        host, self.state_sharding)
+    return state, float(meta["metadata"].get("wall_time_s", 0.0))
+
+  # -- the loop ---------------------------------------------------------------------
+
+  def run(self, progress: bool = True) -> MetaTrainResult:
+    """Meta-trains to ``config.num_steps`` (resuming from the latest checkpoint)."""
+    cfg = self.config
+    lead = jax.process_index() == 0
+    restored = self.restore()
+    state, wall = restored if restored else (self.init_state(), 0.0)
+    start = int(_to_host(state.step))
+    metrics_path = os.path.join(cfg.run_dir, "metrics.jsonl")
+    logger = None
+    if lead:
+      if restored:
+        truncate_metrics(metrics_path, start)
+      logger = MetricsLogger(cfg.run_dir, cfg.to_dict(), project=cfg.wandb_project,
+                             mode=cfg.wandb_mode, name=cfg.name, resume=bool(restored))
+    stop = _StopFlag()
+    bar = None
+    if progress and lead:
+      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+      bar = tqdm(total=cfg.num_steps, initial=start, desc=cfg.name, unit="step")
+    step, t_window, steps_window = start, time.perf_counter(), 0
+    interrupted = False
+    try:
+      with stop:
+        while step < cfg.num_steps:
+          t0 = time.perf_counter()
+          state, meta_loss = self.step(state, self.data)
+          step += 1
+          steps_window += 1
+          if step == start + 1:
+            # Keep compilation out of the first window's inner steps/s.
+            meta_loss.block_until_ready()
+            t_window, steps_window = time.perf_counter(), 0
+          row = {}
+          if step % cfg.log_every == 0 or step == cfg.num_steps:
+            window = _to_host(state.window)  # Blocks: the only host sync of the loop.
+            count = (step - 1) % cfg.log_every + 1
+            row = {k: float(v) / (1 if k in COUNT_METRICS or k == "skipped" else count)
+                   for k, v in window.items()}
+            dt = time.perf_counter() - t_window
+            per_step = window["inner_steps"] / count
+            row["inner_steps_per_sec"] = per_step * steps_window / dt if steps_window else 0.0
+            row["num_skipped_total"] = float(_to_host(state.num_skipped))
+            t_window, steps_window = time.perf_counter(), 0
+          if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.num_steps):
+            row.update(self.evaluate(state.theta))
+            t_window, steps_window = time.perf_counter(), 0
+          wall += time.perf_counter() - t0
+          if row:
+            row["elapsed_s"] = wall
+            if lead:
+              logger.log(step, row)
+              if bar is not None:
+                bar.set_postfix(meta_loss=f"{row.get('meta_loss', float('nan')):.4g}",
+                                steps_s=f"{row.get('inner_steps_per_sec', 0):.0f}")
+          if bar is not None:
+            bar.update(1)
+          if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stop.flag:
+            self.save(state, wall)
+            if lead:
+              self._plot()
+          if stop.flag:
+            interrupted = True
+            break
+    finally:
+      if bar is not None:
+        bar.close()
+      if logger is not None:
+        logger.close()
+    theta = _to_host(state.theta)
+    export_path = None if interrupted else self.export(theta, wall)
+    rows = read_metrics(metrics_path) if lead else []
+    return MetaTrainResult(theta, rows, step, interrupted, export_path)
+
+  def _plot(self) -> None:
+    rows = read_metrics(os.path.join(self.config.run_dir, "metrics.jsonl"))
+    plot_curves(rows, ["meta_loss"], os.path.join(self.config.run_dir, "meta_loss.png"),
+                title=f"{self.config.name}: meta-loss")
+    if any("eval/lopt_final_loss" in r for r in rows):
+      plot_curves(rows, ["eval/lopt_final_loss", "eval/adam_final_loss"],
+                  os.path.join(self.config.run_dir, "eval_loss.png"),
+                  title=f"{self.config.name}: held-out final training loss")
+
+  def export(self, theta, wall_time: float) -> Optional[str]:
+    """Writes theta as ``<run_dir>/<name>.safetensors`` (loadable by ``metaopt.load``)."""
+    if jax.process_index() != 0:
+      return None
+    from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
+    cfg = self.config
+    path = os.path.join(cfg.run_dir, f"{cfg.name}.safetensors")
+    io.save(path, self.lopt, theta, {
+        "trained_on": [cfg.family],
+        "meta_training_device_hours": wall_time * jax.device_count() / 3600.0,
+        "meta_training_steps": cfg.num_steps,
+        "estimator": cfg.estimator,
+        "config": cfg.to_dict(),
+    })
+    return path
+
+
+class _StopFlag:
+  """Context manager turning SIGINT/SIGTERM into a flag checked after each step."""
+
+  def __init__(self):
+    self.flag = False
+    self._old = {}
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.flag = True
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def meta_train(config: MetaTrainConfig, progress: bool = True, **kwargs) -> MetaTrainResult:
+  """Runs (or resumes) the meta-training described by ``config``."""
+  return MetaTrainer(config, **kwargs).run(progress=progress)

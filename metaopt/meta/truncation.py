@@ -1,0 +1,73 @@
+"""Truncation schedules: how long an inner run lives and where it starts.
+
+An inner run is advanced ``truncation_length`` steps per outer step and restarted
+(new task, fresh parameters) once its step counter reaches its horizon. A schedule
+samples that horizon per run:
+
+* ``constant``: every run lasts ``horizon`` steps;
+* ``loguniform``: ``horizon`` log-uniform in ``[min_horizon, horizon]`` (short and
+  long runs both appear, as in learned_optimization's LogUniformLengthSchedule);
+* ``never_ending``: runs are never restarted (except after divergence).
+
+With ``random_offsets`` the first run of each in-flight task starts at a uniformly
+random step in ``[0, horizon)``, so the tasks of a batch do not restart in lockstep.
+
+Horizons are never shorter than the truncation, so a run restarts at most once per
+truncation (the unroll relies on it; see ``metaopt.meta.unroll``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+SCHEDULES = ("constant", "loguniform", "never_ending")
+
+#: Horizon used by ``never_ending`` (an int32 that a step counter never reaches).
+NEVER = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class TruncationSchedule:
+  """Samples inner-run horizons and initial step offsets.
+
+  Attributes:
+    kind: one of ``SCHEDULES``.
+    truncation_length: inner steps per truncation (per outer step).
+    horizon: (maximum) inner-run length in steps.
+    min_horizon: smallest horizon of ``loguniform`` (raised to ``truncation_length``).
+    random_offsets: start the first run of each task at a random step.
+  """
+  kind: str = "constant"
+  truncation_length: int = 20
+  horizon: int = 200
+  min_horizon: int = 0
+  random_offsets: bool = True
+
+  def __post_init__(self):
+    if self.kind not in SCHEDULES:
+      raise ValueError(f"Unknown truncation schedule {self.kind!r}; known: {SCHEDULES}.")
+    if self.truncation_length < 1:
+      raise ValueError(f"truncation_length must be >= 1, got {self.truncation_length}.")
+    if self.kind != "never_ending" and self.horizon < self.truncation_length:
+      raise ValueError(
+          f"horizon ({self.horizon}) must be >= truncation_length "
+          f"({self.truncation_length}); raise horizon or shorten the truncation.")
+
+  def sample_horizon(self, key: jax.Array) -> jax.Array:
+    """int32 scalar horizon of a new inner run."""
+    if self.kind == "constant":
+      return jnp.asarray(self.horizon, jnp.int32)
+    if self.kind == "never_ending":
+      return jnp.asarray(NEVER, jnp.int32)
+    lo = max(self.min_horizon, self.truncation_length)
+    u = jax.random.uniform(key, (), jnp.float32, jnp.log(float(lo)), jnp.log(float(self.horizon)))
+    return jnp.clip(jnp.round(jnp.exp(u)), lo, self.horizon).astype(jnp.int32)
+
+  def initial_step(self, key: jax.Array, horizon: jax.Array) -> jax.Array:
+    """int32 scalar starting step of the first run of an in-flight task."""
+    if not self.random_offsets or self.kind == "never_ending":
+      return jnp.zeros((), jnp.int32)
+    return jax.random.randint(key, (), 0, horizon, jnp.int32)

@@ -1,0 +1,211 @@
+"""Inner unrolls: in-flight inner training runs advanced by a learned optimizer.
+
+Everything here is written for ONE task and vmapped over the batch of in-flight tasks
+by the estimators. An inner run (``InnerState``) holds the task's parameters, the
+learned optimizer's state, its step counter and horizon, and the dynamic part of its
+task config (the static part, which decides shapes, is shared by every task of a
+meta-training run). ``unroll`` advances it ``num_steps`` steps in one ``lax.scan``
+and restarts it (a new task config is sampled and the parameters are re-initialized)
+when it reaches its horizon or its loss stops being finite.
+
+The task data is an explicit argument everywhere (shared by all tasks; never closed
+over inside jit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metaopt.lopt.base import LearnedOptimizer
+from metaopt.meta.truncation import TruncationSchedule
+from tasks.base import TaskFamily
+
+#: Meta-loss options: the mean normalized training loss over the truncation, the
+#: normalized training loss of its last step, or the mean normalized loss on
+#: ``outer_valid`` batches after each update.
+META_LOSSES = ("train", "final", "valid")
+
+
+@dataclasses.dataclass
+class InnerState:
+  """One in-flight inner run (leaves gain a leading task axis when batched).
+
+  Attributes:
+    params: the task's parameters.
+    opt_state: the learned optimizer's state.
+    step: int32, steps taken in this run (starts at a random offset for the first run).
+    horizon: int32, the step at which the run restarts.
+    dynamic: the dynamic part of the run's task config.
+  """
+  params: Any
+  opt_state: Any
+  step: jax.Array
+  horizon: jax.Array
+  dynamic: Any
+
+
+jax.tree_util.register_dataclass(
+    InnerState, data_fields=["params", "opt_state", "step", "horizon", "dynamic"],
+    meta_fields=[])
+
+
+class UnrollOut(NamedTuple):
+  """Per-step outputs of ``unroll`` (shape ``(num_steps,)`` each for one task).
+
+  Attributes:
+    meta_loss: normalized per-step meta-loss term (see ``META_LOSSES``).
+    loss: raw training loss before the step's update.
+    finite: False where the loss (or meta-loss) was NaN/inf (the run is then reset).
+    reset: True where the run was restarted after this step.
+  """
+  meta_loss: jax.Array
+  loss: jax.Array
+  finite: jax.Array
+  reset: jax.Array
+
+
+def _update(opt, grads, state, params, loss):
+  if isinstance(opt, optax.GradientTransformationExtraArgs):
+    return opt.update(grads, state, params, value=loss)
+  return opt.update(grads, state, params)
+
+
+def _where(pred, a, b):
+  return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerProblem:
+  """What is meta-trained on: a family (with its static config), a learned
+  optimizer, a truncation schedule and a meta-loss.
+
+  Attributes:
+    family: the task family.
+    static: the static config shared by all tasks (sampled once per run).
+    lopt: the learned optimizer (``transform(theta)`` gives the inner optimizer).
+    schedule: truncation schedule (horizons and offsets).
+    meta_loss: one of ``META_LOSSES``.
+  """
+  family: TaskFamily
+  static: Any
+  lopt: LearnedOptimizer
+  schedule: TruncationSchedule
+  meta_loss: str = "train"
+
+  def __post_init__(self):
+    if self.meta_loss not in META_LOSSES:
+      raise ValueError(f"Unknown meta_loss {self.meta_loss!r}; known: {META_LOSSES}.")
+
+  def task(self, dynamic):
+    return self.family.make_task(self.static, dynamic)
+
+  def optimizer(self, theta, task=None, params=None) -> optax.GradientTransformation:
+    """The inner optimizer for theta; μP architectures get the task's ``param_info``."""
+    if task is not None and task.param_info is not None:
+      return self.lopt.transform(theta, param_info=task.param_info(params))
+    return self.lopt.transform(theta)
+
+  def new_run(self, theta, key: jax.Array, offset: bool = False) -> InnerState:
+    """A fresh inner run: new task config, fresh params, fresh optimizer state."""
+    k_dyn, k_init, k_hor, k_off = jax.random.split(key, 4)
+    dynamic = self.family.sample_dynamic(k_dyn, self.static)
+    task = self.task(dynamic)
+    params = task.init(k_init)
+    horizon = self.schedule.sample_horizon(k_hor)
+    step = (self.schedule.initial_step(k_off, horizon) if offset
+            else jnp.zeros((), jnp.int32))
+    opt_state = self.optimizer(theta, task, params).init(params)
+    return InnerState(params, opt_state, step, horizon, dynamic)
+
+  def init_states(self, theta, key: jax.Array, num_tasks: int) -> InnerState:
+    """``num_tasks`` fresh runs (leading axis), started at random offsets."""
+    keys = jax.random.split(key, num_tasks)
+    return jax.vmap(lambda k: self.new_run(theta, k, offset=True))(keys)
+
+  def weights(self, num_steps: int) -> jax.Array:
+    """(num_steps,) weights turning per-step meta-loss terms into the truncation's
+    meta-loss (a mean, or the last step for ``final``)."""
+    if self.meta_loss == "final":
+      return jnp.zeros((num_steps,), jnp.float32).at[-1].set(1.0)
+    return jnp.full((num_steps,), 1.0 / num_steps, jnp.float32)
+
+  def step(self, theta, state: InnerState, data, key: jax.Array):
+    """One inner step (no restart): ``-> (state, (meta_loss, loss, finite))``."""
+    task = self.task(state.dynamic)
+    opt = self.optimizer(theta, task, state.params)
+    k_batch, k_loss, k_valid, k_vloss = jax.random.split(key, 4)
+    batch = task.batch(data, k_batch, "train")
+    loss, grads = jax.value_and_grad(task.loss)(state.params, batch, k_loss)
+    updates, opt_state = _update(opt, grads, state.opt_state, state.params, loss)
+    params = optax.apply_updates(state.params, updates)
+    if self.meta_loss == "valid":
+      raw = task.loss(params, task.batch(data, k_valid, "outer_valid"), k_vloss)
+    else:
+      raw = loss
+    finite = jnp.isfinite(loss) & jnp.isfinite(raw)
+    meta_loss = task.normalize_loss(jnp.where(finite, raw, 0.0))
+    new = InnerState(params, opt_state, state.step + 1, state.horizon, state.dynamic)
+    return new, (meta_loss, loss, finite)
+
+  def unroll(self, thetas, states: InnerState, data, key: jax.Array, num_steps: int):
+    """Advances a group of B runs of the same task ``num_steps`` steps.
+
+    The group holds the branches of one task that differ only in theta (the two
+    branches of an antithetic pair; B = 1 for plain unrolls): ``thetas`` and
+    ``states`` have a leading axis B, all branches see the same batches (common
+    random numbers) and restart together, when they reach the horizon or when any
+    branch diverges (so a pair never desynchronizes). The replacement run is drawn
+    from ``key``. Horizons are >= the truncation, so at most one scheduled restart
+    happens per truncation.
+
+    Returns:
+      ``(states, UnrollOut)`` with ``meta_loss, loss, finite`` of shape
+      ``(num_steps, B)`` and ``reset`` of shape ``(num_steps,)``.
+    """
+    fresh = jax.vmap(self.new_run, in_axes=(0, None))(thetas, jax.random.fold_in(key, num_steps))
+    step = jax.vmap(self.step, in_axes=(0, 0, None, None))
+
+    def body(st, i):
+      st, (meta_loss, loss, finite) = step(thetas, st, data, jax.random.fold_in(key, i))
+      done = jnp.any(st.step >= st.horizon) | ~jnp.all(finite)
+      return _where(done, fresh, st), UnrollOut(meta_loss, loss, finite, done)
+
+    return jax.lax.scan(body, states, jnp.arange(num_steps))
+
+
+def train_curve(family: TaskFamily, static, opt: optax.GradientTransformation, dynamic,
+                data, key: jax.Array, num_steps: int) -> jax.Array:
+  """Trains one task from scratch with ``opt``: ``-> (num_steps,)`` training losses.
+
+  ``opt`` is an optax transformation or ``param_info -> transformation``.
+
+  Vmappable over ``dynamic`` and ``key``; used to evaluate theta on held-out tasks
+  against a hand-designed baseline inside one jitted call.
+  """
+  task = family.make_task(static, dynamic)
+  k_init, k_steps = jax.random.split(key)
+  params = task.init(k_init)
+  if callable(opt):  # A function of the task's param_info (μP learned optimizers).
+    opt = opt(task.param_info(params) if task.param_info is not None else None)
+
+  def body(carry, k):
+    params, opt_state = carry
+    kb, kl = jax.random.split(k)
+    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, kb, "train"), kl)
+    updates, opt_state = _update(opt, grads, opt_state, params, loss)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  _, losses = jax.lax.scan(body, (params, opt.init(params)),
+                           jax.random.split(k_steps, num_steps))
+  return losses
+
+
+def shared_data(family: TaskFamily, static, key: jax.Array):
+  """The data pytree shared by every task of ``family`` with this static config."""
+  return family.make_task(static, family.sample_dynamic(key, static)).data
+
