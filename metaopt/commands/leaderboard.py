@@ -1,0 +1,95 @@
+"""``metaopt leaderboard run|show|report``: benchmark optimizers on a versioned suite."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+      "leaderboard", help="evaluate optimizers on a versioned suite of held-out tasks",
+      description="Run tuned baselines and learned optimizers on a suite, store every run "
+                  "in a SQLite database (resumable), and print or write the leaderboard.")
+  sub = p.add_subparsers(dest="leaderboard_command", metavar="ACTION")
+  p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+  def common(q):
+    q.add_argument("--suite", default="v1", help="suite name (v1, smoke) or JSON path")
+    q.add_argument("--db", default="leaderboard.db", help="results database (SQLite file)")
+
+  r = sub.add_parser("run", help="run (or resume) the suite")
+  common(r)
+  r.add_argument("--optimizers", nargs="+", default=None, metavar="OPT",
+                 help="baseline names (tuned), NAME@defaults, learned optimizer names or "
+                      ".safetensors paths; default: every baseline + shipped learned ones")
+  r.add_argument("--seeds", type=int, default=None,
+                 help="number of evaluation seeds (default: the suite's)")
+  r.add_argument("--retry-errors", action="store_true", help="re-run stored failed runs")
+  r.add_argument("--no-progress", action="store_true")
+  r.set_defaults(func=_run)
+
+  s = sub.add_parser("show", help="print the leaderboard table")
+  common(s)
+  s.set_defaults(func=_show)
+
+  o = sub.add_parser("report", help="write Markdown, CSV, JSON, PNG plots and an HTML page")
+  common(o)
+  o.add_argument("--out", default=None, help="output folder (default leaderboard_<suite>/)")
+  o.set_defaults(func=_report)
+
+
+def _fail(e: Exception) -> int:
+  print(f"error: {e}", file=sys.stderr)
+  return 2
+
+
+def _run(args) -> int:
+  from metaopt.eval import format_table, run_leaderboard, suites  # pylint: disable=import-outside-toplevel
+  from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
+  from metaopt.eval.report import compute  # pylint: disable=import-outside-toplevel
+  try:
+    suite = suites.load(args.suite)
+    stats = run_leaderboard(suite, args.optimizers, args.seeds, args.db,
+                            progress=not args.no_progress, retry_errors=args.retry_errors)
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    return _fail(e)
+  print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
+        f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
+  with ResultsDB(args.db) as db:
+    print(format_table(compute(db, suite)))
+  return 0
+
+
+def _show(args) -> int:
+  from metaopt.eval import format_table, suites  # pylint: disable=import-outside-toplevel
+  from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
+  from metaopt.eval.report import compute  # pylint: disable=import-outside-toplevel
+  try:
+    suite = suites.load(args.suite)
+    if not os.path.exists(args.db):
+      raise FileNotFoundError(f"No results database at {args.db!r}; run `metaopt leaderboard "
+                              f"run --suite {args.suite} --db {args.db}` first.")
+    with ResultsDB(args.db) as db:
+      lb = compute(db, suite)
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    return _fail(e)
+  if not lb["entrants"]:
+    return _fail(ValueError(f"{args.db} has no runs for suite {suite.id}."))
+  print(format_table(lb))
+  return 0
+
+
+def _report(args) -> int:
+  from metaopt.eval import suites, write_report  # pylint: disable=import-outside-toplevel
+  out = args.out or f"leaderboard_{os.path.splitext(os.path.basename(args.suite))[0]}"
+  try:
+    path = write_report(args.db, suites.load(args.suite), out,
+                        command="metaopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+                        if os.path.basename(sys.argv[0]) == "metaopt" else None)
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    return _fail(e)
+  print(f"wrote {path} (and README.md, CSV, JSON, PNG plots in {out})")
+  return 0

@@ -1,0 +1,232 @@
+"""Leaderboard entrants: hand-designed baselines and learned optimizers.
+
+An ``Entrant`` is what a row of the leaderboard stands for: an optimizer under a
+ruleset (AlgoPerf):
+
+* ``tuned`` (external tuning): a hand-designed baseline gets a per-task grid sweep
+  over its search space (``tuning_grid``) on the suite's validation seed; the best
+  config is then run on the evaluation seeds.
+* ``self_tuning``: one fixed config for every task. Learned optimizers, baselines
+  whose spec says ``self_tuning`` (schedule-free, Prodigy) and ``NAME@defaults``.
+
+Spec strings accepted by ``parse``: ``adam`` (a baseline; its ruleset follows its
+spec), ``adam@defaults`` (a baseline at its defaults, self-tuning), and a learned
+optimizer by shipped name or ``.safetensors`` path (optionally prefixed ``lopt:``).
+
+An entrant builds its optax transformation with ``build(hparams, aux, task,
+steps)``: ``hparams`` holds the float hyper-parameters, which may be tracers (one
+compiled program serves a whole learning-rate sweep); ``aux`` is the learned
+optimizer's meta-parameters theta, passed as an argument (never captured).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import optax
+
+RULESETS = ("tuned", "self_tuning")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entrant:
+  """One optimizer under one ruleset.
+
+  Attributes:
+    name: unique label (database key and table row), e.g. ``adam``,
+      ``adam@defaults``, ``mlp-v1``.
+    kind: ``baseline`` or ``learned``.
+    ruleset: one of ``RULESETS``.
+    source: baseline registry name, or the learned optimizer's name/path.
+    trained_on: task families a learned optimizer was meta-trained on.
+    meta_cost_hours: meta-training cost in device-hours (learned), else None.
+    description: one line for reports.
+    lopt, theta: a learned optimizer object and its meta-parameters (learned only).
+    fingerprint: content hash of the learned optimizer's weights (stored in the
+      run config so a retrained file is never confused with the old one).
+  """
+  name: str
+  kind: str
+  ruleset: str
+  source: str
+  trained_on: Tuple[str, ...] = ()
+  meta_cost_hours: Optional[float] = None
+  description: str = ""
+  lopt: Any = dataclasses.field(default=None, compare=False, repr=False)
+  theta: Any = dataclasses.field(default=None, compare=False, repr=False)
+  fingerprint: str = ""
+
+  def __post_init__(self):
+    if self.kind not in ("baseline", "learned"):
+      raise ValueError(f"Entrant.kind must be 'baseline' or 'learned', got {self.kind!r}.")
+    if self.ruleset not in RULESETS:
+      raise ValueError(f"Entrant.ruleset {self.ruleset!r} is not one of {RULESETS}.")
+
+  @property
+  def tuned(self) -> bool:
+    return self.ruleset == "tuned"
+
+  def fixed_config(self, steps: int) -> Dict[str, Any]:
+    """The single config of a self-tuning entrant (stored with each run)."""
+    if self.kind == "learned":
+      return {"lopt": self.source, "fingerprint": self.fingerprint, "num_steps": int(steps)}
+    from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+    return dict(optimizers.spec(self.source).defaults)
+
+  def split_config(self, config: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """``(float hyper-parameters that may be traced, everything else)``."""
+    if self.kind == "learned":
+      return {}, dict(config)
+    numeric = {k: float(v) for k, v in config.items()
+               if isinstance(v, float) and not isinstance(v, bool)}
+    static = {k: v for k, v in config.items() if k not in numeric}
+    return numeric, static
+
+  def aux(self):
+    """Arguments passed to ``build`` alongside the hyper-parameters (theta or None)."""
+    return self.theta
+
+  def build(self, hparams: Dict[str, Any], static: Dict[str, Any], aux: Any,
+            param_info: Any = None) -> optax.GradientTransformation:
+    """The optax transformation for one run (``hparams`` may be tracers)."""
+    if self.kind == "learned":
+      return self.lopt.transform(aux, num_steps=static.get("num_steps"), param_info=param_info)
+    from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+    return optimizers.get(self.source, **static, **hparams)
+
+
+def baseline(name: str, defaults_only: bool = False) -> Entrant:
+  """A baseline entrant; tuned unless its spec is self-tuning or ``defaults_only``."""
+  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+  spec = optimizers.spec(name)  # Unknown names raise listing the known ones.
+  self_tuning = defaults_only or spec.self_tuning
+  label = f"{name}@defaults" if defaults_only and not spec.self_tuning else name
+  return Entrant(name=label, kind="baseline", ruleset="self_tuning" if self_tuning else "tuned",
+                 source=name, description=spec.description)
+
+
+def learned(name: str, lopt, theta, metadata: Optional[Dict[str, Any]] = None,
+            source: Optional[str] = None) -> Entrant:
+  """A learned-optimizer entrant from an in-memory ``(lopt, theta, metadata)``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  metadata = dict(metadata or {})
+  h = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(theta):
+    h.update(np.asarray(leaf).tobytes())
+  cost = metadata.get("meta_training_cost_hours")
+  trained_on = metadata.get("trained_on") or ()
+  if isinstance(trained_on, str):
+    trained_on = (trained_on,)
+  return Entrant(name=name, kind="learned", ruleset="self_tuning", source=source or name,
+                 trained_on=tuple(trained_on),
+                 meta_cost_hours=None if cost is None else float(cost),
+                 description=str(metadata.get("description", f"learned ({lopt.arch})")),
+                 lopt=lopt, theta=theta, fingerprint=h.hexdigest()[:16])
+
+
+def parse(spec: str) -> Entrant:
+  """An entrant from a command-line spec (see module docstring)."""
+  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+  spec = spec.strip()
+  if spec.endswith("@defaults"):
+    return baseline(spec[:-len("@defaults")], defaults_only=True)
+  lopt_spec = spec[len("lopt:"):] if spec.startswith("lopt:") else spec
+  if not spec.startswith("lopt:") and spec in optimizers.names():
+    return baseline(spec)
+  looks_learned = (spec.startswith("lopt:") or os.path.exists(lopt_spec)
+                   or lopt_spec.endswith(".safetensors"))
+  try:
+    from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    if looks_learned:
+      raise ValueError(f"Cannot load learned optimizer {spec!r}: metaopt.lopt.io is "
+                       f"unavailable ({e}).") from e
+    io = None
+  if io is not None:
+    try:
+      lopt, theta, metadata = io.load_meta_params(lopt_spec)
+    except (KeyError, FileNotFoundError, ValueError) as e:
+      if looks_learned:
+        raise
+      raise ValueError(
+          f"Unknown optimizer {spec!r}: not a baseline (known: {', '.join(optimizers.names())}) "
+          f"and not a learned optimizer ({e}). Use NAME, NAME@defaults, a shipped learned "
+          "optimizer name or a .safetensors path.") from e
+    label = os.path.splitext(os.path.basename(lopt_spec))[0]
+    return learned(label, lopt, theta, metadata, source=lopt_spec)
+  # Re-raise the baseline registry's error (it lists close matches).
+  return baseline(spec)
+
+
+def all_baselines() -> List[str]:
+  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+  return list(optimizers.names())
+
+
+# Tuning grid -------------------------------------------------------------------
+
+def tuning_grid(search_space: Dict[str, Any], defaults: Dict[str, Any], lr_points: int,
+                other_points: int, max_trials: int) -> Tuple[List[Dict[str, Any]], str]:
+  """The sweep a tuned baseline gets on each task.
+
+  ``learning_rate`` takes ``lr_points`` values across its range (geometric). Every
+  other axis of the search space takes ``other_points`` values from its ``grid``
+  (categorical axes all their options) when ``other_points > 1``, else stays at its
+  default. When the product exceeds ``max_trials`` the other axes fall back to
+  their defaults (the note returned says so).
+
+  Returns:
+    (list of full configs (defaults updated), a note describing the grid).
+  """
+  axes: Dict[str, List[Any]] = {}
+  for key, axis in sorted(search_space.items()):
+    if key == "learning_rate":
+      axes[key] = list(axis.grid(lr_points))
+    elif other_points > 1:
+      axes[key] = list(axis.grid(other_points))
+  note = "grid over " + ", ".join(f"{k} ({len(v)})" for k, v in axes.items())
+  size = 1
+  for v in axes.values():
+    size *= len(v)
+  if size > max_trials and "learning_rate" in axes:
+    axes = {"learning_rate": axes["learning_rate"]}
+    note = (f"full grid has {size} > max_trials={max_trials} points; learning_rate "
+            f"({len(axes['learning_rate'])}) only, other axes at defaults")
+  keys = list(axes)
+  configs = []
+  for values in itertools.product(*(axes[k] for k in keys)):
+    cfg = dict(defaults)
+    cfg.update(zip(keys, values))
+    configs.append(cfg)
+  if not configs:
+    configs = [dict(defaults)]
+  return configs, note
+
+
+def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],
+            task_metadata: Optional[Dict[str, Any]] = None) -> List[str]:
+  """Meta-training families of ``entrant`` that overlap the held-out task.
+
+  Conservative: a family overlaps when it is the task's name, one of the suite's
+  declared ``families`` of the task, the task's ``metadata["family"]``, or when the
+  family's name without a ``_family`` suffix is a prefix of the task's name (e.g.
+  ``mlp_digits_family`` vs ``mlp_digits_w128_d2``).
+  """
+  if entrant.kind != "learned":
+    return []
+  declared = set(task_families)
+  fam = (task_metadata or {}).get("family")
+  if fam:
+    declared.add(str(fam))
+  hits = []
+  for f in entrant.trained_on:
+    stem = f[:-len("_family")] if f.endswith("_family") else f
+    if f == task_name or f in declared or task_name.startswith(stem):
+      hits.append(f)
+  return hits
+

@@ -1,0 +1,185 @@
+"""Executes leaderboard runs: one compiled program per (task, optimizer, static config).
+
+A run trains ``task`` for ``steps`` steps with the same seed rule as
+``metaopt.train.train`` (``PRNGKey(seed)`` split into init / train / eval keys,
+one train key per step, validation after every ``eval_every`` steps with
+``fold_in(eval_key, step)``), so its curves match ``train`` for the same optimizer
+and seed. The whole run is one ``lax.scan`` (an outer scan over evaluation chunks
+around an inner scan over steps), compiled ahead of time, so the measured wall time
+excludes compilation and Python overhead.
+
+The float hyper-parameters (learning rate, b1, ...) and a learned optimizer's theta
+are *arguments* of the compiled program: a whole learning-rate sweep and every
+seed reuse one compilation. An optimizer whose constructor needs concrete values
+(Python control flow on a hyper-parameter) falls back to one compilation per
+config, transparently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metaopt.eval.entrants import Entrant
+from metaopt.eval.store import config_key
+from metaopt.train import make_step
+from tasks.base import Task
+
+
+@dataclasses.dataclass
+class RunOutput:
+  """One finished (or failed) run.
+
+  Attributes:
+    status: ``ok``, ``diverged`` (a non-finite train loss; the curve is NaN from
+      there on) or ``error`` (an exception; ``error`` holds its message).
+    train_loss: (steps,) per-step train loss.
+    eval_steps: (E,) steps of the validation evaluations (``eval_every, 2*eval_every, ...``).
+    valid_loss: (E,) mean ``inner_valid`` loss at ``eval_steps``.
+    wall_time: seconds for the whole run (compilation excluded).
+  """
+  status: str
+  train_loss: Any = None
+  eval_steps: Any = None
+  valid_loss: Any = None
+  wall_time: float = float("nan")
+  error: str = ""
+
+
+def make_run_fn(task: Task, build: Callable[[Any, Any, Any], Any], steps: int, eval_every: int,
+                eval_batches: int) -> Callable:
+  """``run(hparams, aux, seed, data) -> (train_loss (steps,), valid_loss (steps//eval_every,))``.
+
+  Args:
+    task: the task.
+    build: ``(hparams, aux, param_info) -> optax transformation``.
+    steps, eval_every: budget and validation period (``eval_every`` divides ``steps``).
+    eval_batches: ``inner_valid`` batches averaged per evaluation.
+  """
+  if steps % eval_every:
+    raise ValueError(f"eval_every={eval_every} must divide steps={steps}.")
+  n_chunks = steps // eval_every
+
+  def evaluate(params, data, key):
+    # Same keys as metaopt.train.make_eval.
+    def one(k):
+      kb, kl = jax.random.split(k)
+      return task.loss(params, task.batch(data, kb, "inner_valid"), kl)
+    return jnp.mean(jax.lax.map(one, jax.random.split(key, eval_batches)))
+
+  def run(hparams, aux, seed, data):
+    k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = task.init(k_init)
+    param_info = task.param_info(params) if task.param_info is not None else None
+    opt = build(hparams, aux, param_info)
+    step = make_step(task, opt)
+    keys = jax.random.split(k_train, steps)
+    keys = keys.reshape((n_chunks, eval_every) + keys.shape[1:])
+
+    def chunk(carry, xs):
+      chunk_keys, index = xs
+
+      def body(c, k):
+        p, s = c
+        p, s, loss = step(p, s, data, k)
+        return (p, s), loss
+
+      (p, s), losses = jax.lax.scan(body, carry, chunk_keys)
+      valid = evaluate(p, data, jax.random.fold_in(k_eval, (index + 1) * eval_every))
+      return (p, s), (losses, valid)
+
+    _, (losses, valid) = jax.lax.scan(chunk, (params, opt.init(params)),
+                                      (keys, jnp.arange(n_chunks)))
+    return losses.reshape(steps), valid
+
+  return run
+
+
+def _postprocess(train_loss: np.ndarray, valid: np.ndarray, eval_steps: np.ndarray,
+                 wall: float) -> RunOutput:
+  """Marks divergence: after the first non-finite train loss everything is NaN."""
+  train_loss = np.asarray(train_loss, np.float64).copy()
+  valid = np.asarray(valid, np.float64).copy()
+  bad = np.nonzero(~np.isfinite(train_loss))[0]
+  status = "ok"
+  if len(bad):
+    status = "diverged"
+    first = int(bad[0])
+    train_loss[first:] = np.nan
+    # The loss at 0-based step `first` was computed on the params after `first` updates.
+    valid[eval_steps >= first] = np.nan
+  return RunOutput(status, train_loss, eval_steps, valid, wall)
+
+
+class Runner:
+  """Compiles and executes runs; caches compiled programs and counts trained runs.
+
+  Attributes:
+    trained: number of runs executed (a resumed leaderboard that finds everything
+      stored trains none).
+    compiled: number of programs compiled.
+  """
+
+  def __init__(self):
+    self._cache: Dict[Tuple, Any] = {}
+    self._static_only: set = set()
+    self.trained = 0
+    self.compiled = 0
+
+  def _compile(self, task: Task, entrant: Entrant, static: Dict[str, Any],
+               numeric_static: Dict[str, float], steps: int, eval_every: int,
+               eval_batches: int, example_hp: Dict[str, Any], aux: Any):
+    def build(hparams, aux_, param_info):
+      return entrant.build(dict(hparams, **numeric_static), static, aux_, param_info)
+    run = make_run_fn(task, build, steps, eval_every, eval_batches)
+    lowered = jax.jit(run).lower(example_hp, aux, jnp.int32(0), task.data)
+    self.compiled += 1
+    return lowered.compile()
+
+  def execute(self, task: Task, entrant: Entrant, config: Dict[str, Any], seed: int,
+              steps: int, eval_every: int, eval_batches: int = 4) -> RunOutput:
+    """Trains one run; exceptions become an ``error`` RunOutput (never raised),
+    except ``KeyboardInterrupt``."""
+    try:
+      numeric, static = entrant.split_config(config)
+      aux = entrant.aux()
+      base = (task.name, entrant.name, entrant.fingerprint, config_key(static), steps,
+              eval_every, eval_batches)
+      hp = {k: jnp.float32(v) for k, v in numeric.items()}
+      compiled = None
+      if base not in self._static_only:
+        compiled = self._cache.get(base)
+        if compiled is None:
+          try:
+            compiled = self._compile(task, entrant, static, {}, steps, eval_every,
+                                     eval_batches, hp, aux)
+            self._cache[base] = compiled
+          except (jax.errors.JAXTypeError, TypeError):
+            # The constructor needs concrete hyper-parameters: compile per config.
+            self._static_only.add(base)
+      if compiled is None:
+        key = base + (config_key(numeric),)
+        compiled = self._cache.get(key)
+        if compiled is None:
+          compiled = self._compile(task, entrant, static, numeric, steps, eval_every,
+                                   eval_batches, {}, aux)
+          self._cache[key] = compiled
+        hp = {}
+      self.trained += 1
+      t0 = time.perf_counter()
+      losses, valid = compiled(hp, aux, jnp.int32(seed), task.data)
+      losses, valid = jax.block_until_ready((losses, valid))
+      wall = time.perf_counter() - t0
+      eval_steps = np.arange(1, steps // eval_every + 1) * eval_every
+      return _postprocess(np.asarray(losses), np.asarray(valid), eval_steps, wall)
+    except KeyboardInterrupt:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      tb = traceback.format_exc(limit=3)
+      return RunOutput("error", error=f"{type(e).__name__}: {e}\n{tb}"[:4000])

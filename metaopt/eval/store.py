@@ -1,0 +1,212 @@
+"""The results database: every leaderboard run, tuning sweep and suite version.
+
+SQLite (stdlib ``sqlite3``), one file (default ``leaderboard.db`` in the working
+directory). Each row of ``runs`` is one training run: optimizer, ruleset, full
+config, task, seed, step budget, the full train-loss curve, the validation curve,
+wall time, status (``ok`` / ``diverged`` / ``error`` with its message), package
+versions, and the suite name, version and content hash it was run for. A run is
+identified by ``(suite_hash, ruleset, optimizer, purpose, task, seed, config)``;
+``has_run`` lets an interrupted leaderboard skip what is already stored. Each run
+is committed as soon as it finishes, so a killed job loses at most the run in
+flight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suites (
+  name TEXT NOT NULL, version INTEGER NOT NULL, hash TEXT NOT NULL, content TEXT NOT NULL,
+  created REAL NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS optimizers (
+  name TEXT NOT NULL, ruleset TEXT NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL,
+  trained_on TEXT NOT NULL, meta_cost_hours REAL, description TEXT NOT NULL,
+  PRIMARY KEY (name, ruleset));
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  suite TEXT NOT NULL, suite_version INTEGER NOT NULL, suite_hash TEXT NOT NULL,
+  ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, purpose TEXT NOT NULL,
+  config TEXT NOT NULL, task TEXT NOT NULL, seed INTEGER NOT NULL, steps INTEGER NOT NULL,
+  status TEXT NOT NULL, error TEXT,
+  train_loss TEXT, eval_steps TEXT, valid_loss TEXT, wall_time REAL,
+  package_version TEXT NOT NULL, jax_version TEXT NOT NULL, created REAL NOT NULL,
+  UNIQUE (suite_hash, ruleset, optimizer, purpose, task, seed, config));
+CREATE TABLE IF NOT EXISTS tuning (
+  suite_hash TEXT NOT NULL, ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, task TEXT NOT NULL,
+  best_config TEXT NOT NULL, best_score REAL, objective TEXT NOT NULL, tuning_seed INTEGER NOT NULL,
+  trials TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (suite_hash, ruleset, optimizer, task));
+"""
+
+STATUSES = ("ok", "diverged", "error")
+PURPOSES = ("tune", "eval")
+
+
+def config_key(config: Dict[str, Any]) -> str:
+  """Canonical JSON of a config (the identity of a run's hyper-parameters)."""
+  return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _dumps(x) -> Optional[str]:
+  if x is None:
+    return None
+  return json.dumps(np.asarray(x, np.float64).tolist(), allow_nan=True)
+
+
+def _loads(s) -> Optional[np.ndarray]:
+  return None if s is None else np.asarray(json.loads(s), np.float64)
+
+
+class SuiteMismatchError(ValueError):
+  """The database holds the same suite name and version with different content."""
+
+
+class ResultsDB:
+  """A thin typed wrapper over the SQLite file (``ResultsDB(path)``; ``close()``)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.conn = sqlite3.connect(path)
+    self.conn.row_factory = sqlite3.Row
+    self.conn.executescript(_SCHEMA)
+    self.conn.commit()
+
+  def close(self) -> None:
+    self.conn.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  # Suites ------------------------------------------------------------------
+  def register_suite(self, suite) -> None:
+    """Records ``suite``; refuses a known name+version whose content changed."""
+    row = self.conn.execute("SELECT hash FROM suites WHERE name=? AND version=?",
+                            (suite.name, suite.version)).fetchone()
+    if row is not None:
+      if row["hash"] != suite.hash:
+        raise SuiteMismatchError(
+            f"{self.path} holds results for suite {suite.id} with content hash {row['hash']}, "
+            f"but the suite now hashes to {suite.hash}: its content changed without a "
+            "version bump. Bump the suite's version (old results stay tied to the old "
+            "one) or use another --db.")
+      return
+    self.conn.execute("INSERT INTO suites VALUES (?,?,?,?,?)",
+                      (suite.name, suite.version, suite.hash,
+                       json.dumps(suite.content, sort_keys=True), time.time()))
+    self.conn.commit()
+
+  def suite_hash(self, name: str, version: int) -> Optional[str]:
+    row = self.conn.execute("SELECT hash FROM suites WHERE name=? AND version=?",
+                            (name, version)).fetchone()
+    return None if row is None else row["hash"]
+
+  # Optimizers --------------------------------------------------------------
+  def upsert_optimizer(self, name: str, ruleset: str, kind: str, source: str,
+                       trained_on: Iterable[str] = (), meta_cost_hours: Optional[float] = None,
+                       description: str = "") -> None:
+    self.conn.execute(
+        "INSERT OR REPLACE INTO optimizers VALUES (?,?,?,?,?,?,?)",
+        (name, ruleset, kind, source, json.dumps(list(trained_on)), meta_cost_hours,
+         description))
+    self.conn.commit()
+
+  def optimizers(self) -> List[Dict[str, Any]]:
+    rows = self.conn.execute("SELECT * FROM optimizers ORDER BY ruleset, name").fetchall()
+    out = []
+    for r in rows:
+      d = dict(r)
+      d["trained_on"] = json.loads(d["trained_on"])
+      out.append(d)
+    return out
+
+  # Runs --------------------------------------------------------------------
+  def has_run(self, suite_hash: str, ruleset: str, optimizer: str, purpose: str, task: str,
+              seed: int, config: Dict[str, Any], include_errors: bool = True) -> bool:
+    row = self.conn.execute(
+        "SELECT status FROM runs WHERE suite_hash=? AND ruleset=? AND optimizer=? AND purpose=? "
+        "AND task=? AND seed=? AND config=?",
+        (suite_hash, ruleset, optimizer, purpose, task, seed, config_key(config))).fetchone()
+    if row is None:
+      return False
+    return include_errors or row["status"] != "error"
+
+  def add_run(self, *, suite, ruleset: str, optimizer: str, purpose: str, task: str,
+              seed: int, config: Dict[str, Any], steps: int, status: str,
+              error: Optional[str] = None, train_loss=None, eval_steps=None, valid_loss=None,
+              wall_time: Optional[float] = None, package_version: str = "",
+              jax_version: str = "") -> None:
+    """Stores (or replaces, e.g. a retried error) one run and commits."""
+    if status not in STATUSES:
+      raise ValueError(f"status {status!r} is not one of {STATUSES}.")
+    if purpose not in PURPOSES:
+      raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}.")
+    wt = None if wall_time is None or not math.isfinite(wall_time) else float(wall_time)
+    self.conn.execute(
+        "INSERT OR REPLACE INTO runs (suite, suite_version, suite_hash, ruleset, optimizer, "
+        "purpose, config, task, seed, steps, status, error, train_loss, eval_steps, valid_loss, "
+        "wall_time, package_version, jax_version, created) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (suite.name, suite.version, suite.hash, ruleset, optimizer, purpose, config_key(config),
+         task, int(seed), int(steps), status, error, _dumps(train_loss), _dumps(eval_steps),
+         _dumps(valid_loss), wt, package_version, jax_version, time.time()))
+    self.conn.commit()
+
+  def runs(self, suite_hash: Optional[str] = None, purpose: Optional[str] = None,
+           **where) -> List[Dict[str, Any]]:
+    """Runs as dicts with curves decoded to arrays and ``config`` to a dict."""
+    conds, args = [], []
+    for k, v in dict(where, suite_hash=suite_hash, purpose=purpose).items():
+      if v is not None:
+        conds.append(f"{k}=?")
+        args.append(v)
+    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(conds) if conds else "")
+    out = []
+    for r in self.conn.execute(sql + " ORDER BY id", args).fetchall():
+      d = dict(r)
+      d["config"] = json.loads(d["config"])
+      for k in ("train_loss", "eval_steps", "valid_loss"):
+        d[k] = _loads(d[k])
+      if d["wall_time"] is None:
+        d["wall_time"] = float("nan")
+      out.append(d)
+    return out
+
+  # Tuning ------------------------------------------------------------------
+  def set_tuning(self, suite_hash: str, ruleset: str, optimizer: str, task: str,
+                 best_config: Dict[str, Any], best_score: float, objective: str,
+                 tuning_seed: int, trials: List[Dict[str, Any]]) -> None:
+    score = float(best_score) if math.isfinite(best_score) else None
+    self.conn.execute(
+        "INSERT OR REPLACE INTO tuning VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (suite_hash, ruleset, optimizer, task, config_key(best_config), score, objective,
+         int(tuning_seed), json.dumps(trials, allow_nan=True, default=str), time.time()))
+    self.conn.commit()
+
+  def get_tuning(self, suite_hash: str, ruleset: str, optimizer: str,
+                 task: str) -> Optional[Dict[str, Any]]:
+    row = self.conn.execute(
+        "SELECT * FROM tuning WHERE suite_hash=? AND ruleset=? AND optimizer=? AND task=?",
+        (suite_hash, ruleset, optimizer, task)).fetchone()
+    if row is None:
+      return None
+    d = dict(row)
+    d["best_config"] = json.loads(d["best_config"])
+    d["trials"] = json.loads(d["trials"])
+    if d["best_score"] is None:
+      d["best_score"] = float("inf")
+    return d
+
+  def tunings(self, suite_hash: str) -> List[Dict[str, Any]]:
+    rows = self.conn.execute("SELECT optimizer, ruleset, task FROM tuning WHERE suite_hash=?",
+                             (suite_hash,)).fetchall()
+    return [self.get_tuning(suite_hash, r["ruleset"], r["optimizer"], r["task"]) for r in rows]

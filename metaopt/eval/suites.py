@@ -1,0 +1,205 @@
+"""Versioned benchmark suites: a list of held-out task names with step budgets.
+
+A suite is a JSON file ``metaopt/eval/suites/<name>.json``::
+
+  {"name": "v1", "version": 1, "description": "...",
+   "seeds": [0, 1, 2],            # evaluation seeds
+   "tuning_seed": 1000,           # validation seed of the baseline sweeps
+   "tuning": {"lr_points": 6, "other_points": 1, "max_trials": 24},
+   "smoothing_window": 10,        # see metaopt.eval.scoring.smoothed_curve
+   "reference": "adam",           # tuned baseline that sets each task's target
+   "r_max": 4.0,
+   "tasks": [{"task": "quadratic_d10_cond10", "steps": 300, "eval_every": 50,
+              "families": ["quadratic_family"]}, ...]}
+
+Every run stored in the results database records the suite's name, version and
+content hash (SHA-256 of the canonical JSON). Versions are immutable: the hash of
+every released version is pinned in ``suites/LOCK.json``, and loading a suite whose
+content no longer matches the pinned hash of its version is refused (make a new
+version instead), so old results stay tied to the exact tasks they were run on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+SUITES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "suites")
+LOCK_PATH = os.path.join(SUITES_DIR, "LOCK.json")
+
+_TOP_KEYS = {"name", "version", "description", "seeds", "tuning_seed", "tuning",
+             "smoothing_window", "reference", "r_max", "eval_batches", "tasks"}
+_TASK_KEYS = {"task", "steps", "eval_every", "families"}
+_TUNING_KEYS = {"lr_points", "other_points", "max_trials"}
+
+
+class SuiteError(ValueError):
+  """A suite file is malformed, unknown, or changed without a version bump."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteTask:
+  """One task of a suite.
+
+  Attributes:
+    task: registry name (``tasks.get(task)``).
+    steps: step budget.
+    eval_every: validation loss every this many steps (divides ``steps``).
+    families: task-family names this task belongs to (leakage guard).
+  """
+  task: str
+  steps: int
+  eval_every: int
+  families: Tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+  """A loaded, validated suite (see module docstring for the fields)."""
+  name: str
+  version: int
+  description: str
+  seeds: Tuple[int, ...]
+  tuning_seed: int
+  lr_points: int
+  other_points: int
+  max_trials: int
+  smoothing_window: int
+  reference: str
+  r_max: float
+  eval_batches: int
+  tasks: Tuple[SuiteTask, ...]
+  content: Dict[str, Any] = dataclasses.field(compare=False, repr=False)
+  hash: str = ""
+
+  @property
+  def id(self) -> str:
+    return f"{self.name}@{self.version}"
+
+  def task(self, name: str) -> SuiteTask:
+    for t in self.tasks:
+      if t.task == name:
+        return t
+    raise KeyError(f"Task {name!r} is not in suite {self.id}; its tasks: "
+                   f"{[t.task for t in self.tasks]}.")
+
+
+def content_hash(content: Dict[str, Any]) -> str:
+  """SHA-256 (hex, first 16 chars) of the canonical JSON of a suite's content."""
+  canon = json.dumps(content, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def suite_names() -> List[str]:
+  return sorted(f[:-5] for f in os.listdir(SUITES_DIR)
+                if f.endswith(".json") and f != "LOCK.json")
+
+
+def _read_lock() -> Dict[str, str]:
+  if not os.path.exists(LOCK_PATH):
+    return {}
+  with open(LOCK_PATH) as f:
+    return json.load(f)
+
+
+def _require(cond: bool, where: str, msg: str) -> None:
+  if not cond:
+    raise SuiteError(f"{where}: {msg}")
+
+
+def from_dict(content: Dict[str, Any], where: str = "suite",
+              lock: Optional[Dict[str, str]] = None) -> Suite:
+  """Validates ``content`` and builds a Suite.
+
+  Args:
+    content: the parsed JSON.
+    where: file name for error messages.
+    lock: ``{"name@version": hash}``; a pinned version whose hash differs is
+      refused. ``None`` skips the check (suites built in tests).
+  """
+  _require(isinstance(content, dict), where, "a suite must be a JSON object.")
+  unknown = set(content) - _TOP_KEYS
+  _require(not unknown, where, f"unknown key(s) {sorted(unknown)}; known keys: {sorted(_TOP_KEYS)}.")
+  for key in ("name", "version", "tasks", "seeds"):
+    _require(key in content, where, f"missing required key {key!r}.")
+  _require(isinstance(content["version"], int) and content["version"] >= 1, where,
+           f"'version' must be a positive integer, got {content['version']!r}.")
+  seeds = tuple(int(s) for s in content["seeds"])
+  _require(len(seeds) >= 1 and len(set(seeds)) == len(seeds), where,
+           f"'seeds' must be a non-empty list of distinct integers, got {list(seeds)}.")
+  tuning_seed = int(content.get("tuning_seed", 1000))
+  _require(tuning_seed not in seeds, where,
+           f"tuning_seed {tuning_seed} is also an evaluation seed; tuning must use a "
+           "separate validation seed.")
+  tuning = dict(content.get("tuning", {}))
+  unknown = set(tuning) - _TUNING_KEYS
+  _require(not unknown, where, f"unknown 'tuning' key(s) {sorted(unknown)}; known: {sorted(_TUNING_KEYS)}.")
+  tasks = []
+  _require(isinstance(content["tasks"], list) and content["tasks"], where,
+           "'tasks' must be a non-empty list.")
+  for i, t in enumerate(content["tasks"]):
+    w = f"{where}: tasks[{i}]"
+    _require(isinstance(t, dict) and "task" in t and "steps" in t, w,
+             "each task needs at least 'task' and 'steps'.")
+    unknown = set(t) - _TASK_KEYS
+    _require(not unknown, w, f"unknown key(s) {sorted(unknown)}; known: {sorted(_TASK_KEYS)}.")
+    steps = int(t["steps"])
+    every = int(t.get("eval_every", steps))
+    _require(steps > 0 and every > 0 and steps % every == 0, w,
+             f"'eval_every' ({every}) must be positive and divide 'steps' ({steps}).")
+    tasks.append(SuiteTask(str(t["task"]), steps, every, tuple(t.get("families", ()))))
+  names = [t.task for t in tasks]
+  _require(len(set(names)) == len(names), where, f"duplicate task names in {names}.")
+  h = content_hash(content)
+  suite = Suite(
+      name=str(content["name"]), version=int(content["version"]),
+      description=str(content.get("description", "")), seeds=seeds, tuning_seed=tuning_seed,
+      lr_points=int(tuning.get("lr_points", 6)), other_points=int(tuning.get("other_points", 1)),
+      max_trials=int(tuning.get("max_trials", 24)),
+      smoothing_window=int(content.get("smoothing_window", 10)),
+      reference=str(content.get("reference", "adam")), r_max=float(content.get("r_max", 4.0)),
+      eval_batches=int(content.get("eval_batches", 4)), tasks=tuple(tasks), content=content,
+      hash=h)
+  _require(suite.lr_points >= 1 and suite.other_points >= 1 and suite.max_trials >= 1, where,
+           "tuning lr_points, other_points and max_trials must be >= 1.")
+  _require(suite.r_max > 1.0, where, f"r_max must be > 1, got {suite.r_max}.")
+  if lock is not None and suite.id in lock and lock[suite.id] != h:
+    raise SuiteError(
+        f"{where}: suite {suite.id} was changed without bumping its version (content hash "
+        f"{h} != pinned {lock[suite.id]} in {LOCK_PATH}). Released versions are immutable: "
+        "restore the file, or save the new content as a new version (new 'version' "
+        "and/or new file name) and pin it.")
+  return suite
+
+
+def load(name_or_path: str) -> Suite:
+  """Loads a shipped suite by name (``v1``, ``smoke``) or a suite JSON file by path."""
+  if os.path.exists(name_or_path):
+    path = name_or_path
+  else:
+    path = os.path.join(SUITES_DIR, f"{name_or_path}.json")
+    if not os.path.exists(path):
+      raise SuiteError(f"Unknown suite {name_or_path!r}: not a file and not a shipped suite. "
+                       f"Shipped suites: {', '.join(suite_names())}.")
+  with open(path) as f:
+    try:
+      content = json.load(f)
+    except json.JSONDecodeError as e:
+      raise SuiteError(f"{path}: not valid JSON ({e}).") from e
+  return from_dict(content, where=path, lock=_read_lock())
+
+
+def pin(suite: Suite) -> None:
+  """Pins ``suite``'s hash in LOCK.json (done once, when a version is released)."""
+  lock = _read_lock()
+  if suite.id in lock and lock[suite.id] != suite.hash:
+    raise SuiteError(f"{suite.id} is already pinned to a different hash; bump the version.")
+  lock[suite.id] = suite.hash
+  tmp = LOCK_PATH + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(dict(sorted(lock.items())), f, indent=2)
+    f.write("\n")
+  os.replace(tmp, LOCK_PATH)

@@ -1,0 +1,209 @@
+"""End to end on a tiny suite: runs stored, resumed without training, errors and NaN
+runs kept, tuning recorded, runner equal to metaopt.train.train, CLI and HTML page."""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metaopt import optimizers
+from metaopt.cli import main as cli_main
+from metaopt.eval import entrants, leaderboard, report, suites
+from metaopt.eval.store import ResultsDB
+from metaopt.lopt.base import LearnedOptimizer
+from metaopt.train import train
+from tests.eval import tiny
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScaledSGDConfig:
+  init_log_lr: float = -2.0
+
+
+class _ScaledSGD(LearnedOptimizer):
+  """A one-parameter 'learned' optimizer: SGD with lr = exp(theta['log_lr'])."""
+  arch = "test_eval_scaled_sgd"
+  Config = _ScaledSGDConfig
+
+  def init_meta_params(self, key):
+    return {"log_lr": jnp.asarray(self.config.init_log_lr, jnp.float32)}
+
+  def transform(self, theta, *, num_steps=None, param_info=None):
+    if param_info is None:
+      raise ValueError("expected the task's param_info")
+    return optax.with_extra_args_support(optax.scale(-jnp.exp(theta["log_lr"])))
+
+
+class _Broken(_ScaledSGD):
+  def transform(self, theta, *, num_steps=None, param_info=None):
+    raise RuntimeError("this optimizer is broken on purpose")
+
+
+def _learned():
+  lo = _ScaledSGD()
+  return entrants.learned("scaled-sgd", lo, lo.init_meta_params(None),
+                          {"trained_on": ["test_eval_linreg_family"],
+                           "meta_training_cost_hours": 0.25})
+
+
+def _broken():
+  lo = _Broken()
+  return entrants.learned("broken", lo, lo.init_meta_params(None), {})
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory):
+  tiny.register()
+  d = tmp_path_factory.mktemp("lb")
+  path = d / "tiny.json"
+  import json  # pylint: disable=import-outside-toplevel
+  path.write_text(json.dumps(tiny.suite_content()))
+  suite = suites.load(str(path))
+  db_path = str(d / "results.db")
+  opts = ["sgd", _learned(), _broken()]  # adam (the reference) is added automatically.
+  stats = leaderboard.run_leaderboard(suite, opts, db_path=db_path, progress=False,
+                                      log=lambda m: None)
+  return {"suite": suite, "db": db_path, "stats": stats, "opts": opts, "dir": d,
+          "suite_path": str(path)}
+
+
+def test_all_runs_stored(lb):
+  suite = lb["suite"]
+  with ResultsDB(lb["db"]) as db:
+    evals = db.runs(suite.hash, "eval")
+    tunes = db.runs(suite.hash, "tune")
+  # 4 entrants (adam, sgd, scaled-sgd, broken) x 3 seeds; 2 tuned x 3 lr points.
+  assert len(evals) == 12 and len(tunes) == 6
+  assert lb["stats"]["trained"] == 18 and lb["stats"]["skipped"] == 0
+  for r in evals + tunes:
+    assert r["suite"] == "tiny" and r["suite_version"] == 1 and r["suite_hash"] == suite.hash
+    assert r["package_version"] and r["jax_version"]
+    if r["status"] != "error":
+      assert r["train_loss"].shape == (40,) and r["valid_loss"].shape == (4,)
+      assert list(r["eval_steps"]) == [10, 20, 30, 40]
+      assert r["wall_time"] > 0
+  assert {r["seed"] for r in evals} == {0, 1, 2}
+  assert {r["seed"] for r in tunes} == {suite.tuning_seed}
+
+
+def test_second_invocation_trains_nothing(lb):
+  stats = leaderboard.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
+                                      progress=False, log=lambda m: None)
+  assert stats["trained"] == 0 and stats["compiled"] == 0
+  assert stats["skipped"] == 18
+  with ResultsDB(lb["db"]) as db:
+    assert len(db.runs(lb["suite"].hash)) == 18
+
+
+def test_crashed_runs_are_stored_and_retried_only_on_request(lb):
+  with ResultsDB(lb["db"]) as db:
+    broken = db.runs(lb["suite"].hash, "eval", optimizer="broken")
+  assert len(broken) == 3
+  assert all(r["status"] == "error" and "broken on purpose" in r["error"] for r in broken)
+  stats = leaderboard.run_leaderboard(lb["suite"], [_broken()], db_path=lb["db"],
+                                      progress=False, retry_errors=True, log=lambda m: None)
+  assert stats["trained"] == 3 and stats["errors"] == 3  # adam is stored; broken re-ran.
+
+
+def test_tuning_recorded_with_trials_and_nan_trials_score_inf(lb):
+  suite = lb["suite"]
+  with ResultsDB(lb["db"]) as db:
+    tuning = db.get_tuning(suite.hash, "tuned", "sgd", tiny.LINREG)
+    evals = db.runs(suite.hash, "eval", optimizer="sgd")
+  lrs = [t["config"]["learning_rate"] for t in tuning["trials"]]
+  space = optimizers.spec("sgd").search_space["learning_rate"]
+  assert lrs == pytest.approx(space.grid(suite.lr_points))
+  for t in tuning["trials"]:
+    assert (t["status"] == "ok") == np.isfinite(t["score"])
+  if max(lrs) >= 1.0:  # Linear regression with lr >= 1 diverges.
+    assert tuning["trials"][-1]["status"] == "diverged"
+    assert tuning["trials"][-1]["score"] == float("inf")
+  best = min(tuning["trials"], key=lambda t: t["score"])
+  assert tuning["best_config"] == best["config"]
+  assert all(r["config"] == tuning["best_config"] for r in evals)
+
+
+def test_scores_and_leakage_from_real_runs(lb):
+  with ResultsDB(lb["db"]) as db:
+    board = report.compute(db, lb["suite"])
+  e = {x["name"]: x for x in board["entrants"]}
+  assert set(e) == {"adam", "sgd", "scaled-sgd", "broken"}
+  assert e["adam"]["per_task"][tiny.LINREG]["steps_to_target"] <= 40
+  assert e["adam"]["speedup_geomean"] == pytest.approx(1.0)
+  assert e["broken"]["per_task"][tiny.LINREG]["steps_to_target"] == float("inf")
+  assert e["broken"]["per_task"][tiny.LINREG]["errors"] == 3
+  assert e["scaled-sgd"]["leakage"] == {tiny.LINREG: ["test_eval_linreg_family"]}
+  assert e["scaled-sgd"]["meta_cost_hours"] == 0.25 and e["scaled-sgd"]["ruleset"] == "self_tuning"
+
+
+def test_stored_runs_match_train(lb):
+  """The runner's curves equal metaopt.train.train's for the same config and seed."""
+  with ResultsDB(lb["db"]) as db:
+    run = db.runs(lb["suite"].hash, "eval", optimizer="adam", seed=1)[0]
+  ref = train(tiny.linreg_task(), optimizers.get("adam", **run["config"]), 40, seed=1,
+              eval_every=10, eval_batches=2, chunk=10)
+  assert run["status"] == "ok"
+  # float32: the traced learning rate reorders a few roundings.
+  np.testing.assert_allclose(run["train_loss"], ref.train_loss, rtol=2e-4, atol=1e-7)
+  np.testing.assert_allclose(run["valid_loss"], ref.valid_loss, rtol=2e-4, atol=1e-7)
+  np.testing.assert_array_equal(run["eval_steps"], ref.eval_steps)
+
+
+def test_resolve_seeds_and_bad_optimizer():
+  s = suites.from_dict(tiny.suite_content())
+  assert leaderboard.resolve_seeds(s, None) == [0, 1, 2]
+  assert leaderboard.resolve_seeds(s, 2) == [0, 1]
+  assert leaderboard.resolve_seeds(s, 5) == [0, 1, 2, 3, 4]
+  with pytest.raises(ValueError, match="tuning seed"):
+    leaderboard.resolve_seeds(s, [0, 10000])
+  with pytest.raises(ValueError, match="not a baseline .known: .*adam, adamw"):
+    entrants.parse("adamm")
+
+
+def test_cli_run_show_report(lb, capsys):
+  args = ["--suite", lb["suite_path"], "--db", lb["db"]]
+  assert cli_main(["leaderboard", "run", *args, "--optimizers", "sgd", "--no-progress"]) == 0
+  out = capsys.readouterr().out
+  assert "0 runs trained" in out and "sgd" in out
+  assert cli_main(["leaderboard", "show", *args]) == 0
+  assert "scaled-sgd" in capsys.readouterr().out
+  out_dir = str(lb["dir"] / "report")
+  assert cli_main(["leaderboard", "report", *args, "--out", out_dir]) == 0
+  assert os.path.exists(os.path.join(out_dir, "index.html"))
+  assert cli_main(["leaderboard", "show", "--suite", "nope", "--db", lb["db"]]) == 2
+  assert "Shipped suites" in capsys.readouterr().err
+
+
+def _chromium():
+  for name in ("chromium", "chromium-browser", "google-chrome"):
+    path = shutil.which(name)
+    if path:
+      return path
+  return None
+
+
+@pytest.mark.skipif(_chromium() is None,
+                    reason="headless Chromium is not installed (scripts/setup.sh installs "
+                           "Debian's chromium package when run as root)")
+def test_html_page_renders_in_headless_chromium(lb, tmp_path):
+  index = report.write_report(lb["db"], lb["suite"], str(tmp_path / "html"))
+  cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", f"file://{os.path.abspath(index)}"]
+  dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+  # The page's JS ran: it counted rows and loaded images, and sorted by B (steps).
+  body = re.search(r"<body[^>]*>", dom).group(0)
+  assert 'data-rows="4"' in body
+  assert 'data-images-loaded="3/3"' in body  # 1 task curve + 2 profiles.
+  widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+  assert len(widths) == 3 and min(widths) > 100
+  assert 'data-sorted-by="B (steps)"' in dom
+  rows = re.findall(r'<tr data-optimizer="([^"]+)"', dom)
+  assert sorted(rows) == ["adam", "broken", "scaled-sgd", "sgd"]
