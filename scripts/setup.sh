@@ -36,3 +36,17 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && [ ! -d "$DATA_DIR/debian/u
       echo "warning: could not fetch dataset-fashion-mnist; Fashion-MNIST tasks will be unavailable" >&2
   fi
 fi
+
+# --- Headless Chromium for the leaderboard HTML test (tests/eval, owner: leaderboard) ---
+# Debian's `chromium` package renders the static leaderboard page in a test. Optional:
+# when it cannot be installed (no root, no network) that one test is skipped with a
+# reason, and nothing else depends on it.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -q chromium >/dev/null 2>&1 ||
+      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ||
+      echo "warning: could not install chromium; the leaderboard HTML test will be skipped" >&2
+  else
+    echo "note: chromium is not installed (needs root: apt-get install chromium); the leaderboard HTML test will be skipped" >&2
+  fi
+fi
