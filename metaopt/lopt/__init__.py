@@ -9,3 +9,4 @@ from metaopt.lopt import mlp  # noqa: F401
 from metaopt.lopt import lstm  # noqa: F401
 from metaopt.lopt import adam  # noqa: F401
 from metaopt.lopt import math_l2o  # noqa: F401
+from metaopt.lopt import mulo  # noqa: F401
