@@ -102,6 +102,13 @@ def data_dir() -> str:
       os.path.expanduser("~"), ".cache", "metaopt")
 
 
+_default_data_dir = data_dir  # `load`'s argument of the same name shadows it
+
+
+def _root(data_dir: Optional[str]) -> str:
+  return os.path.abspath(os.path.expanduser(data_dir or _default_data_dir()))
+
+
 def load(name: str, data_dir: Optional[str] = None) -> Splits:
   """The four splits of dataset ``name`` as read-only numpy arrays (see module doc).
 
@@ -119,7 +126,7 @@ def load(name: str, data_dir: Optional[str] = None) -> Splits:
   """
   if name not in names():
     raise unknown_name_error("dataset", name, names())
-  return _load(name, os.path.abspath(os.path.expanduser(data_dir or globals()["data_dir"]())))
+  return _load(name, _root(data_dir))
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,7 +194,7 @@ def prepare(name: str, data_dir: Optional[str] = None):
   import tensorflow_datasets as tfds
   if name not in _LOCAL:
     raise unknown_name_error("local dataset", name, list(_LOCAL))
-  root = os.path.abspath(os.path.expanduser(data_dir or globals()["data_dir"]()))
+  root = _root(data_dir)
   builder = _LOCAL[name](data_dir=os.path.join(root, "tfds"), file_format="array_record")
   if not builder.is_prepared():
     manual = sources.fashion_mnist_dir(root) if name == "fashion_mnist" else None

@@ -254,3 +254,18 @@ def test_family_reduce_batch_static():
   cfg = family.sample(jax.random.PRNGKey(0))
   task = family.task(cfg)
   assert task.sample_batch(jax.random.PRNGKey(0))["x"].shape[0] == cfg.static[1]
+
+
+def test_meta_gradient_through_custom_vjp(setup):
+  """Differentiating through one normalized-gradient SGD step matches finite differences."""
+  task, params, batch, key = setup
+  wrapped = augment.normalize_gradients(task)
+
+  def after_one_step(lr):
+    grads = jax.grad(wrapped.loss)(params, batch, key)
+    return task.loss(jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), batch, key)
+
+  meta_grad = jax.jit(jax.grad(after_one_step))(0.1)
+  h = 1e-2  # the loss is quadratic in lr, so central differences are exact up to rounding
+  finite = (after_one_step(0.1 + h) - after_one_step(0.1 - h)) / (2 * h)
+  np.testing.assert_allclose(meta_grad, finite, rtol=1e-3)
