@@ -15,6 +15,7 @@ Two optimizer conventions are honoured so that every baseline runs through one l
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import time
@@ -98,8 +99,29 @@ def eval_params(opt_state, params):
   return params
 
 
-def make_eval(task: Task, split: str = "inner_valid", num_batches: int = 4) -> Callable:
-  """``(params, data, key) -> mean loss`` over ``num_batches`` batches of ``split``."""
+# Compiled programs keyed by the functions they were traced from (the task's ``loss``
+# and ``batch``, the optimizer) and the argument shapes, so training the same task
+# and optimizer objects again (more seeds, more runs) skips XLA compilation.
+_COMPILED: "collections.OrderedDict" = collections.OrderedDict()
+_COMPILED_MAX = 64
+
+
+def _compiled(key, fn, *args):
+  """``fn`` compiled ahead of time for ``args``, cached under ``key`` and the args'
+  abstract signature (tree structure, shapes, dtypes)."""
+  leaves, treedef = jax.tree_util.tree_flatten(args)
+  full_key = (key, treedef, tuple(jax.typeof(x) for x in leaves))
+  if full_key in _COMPILED:
+    _COMPILED.move_to_end(full_key)
+    return _COMPILED[full_key]
+  exe = jax.jit(fn).lower(*args).compile()
+  _COMPILED[full_key] = exe
+  if len(_COMPILED) > _COMPILED_MAX:
+    _COMPILED.popitem(last=False)
+  return exe
+
+
+def _eval_fn(task: Task, split: str, num_batches: int) -> Callable:
 
   def evaluate(params, data, key):
     keys = jax.random.split(key, num_batches)
@@ -110,7 +132,12 @@ def make_eval(task: Task, split: str = "inner_valid", num_batches: int = 4) -> C
 
     return jnp.mean(jax.lax.map(one, keys))
 
-  return jax.jit(evaluate)
+  return evaluate
+
+
+def make_eval(task: Task, split: str = "inner_valid", num_batches: int = 4) -> Callable:
+  """``(params, data, key) -> mean loss`` over ``num_batches`` batches of ``split``."""
+  return jax.jit(_eval_fn(task, split, num_batches))
 
 
 def _chunk_sizes(steps: int, chunk: int, eval_every: int) -> List[int]:
@@ -155,7 +182,8 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
   params = task.init(k_init)
   opt_state = opt.init(params)
   step_fn = make_step(task, opt)
-  evaluate = make_eval(task, num_batches=eval_batches)
+  fn_key = (task.loss, task.batch, type(opt), opt)
+  evaluate = _eval_fn(task, "inner_valid", eval_batches)
 
   def run_chunk(params, opt_state, data, keys):
     def body(carry, k):
@@ -168,8 +196,11 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
   sizes = _chunk_sizes(steps, chunk, eval_every)
   step_keys = jax.random.split(k_train, steps)
   # Compile every chunk length ahead of time so that wall_time is pure run time.
-  compiled = {n: jax.jit(run_chunk).lower(params, opt_state, task.data, step_keys[:n])
-              .compile() for n in sorted(set(sizes))}
+  compiled = {n: _compiled(("chunk",) + fn_key, run_chunk, params, opt_state, task.data,
+                           step_keys[:n]) for n in sorted(set(sizes))}
+  eval_params0 = eval_params(opt_state, params)
+  compiled_eval = _compiled(("eval", task.loss, task.batch, eval_batches), evaluate,
+                            eval_params0, task.data, k_eval)
 
   losses: List[np.ndarray] = []
   eval_steps, valid = [], []
@@ -197,8 +228,8 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
       if stop_on_divergence:
         break
     if done % eval_every == 0 or done == steps:
-      v = float(evaluate(eval_params(opt_state, params), task.data,
-                         jax.random.fold_in(k_eval, done)))
+      v = float(compiled_eval(eval_params(opt_state, params), task.data,
+                              jax.random.fold_in(k_eval, done)))
       eval_steps.append(done)
       valid.append(v)
       if callback is not None:
