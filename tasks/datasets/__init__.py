@@ -46,6 +46,7 @@ a machine with TensorFlow and network by
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import pathlib
@@ -189,19 +190,31 @@ def _read_data_source(builder, to_arrays) -> Splits:
 def prepare(name: str, data_dir: Optional[str] = None):
   """Prepares the tfds builder of local dataset ``name`` (no-op when prepared).
 
-  Returns the builder. Only reads local files: ``manual_dir`` points at them.
+  Returns the builder. Only reads local files: ``manual_dir`` points at them. A file
+  lock (``<data_dir>/tfds/.<builder>.lock``) lets concurrent processes share a data
+  dir: one prepares, the others wait and reuse its result.
   """
   import tensorflow_datasets as tfds
   if name not in _LOCAL:
     raise unknown_name_error("local dataset", name, list(_LOCAL))
   root = _root(data_dir)
-  builder = _LOCAL[name](data_dir=os.path.join(root, "tfds"), file_format="array_record")
-  if not builder.is_prepared():
-    manual = sources.fashion_mnist_dir(root) if name == "fashion_mnist" else None
-    if name == "fashion_mnist" and manual is None:
+  tfds_dir = os.path.join(root, "tfds")
+  make = lambda: _LOCAL[name](data_dir=tfds_dir, file_format="array_record")
+  builder = make()
+  if builder.is_prepared():
+    return builder
+  manual = None
+  if name == "fashion_mnist":
+    manual = sources.fashion_mnist_dir(root)
+    if manual is None:
       raise MissingDataError("fashion_mnist: Debian's IDX files are absent; run scripts/setup.sh.")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual) if manual else None))
+  os.makedirs(tfds_dir, exist_ok=True)
+  with open(os.path.join(tfds_dir, f".{builder.name}.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    builder = make()  # re-read: another process may have prepared it meanwhile
+    if not builder.is_prepared():
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=str(manual) if manual else None))
   return builder
 
 

@@ -236,3 +236,15 @@ def test_catalog_names_need_prepared_data(name, tmp_path):
   with pytest.raises(datasets.MissingDataError, match=f"tfds build {name}"):
     datasets.load(name, str(tmp_path))
   assert not (tmp_path / "tfds" / name).exists()  # looked, built nothing
+
+
+def test_concurrent_prepare_shares_one_result(tmp_path):
+  """Two loaders racing on a fresh data dir both succeed with identical arrays."""
+  import concurrent.futures
+  root = str(tmp_path)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    builders = list(pool.map(lambda _: datasets.prepare("digits", root), range(2)))
+  assert all(b.is_prepared() for b in builders)
+  a = datasets._read_data_source(builders[0], type(builders[0]).records_to_arrays)
+  b = datasets._read_data_source(builders[1], type(builders[1]).records_to_arrays)
+  np.testing.assert_array_equal(a["test"]["image"], b["test"]["image"])
