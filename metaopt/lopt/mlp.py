@@ -82,6 +82,30 @@ def compute_dtype(p) -> jnp.dtype:
   return jnp.promote_types(jnp.result_type(p), jnp.float32)
 
 
+def direction_magnitude_updates(layers, feats, contexts, p_leaves, exp_mult, step_mult,
+                                step_scales=None):
+  """Runs the per-parameter MLP on every tensor at once and forms the updates.
+
+  The inputs of all tensors are stacked into one ``(num_params, F)`` matrix so each
+  MLP layer is a single matmul; the two outputs give
+  ``update = -d * exp(m * exp_mult) * step_mult (* step_scales[i])``.
+
+  Args:
+    layers: ``init_mlp`` layers with 2 outputs.  feats: ``features.get(...)``.
+    contexts: one feature context per tensor.  p_leaves: the parameter leaves.
+    step_scales: optional per-tensor Python floats.
+  Returns:
+    List of updates shaped and typed like ``p_leaves``.
+  """
+  inputs = [F.build_inputs(feats, c) for c in contexts]
+  out = apply_mlp(layers, jnp.concatenate(inputs, axis=0))
+  steps = out[:, 0] * jnp.exp(out[:, 1] * exp_mult) * step_mult
+  step_leaves = split_rows(steps, [jnp.shape(p) for p in p_leaves])
+  if step_scales is not None:
+    step_leaves = [s * c for s, c in zip(step_leaves, step_scales)]
+  return [(-s).astype(jnp.result_type(p)) for s, p in zip(step_leaves, p_leaves)]
+
+
 def check_params(params, name: str) -> None:
   if params is None:
     raise ValueError(f"The {name!r} learned optimizer reads parameter values: call "
@@ -178,17 +202,11 @@ def scale_by_mlp(config: MLPConfig, theta, step_scales=None) -> optax.GradientTr
     p_leaves = treedef.flatten_up_to(params)
     m_leaves = treedef.flatten_up_to(momenta)
     v_leaves = treedef.flatten_up_to(rms)
-    inputs = [
-        F.build_inputs(feats, _context(config, g, jnp.asarray(p, g.dtype), m, v, state.count))
-        for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves)
-    ]
-    out = apply_mlp(theta["layers"], jnp.concatenate(inputs, axis=0))
-    steps = out[:, 0] * jnp.exp(out[:, 1] * config.exp_mult) * config.step_mult
-    step_leaves = split_rows(steps, [jnp.shape(p) for p in p_leaves])
-    if step_scales is not None:
-      scales = treedef.flatten_up_to(step_scales)
-      step_leaves = [s * c for s, c in zip(step_leaves, scales)]
-    updates = [(-s).astype(jnp.asarray(p).dtype) for s, p in zip(step_leaves, p_leaves)]
+    contexts = [_context(config, g, jnp.asarray(p, g.dtype), m, v, state.count)
+                for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves)]
+    scales = None if step_scales is None else treedef.flatten_up_to(step_scales)
+    updates = direction_magnitude_updates(theta["layers"], feats, contexts, p_leaves,
+                                          config.exp_mult, config.step_mult, scales)
     return treedef.unflatten(updates), MLPState(state.count + 1, momenta, rms)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,194 @@
+"""Adafactor-feature MLP learned optimizer (``adafactor_mlp``), AdafacMLPLOpt style.
+
+A tiny per-parameter MLP (hidden 4x2 by default, so it is cheap) reads, besides the
+gradient, the parameter, momenta (0.9, 0.99, 0.999) and a squared-gradient EMA
+(0.999), *factored* second-moment accumulators at decays (0.9, 0.99, 0.999) as in
+Adafactor (Shazeer & Stern 2018): for a tensor of shape ``S = (..., m, n)``
+
+    row = d * row + (1 - d) * mean(g^2 + 1e-30, axis=-1)         # S[:-1]
+    col = d * col + (1 - d) * mean(g^2 + 1e-30, axis=-2)         # S[:-2] + (n,)
+    v   = row[..., :, None] * col[..., None, :] / mean(row, -1)  # reconstruction
+
+so their memory for an ``(m, n)`` matrix is ``O(m + n)`` per decay (vectors and
+scalars keep a full accumulator). Features (``metaopt.lopt.features``): ``rsqrt(v)``,
+``g * rsqrt(v)``, ``momentum * rsqrt(v)`` for every pair, plus the small_fc ones and
+the tanh step embedding. The update is ``-d * exp(m * exp_mult) * step_mult``.
+Unlike learned_optimization's AdafacMLPLOpt the decays are fixed config values, not
+meta-learned. Horizon-free (``num_steps`` is ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metaopt.lopt import features as F
+from metaopt.lopt import mlp
+from metaopt.lopt.base import LearnedOptimizer, register
+
+#: Added to g^2 before the factored means (Adafactor's epsilon1, optax's default).
+FACTORED_EPS = 1e-30
+
+
+@dataclasses.dataclass(frozen=True)
+class AdafactorMLPConfig:
+  """Config of the Adafactor-feature MLP learned optimizer.
+
+  Attributes:
+    hidden_sizes: hidden widths of the per-parameter MLP.
+    momentum_decays: gradient EMA decays (feature ``momenta``).
+    rms_decays: squared-gradient EMA decays (full, per element).
+    factored_decays: decays of the factored (row/column) accumulators.
+    timescales: step-embedding timescales.
+    features: input feature names (``metaopt.lopt.features``).
+    exp_mult, step_mult: step scales, as in ``mlp``.
+  """
+  hidden_sizes: Tuple[int, ...] = (4, 4)
+  momentum_decays: Tuple[float, ...] = (0.9, 0.99, 0.999)
+  rms_decays: Tuple[float, ...] = (0.999,)
+  factored_decays: Tuple[float, ...] = (0.9, 0.99, 0.999)
+  timescales: Tuple[float, ...] = F.DEFAULT_TIMESCALES
+  features: Tuple[str, ...] = ("grad", "param", "momenta", "rsqrt_rms", "momenta_rsqrt_rms",
+                               "rsqrt_factored", "grad_rsqrt_factored",
+                               "momenta_rsqrt_factored", "time")
+  exp_mult: float = 1e-3
+  step_mult: float = 1e-3
+
+
+class Factored(NamedTuple):
+  """Second-moment accumulators of one tensor at ``K`` decays.
+
+  Matrices (ndim >= 2): ``row (S[:-1] + (K,))``, ``col (S[:-2] + (n, K))``, ``full``
+  None. Vectors/scalars: ``full (S + (K,))``, ``row``/``col`` None.
+  """
+  row: Optional[jax.Array]
+  col: Optional[jax.Array]
+  full: Optional[jax.Array]
+
+
+class AdafactorMLPState(NamedTuple):
+  """``count`` int32; ``momenta``/``rms`` per leaf ``S + (D,)``; ``factored`` per leaf
+  a ``Factored``."""
+  count: jax.Array
+  momenta: Any
+  rms: Any
+  factored: Any
+
+
+def init_factored(p, num_decays: int, dtype=jnp.float32) -> Factored:
+  shape = jnp.shape(p)
+  if len(shape) >= 2:
+    return Factored(jnp.zeros(shape[:-1] + (num_decays,), dtype),
+                    jnp.zeros(shape[:-2] + shape[-1:] + (num_decays,), dtype), None)
+  return Factored(None, None, jnp.zeros(shape + (num_decays,), dtype))
+
+
+def update_factored(acc: Factored, g: jax.Array, decays: jax.Array) -> Factored:
+  """One step of the factored accumulators (module docstring) at every decay."""
+  g2 = jnp.square(g) + FACTORED_EPS
+  if acc.full is not None:
+    return Factored(None, None, F.ema(acc.full, g2, decays))
+  return Factored(F.ema(acc.row, jnp.mean(g2, axis=-1), decays),
+                  F.ema(acc.col, jnp.mean(g2, axis=-2), decays), None)
+
+
+def reconstruct(acc: Factored) -> jax.Array:
+  """The second-moment estimate ``S + (K,)`` from the accumulators."""
+  if acc.full is not None:
+    return acc.full
+  row_mean = jnp.mean(acc.row, axis=-2, keepdims=True)  # mean over m, per decay
+  return (acc.row / row_mean)[..., :, None, :] * acc.col[..., None, :, :]
+
+
+def _context(config, grad, param, momenta, rms, factored, step):
+  shape = mlp.as_vector_shape(param).shape
+  return {
+      "grad": grad.reshape(shape), "param": param.reshape(shape),
+      "momenta": momenta.reshape(shape + momenta.shape[-1:]),
+      "rms": rms.reshape(shape + rms.shape[-1:]),
+      "factored": reconstruct(factored).reshape(shape + (len(config.factored_decays),)),
+      "step": step, "timescales": jnp.asarray(config.timescales, jnp.float32),
+  }
+
+
+def _example_context(config):
+  p = jnp.zeros((2, 3), jnp.float32)
+  acc = lambda n: jnp.zeros((2, 3, n), jnp.float32)
+  return _context(config, p, p, acc(len(config.momentum_decays)), acc(len(config.rms_decays)),
+                  init_factored(p, len(config.factored_decays)), jnp.zeros((), jnp.int32))
+
+
+def scale_by_adafactor_mlp(config: AdafactorMLPConfig, theta
+                           ) -> optax.GradientTransformationExtraArgs:
+  """The Adafactor-feature MLP rule as an optax transformation (theta may be traced)."""
+  feats = F.get(config.features)
+  F.check_context(feats, _example_context(config))
+  mom_d = jnp.asarray(config.momentum_decays, jnp.float32)
+  rms_d = jnp.asarray(config.rms_decays, jnp.float32)
+  fac_d = jnp.asarray(config.factored_decays, jnp.float32)
+
+  def init_fn(params):
+    def acc(n):
+      return jax.tree_util.tree_map(
+          lambda p: jnp.zeros(jnp.shape(p) + (n,), mlp.compute_dtype(p)), params)
+    factored = jax.tree_util.tree_map(
+        lambda p: init_factored(p, len(config.factored_decays), mlp.compute_dtype(p)), params)
+    return AdafactorMLPState(jnp.zeros((), jnp.int32), acc(len(config.momentum_decays)),
+                             acc(len(config.rms_decays)), factored)
+
+  def update_fn(grads, state, params=None, **extra_args):
+    del extra_args
+    mlp.check_params(params, "adafactor_mlp")
+    g_leaves, treedef = jax.tree_util.tree_flatten(grads)
+    p_leaves = treedef.flatten_up_to(params)
+    g_leaves = [jnp.asarray(g, mlp.compute_dtype(p)) for g, p in zip(g_leaves, p_leaves)]
+    m_leaves = [F.ema(m, g, mom_d) for m, g in zip(treedef.flatten_up_to(state.momenta), g_leaves)]
+    v_leaves = [F.ema(v, jnp.square(g), rms_d)
+                for v, g in zip(treedef.flatten_up_to(state.rms), g_leaves)]
+    f_leaves = [update_factored(f, g, fac_d)
+                for f, g in zip(treedef.flatten_up_to(state.factored), g_leaves)]
+    contexts = [_context(config, g, jnp.asarray(p, g.dtype), m, v, f, state.count)
+                for g, p, m, v, f in zip(g_leaves, p_leaves, m_leaves, v_leaves, f_leaves)]
+    updates = mlp.direction_magnitude_updates(theta["layers"], feats, contexts, p_leaves,
+                                              config.exp_mult, config.step_mult)
+    new_state = AdafactorMLPState(state.count + 1, treedef.unflatten(m_leaves),
+                                  treedef.unflatten(v_leaves), treedef.unflatten(f_leaves))
+    return treedef.unflatten(updates), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@register
+class AdafactorMLPLOpt(LearnedOptimizer):
+  """Adafactor-feature per-parameter MLP (module docstring)."""
+
+  arch = "adafactor_mlp"
+  Config = AdafactorMLPConfig
+
+  @property
+  def num_inputs(self) -> int:
+    """Input width, derived from ``config.features``."""
+    return F.num_inputs(F.get(self.config.features), lambda: _example_context(self.config))
+
+  @property
+  def layer_sizes(self) -> Tuple[int, ...]:
+    return (self.num_inputs,) + tuple(self.config.hidden_sizes) + (2,)
+
+  def init_meta_params(self, key):
+    return {"layers": mlp.init_mlp(key, self.layer_sizes)}
+
+  def transform(self, theta, *, num_steps: Optional[int] = None, param_info: Any = None):
+    del num_steps, param_info  # horizon-free, standard parametrization
+    return scale_by_adafactor_mlp(self.config, theta)
+
+  def flops_per_param(self) -> int:
+    """Arithmetic per parameter per step: MLP + EMAs (3 per full accumulator; the
+    factored ones are O(m+n), ~3 per decay for the means) + ~3 per input column +
+    ~4 per decay for the reconstruction."""
+    c = self.config
+    acc = 3 * (len(c.momentum_decays) + len(c.rms_decays)) + 7 * len(c.factored_decays)
+    return mlp.mlp_flops(self.layer_sizes) + acc + 3 * self.num_inputs + 6
