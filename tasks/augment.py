@@ -21,19 +21,27 @@ the very task ``family.sample(key)`` gives.
   returns each gradient tensor divided by its L2 norm (the value is unchanged).
 * ``gradient_noise``: a ``jax.custom_vjp`` whose backward pass adds ``N(0, scale^2)``
   noise to every gradient entry, drawn from the loss ``key`` (same key, same noise).
+
+Configs name augmentations as data: ``apply(task_or_family, [{"name":
+"reparameterize", "level": "tensor"}, "bfloat16"])`` applies them in order.
+
+The two custom_vjp augmentations stay differentiable in reverse mode (meta-gradients
+through an inner step work) but not in forward mode (``jax.jvp``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from typing import Any, Callable, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import Task, TaskFamily, abstract_params
+from tasks.registry import unknown_name_error
 
 TaskOrFamily = Union[Task, TaskFamily]
 
@@ -321,3 +329,39 @@ def gradient_noise(x: TaskOrFamily,
     _check_range(low, high)
     sample = lambda key, static: _log_uniform(key, (), low, high)
   return _family(x, "gradnoise", _TAG_NOISE, sample, apply)
+
+
+# ---------------------------------------------------------------------------------
+# Augmentations named in configs.
+
+AUGMENTATIONS = {
+    "reparameterize": reparameterize,
+    "reduce_batch": reduce_batch,
+    "bfloat16": bfloat16,
+    "normalize_gradients": normalize_gradients,
+    "gradient_noise": gradient_noise,
+}
+
+
+def apply(x: TaskOrFamily, specs: Sequence[Union[str, Mapping[str, Any]]]) -> TaskOrFamily:
+  """Applies augmentations given as data, in order.
+
+  Args:
+    x: a Task or TaskFamily.
+    specs: each a name from ``AUGMENTATIONS`` or a mapping ``{"name": ..., **options}``
+      whose options are that function's keyword arguments, e.g.
+      ``[{"name": "gradient_noise", "scale": [0.001, 0.1]}, "bfloat16"]``.
+  """
+  for spec in specs:
+    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = options.pop("name", None)
+    if name not in AUGMENTATIONS:
+      raise unknown_name_error("augmentation", str(name), list(AUGMENTATIONS))
+    fn = AUGMENTATIONS[name]
+    allowed = list(inspect.signature(fn).parameters)[1:]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+      raise ValueError(f"Augmentation {name!r} has no option(s) {unknown}; "
+                       f"its options are {allowed}.")
+    x = fn(x, **options)
+  return x

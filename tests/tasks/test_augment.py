@@ -269,3 +269,16 @@ def test_meta_gradient_through_custom_vjp(setup):
   h = 1e-2  # the loss is quadratic in lr, so central differences are exact up to rounding
   finite = (after_one_step(0.1 + h) - after_one_step(0.1 - h)) / (2 * h)
   np.testing.assert_allclose(meta_grad, finite, rtol=1e-3)
+
+
+def test_apply_from_config(setup):
+  task, params, batch, key = setup
+  wrapped = augment.apply(task, [{"name": "reduce_batch", "batch_size": 4},
+                                 {"name": "gradient_noise", "scale": 0.0}, "bfloat16"])
+  assert wrapped.name == "quad+batch4+gradnoise+bf16"
+  family = augment.apply(_family(), [{"name": "gradient_noise", "scale": [0.001, 0.1]}])
+  assert family.name == "quadfam+gradnoise"
+  with pytest.raises(KeyError, match="normalize_gradients"):
+    augment.apply(task, ["normalise_gradients"])
+  with pytest.raises(ValueError, match="has no option.*'levl'.*'level'"):
+    augment.apply(task, [{"name": "reparameterize", "levl": "tensor"}])
