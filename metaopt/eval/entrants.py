@@ -118,7 +118,8 @@ def learned(name: str, lopt, theta, metadata: Optional[Dict[str, Any]] = None,
   h = hashlib.sha256()
   for leaf in jax.tree_util.tree_leaves(theta):
     h.update(np.asarray(leaf).tobytes())
-  cost = metadata.get("meta_training_cost_hours")
+  # metaopt.lopt.io writes "meta_training_device_hours"; accept the older spelling too.
+  cost = metadata.get("meta_training_device_hours", metadata.get("meta_training_cost_hours"))
   trained_on = metadata.get("trained_on") or ()
   if isinstance(trained_on, str):
     trained_on = (trained_on,)

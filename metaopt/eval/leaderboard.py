@@ -17,9 +17,7 @@ Adam), which sets every task's target, is always included.
 
 from __future__ import annotations
 
-import glob
 import math
-import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import jax
@@ -36,9 +34,11 @@ OBJECTIVE = "final_valid"
 
 def shipped_learned() -> List[str]:
   """Names of the learned optimizers shipped in ``metaopt/pretrained``."""
-  d = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
-  return sorted(os.path.splitext(os.path.basename(p))[0]
-                for p in glob.glob(os.path.join(d, "*.safetensors")))
+  try:
+    from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return []
+  return list(io.pretrained_names())
 
 
 def default_optimizers() -> List[str]:
@@ -78,7 +78,7 @@ def _trial_score(run: Dict[str, Any]) -> float:
 def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[Any]] = None,
                     seeds: Union[None, int, Sequence[int]] = None,
                     db_path: str = "leaderboard.db", progress: bool = True,
-                    retry_errors: bool = False,
+                    retry_errors: bool = False, compile_workers: int = 2,
                     log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Runs (or resumes) the leaderboard of ``suite``.
 
@@ -90,6 +90,8 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
     db_path: SQLite results database (created if missing).
     progress: show a tqdm progress bar over all planned runs.
     retry_errors: re-run stored runs whose status is ``error``.
+    compile_workers: threads compiling the programs of one task's optimizers in
+      parallel before its runs (XLA compilation dominates on small tasks).
     log: where one-line messages go.
   Returns:
     ``{"suite", "db", "planned", "trained", "skipped", "errors", "diverged",
@@ -115,7 +117,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
     task_registry.get(unknown[0])  # Raises listing the known tasks.
 
   from metaopt import optimizers as baselines  # pylint: disable=import-outside-toplevel
-  runner = Runner()
+  runner = Runner(compile_workers)
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0}
   version = dict(package_version=metaopt.__version__, jax_version=jax.__version__)
 
@@ -149,9 +151,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
       """Runs one (e, task, seed, config) unless stored; returns the stored row."""
       if bar is not None:
         bar.set_postfix_str(f"{e.name} {st.task} {purpose} seed={seed}")
-      stored = db.has_run(suite.hash, e.ruleset, e.name, purpose, st.task, seed, config,
-                          include_errors=not retry_errors)
-      if stored:
+      if stored(e, st, purpose, seed, config):
         stats["skipped"] += 1
       else:
         out = runner.execute(get_task(st.task), e, config, seed, st.steps, st.eval_every,
@@ -173,8 +173,32 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
       return db.runs(suite.hash, purpose, ruleset=e.ruleset, optimizer=e.name, task=st.task,
                      seed=seed, config=config_key(config))[0]
 
+    def stored(e, st, purpose, seed, cfg):
+      return db.has_run(suite.hash, e.ruleset, e.name, purpose, st.task, seed, cfg,
+                        include_errors=not retry_errors)
+
+    def needed(e, st):
+      """A config of ``e`` still to be run on ``st`` (to precompile), or None."""
+      if e.tuned:
+        configs = grids[e.name][0]
+        if not all(stored(e, st, "tune", suite.tuning_seed, c) for c in configs):
+          return configs[0]
+        tuning = db.get_tuning(suite.hash, e.ruleset, e.name, st.task)
+        if tuning is None:
+          return configs[0]
+        cfg = tuning["best_config"]
+      else:
+        cfg = e.fixed_config(st.steps)
+      return None if all(stored(e, st, "eval", s, cfg) for s in seeds) else cfg
+
     try:
       for st in suite.tasks:
+        for e in ents:
+          cfg = needed(e, st)
+          if cfg is not None:
+            runner.prefetch(get_task(st.task), e, cfg, st.steps, st.eval_every,
+                            suite.eval_batches)
+        runner.wait()  # Timed runs must not share the CPU with compilations.
         for e in ents:
           if e.tuned:
             configs, note = grids[e.name]
@@ -192,6 +216,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
           for seed in seeds:
             do(e, st, "eval", seed, best_cfg)
     finally:
+      runner.close()
       if bar is not None:
         bar.close()
   stats.update(suite=suite.id, db=db_path, compiled=runner.compiled)

@@ -18,8 +18,10 @@ config, transparently.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Tuple
 
 import jax
@@ -120,17 +122,34 @@ def _postprocess(train_loss: np.ndarray, valid: np.ndarray, eval_steps: np.ndarr
 class Runner:
   """Compiles and executes runs; caches compiled programs and counts trained runs.
 
+  ``prefetch`` starts compilations on a thread pool (XLA compiles without holding
+  the GIL), so several programs compile at once; ``wait`` before timed runs.
+
   Attributes:
     trained: number of runs executed (a resumed leaderboard that finds everything
       stored trains none).
     compiled: number of programs compiled.
   """
 
-  def __init__(self):
-    self._cache: Dict[Tuple, Any] = {}
+  def __init__(self, compile_workers: int = 1):
+    self._cache: Dict[Tuple, Future] = {}
     self._static_only: set = set()
+    self._lock = threading.Lock()
+    self._pool = ThreadPoolExecutor(compile_workers) if compile_workers > 1 else None
     self.trained = 0
     self.compiled = 0
+
+  def wait(self) -> None:
+    """Blocks until every started compilation has finished (so that timed runs do
+    not share the CPU with compilations)."""
+    with self._lock:
+      futures = list(self._cache.values())
+    for f in futures:
+      f.exception()
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
 
   def _compile(self, task: Task, entrant: Entrant, static: Dict[str, Any],
                numeric_static: Dict[str, float], steps: int, eval_every: int,
@@ -138,9 +157,45 @@ class Runner:
     def build(hparams, aux_, param_info):
       return entrant.build(dict(hparams, **numeric_static), static, aux_, param_info)
     run = make_run_fn(task, build, steps, eval_every, eval_batches)
-    lowered = jax.jit(run).lower(example_hp, aux, jnp.int32(0), task.data)
-    self.compiled += 1
-    return lowered.compile()
+    compiled = jax.jit(run).lower(example_hp, aux, jnp.int32(0), task.data).compile()
+    with self._lock:
+      self.compiled += 1
+    return compiled
+
+  def _compile_into(self, fut: Future, args) -> None:
+    try:
+      fut.set_result(self._compile(*args))
+    except Exception as e:  # pylint: disable=broad-except
+      fut.set_exception(e)
+
+  def _traced(self, task, entrant, config, steps, eval_every, eval_batches, pool):
+    """The future of the program taking ``config``'s floats as arguments (cached)."""
+    numeric, static = entrant.split_config(config)
+    base = (task.name, entrant.name, entrant.fingerprint, config_key(static), steps,
+            eval_every, eval_batches)
+    with self._lock:
+      fut = self._cache.get(base)
+      if fut is None:
+        fut = Future()
+        self._cache[base] = fut
+        start = True
+      else:
+        start = False
+    if start:
+      hp = {k: jnp.float32(v) for k, v in numeric.items()}
+      args = (task, entrant, static, {}, steps, eval_every, eval_batches, hp, entrant.aux())
+      if pool is not None:
+        pool.submit(self._compile_into, fut, args)
+      else:
+        self._compile_into(fut, args)
+    return base, fut
+
+  def prefetch(self, task: Task, entrant: Entrant, config: Dict[str, Any], steps: int,
+               eval_every: int, eval_batches: int = 4) -> None:
+    """Starts compiling the program for ``config`` in the background (no-op without
+    a pool or when cached)."""
+    if self._pool is not None:
+      self._traced(task, entrant, config, steps, eval_every, eval_batches, self._pool)
 
   def execute(self, task: Task, entrant: Entrant, config: Dict[str, Any], seed: int,
               steps: int, eval_every: int, eval_batches: int = 4) -> RunOutput:
@@ -149,27 +204,23 @@ class Runner:
     try:
       numeric, static = entrant.split_config(config)
       aux = entrant.aux()
-      base = (task.name, entrant.name, entrant.fingerprint, config_key(static), steps,
-              eval_every, eval_batches)
       hp = {k: jnp.float32(v) for k, v in numeric.items()}
+      base, fut = self._traced(task, entrant, config, steps, eval_every, eval_batches, None)
       compiled = None
       if base not in self._static_only:
-        compiled = self._cache.get(base)
-        if compiled is None:
-          try:
-            compiled = self._compile(task, entrant, static, {}, steps, eval_every,
-                                     eval_batches, hp, aux)
-            self._cache[base] = compiled
-          except (jax.errors.JAXTypeError, TypeError):
-            # The constructor needs concrete hyper-parameters: compile per config.
-            self._static_only.add(base)
+        try:
+          compiled = fut.result()
+        except (jax.errors.JAXTypeError, TypeError):
+          # The constructor needs concrete hyper-parameters: compile per config.
+          self._static_only.add(base)
       if compiled is None:
         key = base + (config_key(numeric),)
-        compiled = self._cache.get(key)
-        if compiled is None:
-          compiled = self._compile(task, entrant, static, numeric, steps, eval_every,
-                                   eval_batches, {}, aux)
-          self._cache[key] = compiled
+        if key not in self._cache:
+          f = Future()
+          f.set_result(self._compile(task, entrant, static, numeric, steps, eval_every,
+                                     eval_batches, {}, aux))
+          self._cache[key] = f
+        compiled = self._cache[key].result()
         hp = {}
       self.trained += 1
       t0 = time.perf_counter()

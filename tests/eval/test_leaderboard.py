@@ -49,7 +49,7 @@ def _learned():
   lo = _ScaledSGD()
   return entrants.learned("scaled-sgd", lo, lo.init_meta_params(None),
                           {"trained_on": ["test_eval_linreg_family"],
-                           "meta_training_cost_hours": 0.25})
+                           "meta_training_device_hours": 0.25})
 
 
 def _broken():
