@@ -63,7 +63,7 @@ def _rename(task: Task, suffix: str, **changes) -> Task:
 
 def _family(family: TaskFamily, suffix: str, tag: int,
             sample_hparams: Callable[[jax.Array, Any], Any],
-            apply: Callable[[Task, Any], Task]) -> TaskFamily:
+            wrap: Callable[[Task, Any], Task]) -> TaskFamily:
   """A family whose dynamic config is ``{"task": inner, "augment": hparams}``."""
 
   def sample_dynamic(key, static):
@@ -71,7 +71,7 @@ def _family(family: TaskFamily, suffix: str, tag: int,
             "augment": sample_hparams(jax.random.fold_in(key, tag), static)}
 
   def make_task(static, dynamic):
-    return apply(family.make_task(static, dynamic["task"]), dynamic["augment"])
+    return wrap(family.make_task(static, dynamic["task"]), dynamic["augment"])
 
   return TaskFamily(name=family.name + "+" + suffix, sample_static=family.sample_static,
                     sample_dynamic=sample_dynamic, make_task=make_task,
@@ -159,12 +159,12 @@ def reparameterize(x: TaskOrFamily, level: str = "tensor",
     scales = sample_scales(jax.random.PRNGKey(seed), abstract_params(x), level, scale_range)
     return reparameterize_with(x, scales, suffix)
 
-  def apply(task, key):
+  def wrap(task, key):
     scales = sample_scales(key, abstract_params(task), level, scale_range)
     return reparameterize_with(task, scales, suffix)
 
   # The scales' shapes depend on the task, so the dynamic config holds their key.
-  return _family(x, suffix, _TAG_REPARAM, lambda key, static: key, apply)
+  return _family(x, suffix, _TAG_REPARAM, lambda key, static: key, wrap)
 
 
 # ---------------------------------------------------------------------------------
@@ -204,8 +204,8 @@ def reduce_batch(x: TaskOrFamily, batch_size: Union[int, Sequence[int]]) -> Task
   if isinstance(x, Task):
     return _reduce_batch_task(x, batch_size)
   choices = tuple(batch_size) if isinstance(batch_size, Sequence) else (batch_size,)
-  if not choices:
-    raise ValueError("reduce_batch needs at least one batch size.")
+  if not choices or not all(isinstance(c, (int, np.integer)) and c >= 1 for c in choices):
+    raise ValueError(f"reduce_batch needs positive int batch sizes, got {batch_size!r}.")
 
   def sample_static(key):
     index = int(jax.random.randint(jax.random.fold_in(key, _TAG_BATCH), (), 0, len(choices)))
@@ -292,10 +292,10 @@ def normalize_gradients(x: TaskOrFamily, eps: float = 1e-12) -> TaskOrFamily:
   differentiates the task sees normalized gradients. Renamed ``+gradnorm``.
   """
   _check(x, "normalize_gradients")
-  apply = lambda task, _: _with_grad_map(task, "gradnorm", _unit_norm, jnp.float32(eps))
+  wrap = lambda task, _: _with_grad_map(task, "gradnorm", _unit_norm, jnp.float32(eps))
   if isinstance(x, Task):
-    return apply(x, None)
-  return _family(x, "gradnorm", 0, lambda key, static: (), apply)
+    return wrap(x, None)
+  return _family(x, "gradnorm", 0, lambda key, static: (), wrap)
 
 
 def _add_noise(grads, key, scale):
@@ -315,11 +315,11 @@ def gradient_noise(x: TaskOrFamily,
   Renamed ``+gradnoise``.
   """
   _check(x, "gradient_noise")
-  apply = lambda task, s: _with_grad_map(task, "gradnoise", _add_noise, s)
+  wrap = lambda task, s: _with_grad_map(task, "gradnoise", _add_noise, s)
   if isinstance(x, Task):
     if not isinstance(scale, (int, float)) or scale < 0:
       raise ValueError(f"gradient_noise on a Task needs a scale >= 0, got {scale!r}.")
-    return apply(x, jnp.float32(scale))
+    return wrap(x, jnp.float32(scale))
   if isinstance(scale, (int, float)):
     if scale < 0:
       raise ValueError(f"gradient_noise needs a scale >= 0, got {scale!r}.")
@@ -328,7 +328,7 @@ def gradient_noise(x: TaskOrFamily,
     low, high = scale
     _check_range(low, high)
     sample = lambda key, static: _log_uniform(key, (), low, high)
-  return _family(x, "gradnoise", _TAG_NOISE, sample, apply)
+  return _family(x, "gradnoise", _TAG_NOISE, sample, wrap)
 
 
 # ---------------------------------------------------------------------------------
