@@ -33,7 +33,7 @@ Storage: the local sources go through ``tfds.core.GeneratorBasedBuilder`` subcla
 ``metaopt_fashion_mnist``, ``metaopt_mnist1d``, ``metaopt_text_stdlib``) prepared once
 as ``array_record`` under ``<data_dir>/tfds`` and read back with
 ``builder.as_data_source()`` (``tfds.load`` would need TensorFlow). After the first
-read the decoded arrays are cached as ``<data_dir>/arrays/<builder>-<version>.npz`` so
+read the decoded arrays are cached as ``<data_dir>/arrays/<builder>[-<config>]-<version>.npz`` so
 later loads skip record decoding; within a process ``load`` is memoised and returns
 read-only arrays. ``data_dir`` defaults to ``$METAOPT_DATA_DIR`` or ``~/.cache/metaopt``.
 
@@ -151,7 +151,8 @@ def _load(name: str, root: str) -> Splits:
 
 
 def _cache_path(builder, root: str) -> pathlib.Path:
-  return pathlib.Path(root) / "arrays" / f"{builder.name}-{builder.version}.npz"
+  # full_name is "<name>[/<config>]/<version>".
+  return pathlib.Path(root) / "arrays" / (builder.info.full_name.replace("/", "-") + ".npz")
 
 
 def _read_npz(path: pathlib.Path) -> Splits:

@@ -109,8 +109,13 @@ class MetaoptMnist1d(ArrayBuilder):
 
 
 class MetaoptTextStdlib(ArrayBuilder):
-  """Byte streams stored as records of ``TEXT_RECORD_LEN`` tokens (last one shorter)."""
+  """Byte streams stored as records of ``TEXT_RECORD_LEN`` tokens (last one shorter).
 
+  One builder config per Python version (``py3.11.7``): the corpus is that
+  version's standard library, so data prepared under another Python stays apart.
+  """
+
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=f"py{sources.python_version()}")]
   FEATURES = {"tokens": ((None,), np.uint8)}
   DESCRIPTION = (f"Python {sources.python_version()} standard library sources, ASCII bytes.")
   HOMEPAGE = "https://docs.python.org/3/license.html"
