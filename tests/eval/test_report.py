@@ -128,3 +128,16 @@ def test_report_errors(tmp_path):
   ResultsDB(str(tmp_path / "empty.db")).close()
   with pytest.raises(ValueError, match="no evaluation runs"):
     report.write_report(str(tmp_path / "empty.db"), _suite(), str(tmp_path / "o"))
+
+
+def test_reference_reaches_its_own_target_with_even_seeds(tmp_path):
+  suite = suites.from_dict({"name": "even", "version": 1, "seeds": [0, 1], "smoothing_window": 1,
+                            "tasks": [{"task": "t", "steps": 3}]})
+  with ResultsDB(str(tmp_path / "e.db")) as db:
+    db.register_suite(suite)
+    _add(db, suite, "adam", "tuned", "t", 0, [3.0, 1.0, 1.0])  # c_T = 1, reaches 2 at step 2.
+    _add(db, suite, "adam", "tuned", "t", 1, [3.0, 3.0, 2.0])  # c_T = 2, reaches at step 3.
+    lb = report.compute(db, suite)
+  assert lb["targets"] == {"t": 2.0}
+  adam = lb["entrants"][0]
+  assert adam["per_task"]["t"]["steps_to_target"] == 2.5 and adam["reached"] == 1

@@ -41,6 +41,14 @@ def test_seconds_to_target():
   assert scoring.seconds_to_target(10, float("nan"), 100) == INF
 
 
+def test_target_is_upper_median():
+  assert scoring.target_loss([3.0, 1.0, 2.0]) == 2.0
+  # Even seeds: the upper one, so the reference reaches it on both seeds.
+  assert scoring.target_loss([1.0, 2.0]) == 2.0
+  assert scoring.target_loss([1.0, float("nan")]) == INF
+  assert math.isnan(scoring.target_loss([]))
+
+
 def test_median_time_inf_and_nan():
   assert scoring.median_time([3, INF, 5]) == 5
   assert scoring.median_time([3, 5]) == 4
