@@ -126,6 +126,14 @@ def default_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), (AXIS,))
 
 
+def check_task_split(num_tasks: int, num_devices: int) -> None:
+  """The task axis is split evenly over the devices."""
+  if num_tasks % num_devices:
+    raise ValueError(
+        f"num_tasks={num_tasks} must be divisible by the number of devices "
+        f"({num_devices}); set num_tasks to a multiple of {num_devices}.")
+
+
 def _tree_where(pred, a, b):
   return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
@@ -163,10 +171,7 @@ class MetaTrainer:
     self.estimator = make_estimator(config, self.problem)
     self.outer = make_outer_optimizer(config)
     self.mesh = mesh if mesh is not None else default_mesh()
-    if config.num_tasks % self.mesh.size:
-      raise ValueError(
-          f"num_tasks={config.num_tasks} must be divisible by the number of devices "
-          f"({self.mesh.size}); set num_tasks to a multiple of {self.mesh.size}.")
+    check_task_split(config.num_tasks, self.mesh.size)
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P(AXIS))
     abstract = jax.eval_shape(self._init_state)
@@ -226,7 +231,7 @@ class MetaTrainer:
     updates, opt_state = self.outer.update(safe_grad, state.opt_state, state.theta)
     theta = _tree_where(finite, optax.apply_updates(state.theta, updates), state.theta)
     opt_state = _tree_where(finite, opt_state, state.opt_state)
-    metrics["grad_norm"] = optax.global_norm(safe_grad)
+    metrics["grad_norm"] = optax.tree.norm(safe_grad)
     metrics["skipped"] = (~finite).astype(jnp.float32)
     fresh_window = state.step % cfg.log_every == 0
     window = {k: jnp.where(fresh_window, 0.0, state.window[k]) + metrics[k].astype(jnp.float32)

@@ -1,0 +1,101 @@
+"""Outer loop: determinism, exact resume after SIGKILL, 1 vs 8 devices, NaN safety,
+export."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from metaopt.checkpoint import CheckpointError
+from metaopt.logging import read_metrics
+from metaopt.meta import trainer as trainer_lib
+from tests.meta import _meta_script as script
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_script(run_dir, *args, check=True):
+  env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "tests.meta._meta_script", str(run_dir), *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  if check and proc.returncode != 0:
+    raise AssertionError(proc.stderr[-3000:])
+  return proc
+
+
+def last_json(proc):
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def strip_timing(rows):
+  return [{k: v for k, v in r.items() if k not in trainer_lib.TIMING_KEYS} for r in rows]
+
+
+def in_process(run_dir, **overrides):
+  cfg = script.config(str(run_dir), **overrides)
+  return trainer_lib.MetaTrainer(cfg, **script.objects()).run(progress=False)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """The reference: 12 uninterrupted outer steps on this process's one device."""
+  return in_process(tmp_path_factory.mktemp("full"))
+
+
+def test_sigkill_resume_matches_uninterrupted(tmp_path, full_run):
+  # Killed after 10 outer steps: checkpoint at 8, rows up to 10 logged.
+  proc = run_script(tmp_path / "killed", "--kill_after", "10", check=False)
+  assert proc.returncode == -9, proc.stderr[-2000:]
+  rows = read_metrics(str(tmp_path / "killed"))
+  assert max(r["step"] for r in rows) == 10
+  resumed = in_process(tmp_path / "killed")
+  assert resumed.step == 12 and not resumed.interrupted
+  for name in full_run.theta:
+    assert full_run.theta[name] == resumed.theta[name]  # bitwise: same programs and inputs
+  assert strip_timing(full_run.rows) == strip_timing(resumed.rows)
+  assert any("eval/lopt_final_loss" in r for r in resumed.rows)
+  # Outputs: curves and the exported optimizer file.
+  assert os.path.exists(tmp_path / "killed" / "meta_loss.png")
+  assert os.path.exists(resumed.export_path)
+
+
+def test_eight_devices_match_one(tmp_path, full_run):
+  """SGD outer optimizer without clipping: a gradient off by the device count (a
+  psum too many or too few) changes theta by a large factor."""
+  assert jax.device_count() == 1
+  out = last_json(run_script(tmp_path / "eight", "--devices", "8"))
+  assert out["devices"] == 8
+  start = script.objects()["lopt"].init_meta_params(None)
+  for name, value in out["theta"].items():
+    moved = abs(float(full_run.theta[name]) - float(start[name]))
+    assert moved > 1e-2  # theta really moved, so a scale error would show
+    np.testing.assert_allclose(value, full_run.theta[name], rtol=1e-5, atol=1e-4 * moved)
+
+
+def test_mismatched_config_refused(full_run):
+  run_dir = os.path.dirname(full_run.export_path)
+  with pytest.raises(CheckpointError, match="fingerprint"):
+    in_process(run_dir, num_steps=16, sigma=0.1)
+
+
+def test_nan_meta_gradient_is_skipped(tmp_path):
+  """A huge sigma overflows the perturbed optimizer: the outer update is skipped or the
+  divergent tasks are excluded, and theta stays finite."""
+  from tests.meta.helpers import LrMomentum, quadratic_family  # pylint: disable=import-outside-toplevel
+  cfg = script.config(str(tmp_path / "nan"), num_steps=4, eval_every=0, sigma=1.0)
+  fam = quadratic_family(fixed=False, diverge_scale=1e30)
+  res = trainer_lib.MetaTrainer(cfg, family=fam, lopt=LrMomentum(init_log_lr=0.0)).run(
+      progress=False)
+  assert all(np.isfinite(v) for v in res.theta.values())
+  rows = [r for r in res.rows if "num_nan_resets" in r]
+  assert sum(r["num_nan_resets"] for r in rows) > 0
+
+
+def test_num_tasks_must_divide_devices():
+  with pytest.raises(ValueError, match="multiple of 8"):
+    trainer_lib.check_task_split(12, 8)
+  trainer_lib.check_task_split(16, 8)
