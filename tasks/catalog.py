@@ -6,3 +6,4 @@ from tasks import quadratic  # noqa: F401
 from tasks import classic  # noqa: F401
 from tasks import logistic  # noqa: F401
 from tasks import conv  # noqa: F401
+from tasks import transformer  # noqa: F401

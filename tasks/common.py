@@ -8,6 +8,7 @@ from the split: cheap, stateless and deterministic per key.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
@@ -160,3 +161,32 @@ def synthetic_image_data(seed: int = 0, n: int = 256, shape: Tuple[int, ...] = (
     label = np.argmax((image.reshape(n, -1) / 255.0 - 0.5) @ teacher, axis=1)
     out[split] = {"image": jnp.asarray(image), "label": jnp.asarray(label.astype(np.int32))}
   return out
+
+
+# Unit-variance correction for a standard normal truncated at +-2 (as haiku/jax use).
+_TRUNC_STD = 0.87962566103423978
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+  """One parameter tensor to initialise: ``shape`` and standard deviation ``std``
+  (a float or traced scalar; 0 gives zeros)."""
+  shape: Tuple[int, ...]
+  std: Any
+
+
+def init_tree(key: jax.Array, specs) -> Any:
+  """Draws a pytree of ``Init`` leaves as float32 arrays, each ~ N(0, std^2) truncated
+  at +-2 std, from *one* random call sliced into pieces.
+
+  One call instead of one per tensor: every random call compiles its own copy of
+  the threefry hash, which made model inits dominate compile time.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=lambda x: isinstance(x, Init))
+  sizes = [int(np.prod(s.shape)) for s in leaves]
+  z = jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32) / _TRUNC_STD
+  out, start = [], 0
+  for spec, size in zip(leaves, sizes):
+    out.append(z[start:start + size].reshape(spec.shape) * spec.std)
+    start += size
+  return jax.tree_util.tree_unflatten(treedef, out)

@@ -15,6 +15,7 @@ is ``input`` (fan_in ``9 C``), later convs ``hidden``, readout ``output``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -25,21 +26,18 @@ from tasks.base import ParamInfo, Task, TaskFamily, num_params
 from tasks.registry import register_family, register_task
 
 KERNEL = 3
-_fan_in_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
 def init_conv(key: jax.Array, in_channels: int, channels: Sequence[int], n_classes: int,
               init_scale: Any = 1.0) -> Dict[str, Dict[str, jax.Array]]:
-  keys = jax.random.split(key, len(channels) + 1)
-  params = {}
-  c_in = in_channels
-  for i, c in enumerate(channels):
-    w = _fan_in_init(keys[i], (KERNEL, KERNEL, c_in, c), jnp.float32) * init_scale
-    params[f"conv_{i}"] = {"w": w, "b": jnp.zeros((c,), jnp.float32)}
-    c_in = c
-  w = _fan_in_init(keys[-1], (c_in, n_classes), jnp.float32) * init_scale
-  params["readout"] = {"w": w, "b": jnp.zeros((n_classes,), jnp.float32)}
-  return params
+  c_ins = (in_channels,) + tuple(channels[:-1])
+  specs = {f"conv_{i}": common.Init((KERNEL, KERNEL, c_in, c),
+                                    init_scale / math.sqrt(KERNEL * KERNEL * c_in))
+           for i, (c_in, c) in enumerate(zip(c_ins, channels))}
+  specs["readout"] = common.Init((channels[-1], n_classes), init_scale / math.sqrt(channels[-1]))
+  weights = common.init_tree(key, specs)
+  return {name: {"w": w, "b": jnp.zeros((w.shape[-1],), jnp.float32)}
+          for name, w in weights.items()}
 
 
 def conv_forward(params, image: jax.Array, activation: str = "relu") -> jax.Array:

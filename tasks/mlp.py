@@ -30,6 +30,7 @@ return_activations=True)`` or ``activations_fn(task)(params, batch)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -40,8 +41,6 @@ from tasks.base import ParamInfo, Task, TaskFamily, num_params
 from tasks.registry import register_family, register_task
 
 PARAMETRIZATIONS = ("standard", "mup")
-
-_fan_in_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
 def _layer_name(i: int) -> str:
@@ -71,15 +70,16 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], parametrization: str = "stand
 
   ``init_scale`` (may be traced) multiplies every non-zero weight's init.
   """
-  keys = jax.random.split(key, len(sizes) - 1)
-  params = {}
   last = len(sizes) - 2
-  for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
-    if parametrization == "mup" and i == last:
-      w = jnp.zeros((n_in, n_out), jnp.float32)
-    else:
-      w = _fan_in_init(k, (n_in, n_out), jnp.float32) * init_scale
-    params[_layer_name(i)] = {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
+  specs = {_layer_name(i): common.Init((n_in, n_out), init_scale / math.sqrt(n_in))
+           for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+           if not (parametrization == "mup" and i == last)}
+  weights = common.init_tree(key, specs)
+  params = {}
+  for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    name = _layer_name(i)
+    w = weights[name] if name in weights else jnp.zeros((n_in, n_out), jnp.float32)
+    params[name] = {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
   return params
 
 
