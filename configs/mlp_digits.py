@@ -24,4 +24,4 @@ def get_config(variant: str = "cpu") -> MetaTrainConfig:
   }
   if variant not in variants:
     raise ValueError(f"Unknown variant {variant!r}; choose one of {sorted(variants)}.")
-  return MetaTrainConfig(**base, **variants[variant])
+  return MetaTrainConfig(**{**base, **variants[variant]})

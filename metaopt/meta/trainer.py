@@ -139,11 +139,18 @@ def _tree_where(pred, a, b):
 
 
 def _to_host(tree):
-  """Numpy copy of a (possibly multi-host) pytree; collective when multi-host."""
+  """Numpy copy of a (possibly multi-host) pytree. Replicated arrays are read from a
+  local copy; sharded ones are gathered (a collective: every process must call it)."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  return multihost_utils.process_allgather(tree, tiled=True)
+
+  def get(x):
+    if isinstance(x, jax.Array) and x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree_util.tree_map(get, tree)
 
 
 class MetaTrainer:
@@ -182,7 +189,7 @@ class MetaTrainer:
     self.step = jax.jit(self._outer_step, in_shardings=(self.state_sharding, data_sharding),
                         out_shardings=(self.state_sharding, self._replicated),
                         donate_argnums=0)
-    self._eval_fn = jax.jit(self._eval_curves)
+    self._eval_fn = jax.jit(self._eval_curves, out_shardings=self._replicated)
     self._adam_eval = None
 
   # -- state ------------------------------------------------------------------------
@@ -268,9 +275,9 @@ class MetaTrainer:
   def evaluate(self, theta) -> Dict[str, float]:
     """Held-out tasks trained with theta vs Adam (``eval_adam_lr``), same budget.
     ``*_final_loss``: mean training loss over the last 10% of steps."""
-    out = self._summary(np.asarray(self._eval_fn(theta, self.data)), "eval/lopt")
+    out = self._summary(_to_host(self._eval_fn(theta, self.data)), "eval/lopt")
     if self._adam_eval is None:
-      self._adam_eval = self._summary(np.asarray(self._eval_fn(None, self.data)), "eval/adam")
+      self._adam_eval = self._summary(_to_host(self._eval_fn(None, self.data)), "eval/adam")
     out.update(self._adam_eval)
     return out
 
