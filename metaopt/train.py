@@ -140,6 +140,13 @@ def make_eval(task: Task, split: str = "inner_valid", num_batches: int = 4) -> C
   return jax.jit(_eval_fn(task, split, num_batches))
 
 
+def seed_keys(seed: int, steps: int):
+  """``(init_key, step_keys (steps, 2), eval_key)`` of a run with ``seed``; an
+  evaluation after ``done`` steps uses ``fold_in(eval_key, done)``."""
+  k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return k_init, jax.random.split(k_train, steps), k_eval
+
+
 def _chunk_sizes(steps: int, chunk: int, eval_every: int) -> List[int]:
   """Chunk lengths covering ``steps`` whose ends include every evaluation step."""
   sizes, done = [], 0
@@ -177,8 +184,7 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
     raise ValueError(f"steps must be positive, got {steps}.")
   if eval_every <= 0 or chunk <= 0:
     raise ValueError(f"eval_every and chunk must be positive, got {eval_every}, {chunk}.")
-  key = jax.random.PRNGKey(seed)
-  k_init, k_train, k_eval = jax.random.split(key, 3)
+  k_init, step_keys, k_eval = seed_keys(seed, steps)
   params = task.init(k_init)
   opt_state = opt.init(params)
   step_fn = make_step(task, opt)
@@ -194,7 +200,6 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
     return params, opt_state, losses
 
   sizes = _chunk_sizes(steps, chunk, eval_every)
-  step_keys = jax.random.split(k_train, steps)
   # Compile every chunk length ahead of time so that wall_time is pure run time.
   compiled = {n: _compiled(("chunk",) + fn_key, run_chunk, params, opt_state, task.data,
                            step_keys[:n]) for n in sorted(set(sizes))}

@@ -81,3 +81,20 @@ def test_tune_errors():
     optimizers.tune(task, "sgd", 5, fixed={"learning_rate": 0.1})
   with pytest.raises(KeyError, match="Did you mean"):
     optimizers.tune(task, "sgdd", 5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "sophia"])
+def test_vectorized_lr_sweep_equals_one_run_per_lr(name):
+  # sgd: includes diverging learning rates; sophia: obj_fn through inject_hyperparams.
+  task = diag_quadratic((1.0, 10.0))
+  kw = dict(steps=30, method="grid", grid_points=3, search=("learning_rate",),
+            eval_every=10)
+  vec = optimizers.tune(task, name, vectorize=True, **kw)
+  seq = optimizers.tune(task, name, vectorize=False, **kw)
+  assert any(t.diverged for t in seq.trials) == (name == "sgd")
+  for a, b in zip(vec.trials, seq.trials):
+    assert a.config == b.config and a.diverged == b.diverged
+    np.testing.assert_array_equal(a.eval_steps, b.eval_steps)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(a.valid_loss, b.valid_loss, rtol=1e-4, atol=1e-7)
+    assert a.score == pytest.approx(b.score, rel=1e-4)
