@@ -67,10 +67,12 @@ def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: flo
 
 
 def l1_logreg(d: int = 50, num_samples: int = 100, lam: float = 0.05, p: float = 0.2,
-              name: Optional[str] = None) -> Problem:
+              scale_decades: float = 0.0, name: Optional[str] = None) -> Problem:
   """L1-regularized logistic regression, one random dataset per instance.
 
-  ``X`` (``num_samples x d``) i.i.d. ``N(0, 1)``; labels ``y = sign(X w + 0.1 z)`` in
+  ``X`` (``num_samples x d``) i.i.d. ``N(0, 1)``, then each column scaled by
+  ``10^(-u)``, ``u ~ U[0, scale_decades]`` (heterogeneous curvature: what a diagonal
+  preconditioner can fix and a scalar step cannot); labels ``y = sign(X w + 0.1 z)`` in
   ``{-1, +1}`` from a sparse ``w`` (entries non-zero with probability ``p``);
   ``f(w) = mean_i softplus(-y_i x_i' w)``, ``L = ||X||_2^2 / (4 num_samples)``.
   Context: ``concat(X.ravel(), y)``.
@@ -80,8 +82,9 @@ def l1_logreg(d: int = 50, num_samples: int = 100, lam: float = 0.05, p: float =
                      f"{num_samples}, {lam}.")
 
   def sample(data, key):
-    kx, ks, kv, kz = jax.random.split(key, 4)
+    kx, ks, kv, kz, kc = jax.random.split(key, 5)
     x = jax.random.normal(kx, (num_samples, d))
+    x = x * 10.0 ** (-scale_decades * jax.random.uniform(kc, (d,)))
     w = jax.random.bernoulli(ks, p, (d,)) * jax.random.normal(kv, (d,))
     y = jnp.sign(x @ w + 0.1 * jax.random.normal(kz, (num_samples,)))
     y = jnp.where(y == 0, 1.0, y)
@@ -95,9 +98,12 @@ def l1_logreg(d: int = 50, num_samples: int = 100, lam: float = 0.05, p: float =
       dim=d, data={}, sample=sample, smooth=smooth,
       lipschitz=lambda data, inst: jnp.linalg.norm(inst["X"], 2) ** 2 / (4 * num_samples),
       l1=lam,
-      metadata={"kind": "l1_logreg", "d": d, "num_samples": num_samples, "lam": lam, "p": p})
+      metadata={"kind": "l1_logreg", "d": d, "num_samples": num_samples, "lam": lam, "p": p,
+                "scale_decades": scale_decades})
 
 
 register_problem("lasso_m64_n128_p0.1_snr40", lambda: lasso(64, 128, 0.1, 40.0))
 register_problem("lasso_m250_n500_p0.1_snr40", lambda: lasso(250, 500, 0.1, 40.0))
 register_problem("l1_logreg_d50_n100_lam0.05", lambda: l1_logreg(50, 100, 0.05))
+register_problem("l1_logreg_d50_n100_lam0.01_scaled2",
+                 lambda: l1_logreg(50, 100, 0.01, scale_decades=2.0))
