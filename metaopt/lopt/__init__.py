@@ -11,3 +11,4 @@ from metaopt.lopt import adam  # noqa: F401
 from metaopt.lopt import math_l2o  # noqa: F401
 from metaopt.lopt import mulo  # noqa: F401
 from metaopt.lopt import adafactor_mlp  # noqa: F401
+from metaopt.lopt import hypernet  # noqa: F401

@@ -38,8 +38,8 @@ def unroll_loss(lopt, theta, steps=4, num_steps=None, use_value=True, params=Non
   return jnp.sum(losses) + quadratic_loss(params)
 
 
-def run_steps(opt, params, steps, loss_fn=None):
-  """Jitted ``steps`` updates of ``opt`` on ``loss_fn``; returns the params after each."""
+def make_runner(opt, steps, loss_fn=None):
+  """Jitted ``params -> params after each of `steps` updates`` of ``opt`` on ``loss_fn``."""
   loss_fn = loss_fn or quadratic_loss
 
   @jax.jit
@@ -52,7 +52,12 @@ def run_steps(opt, params, steps, loss_fn=None):
       return (params, state), params
     return jax.lax.scan(step, (params, opt.init(params)), None, length=steps)[1]
 
-  return go(params)
+  return go
+
+
+def run_steps(opt, params, steps, loss_fn=None):
+  """The trajectory of ``make_runner`` from ``params``."""
+  return make_runner(opt, steps, loss_fn)(params)
 
 
 def check_meta_grad_matches_fd(lopt, key, steps=4, num_directions=2, rtol=1e-5, **kw):

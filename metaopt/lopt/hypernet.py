@@ -1,0 +1,382 @@
+"""VeLO-style hypernetwork learned optimizer (``hypernet``).
+
+Two levels, as in VeLO (Metz et al. 2022, learned_optimization's ``hyper_v2``):
+
+1. A **per-tensor LSTM** (hidden 32 by default; VeLO used 512) with shared weights runs
+   once per step on every parameter tensor. It reads named tensor statistics (log-RMS
+   of the gradient, parameter and momenta, the mean Adam-normalized momenta, log-size),
+   time features and loss features, and emits per tensor
+
+   * mixing weights ``softmax(z_mix)`` over a bank of ``num_mlps`` tiny per-parameter
+     MLPs (their weights are averaged with these weights: one MLP per tensor), and
+   * a learning-rate multiplier ``lr_mult = exp(z_lr)``.
+
+2. The **per-parameter MLP** (hidden 4) maps the per-parameter features (named in
+   ``config.features``, see ``metaopt.lopt.features``; second-moment normalized per
+   tensor) to a direction ``d`` and magnitude ``m``; the step is (ANCHORS.md)::
+
+       update = -d * (RMS(param) + param_scale_eps) * exp(exp_mult * m) * step_mult * lr_mult
+
+   ``param_scale_eps`` lets zero-initialized tensors (biases) move.
+
+Time features always include a log-spaced step embedding ``tanh(step / s - 1)``
+(horizon-free). With ``num_steps`` given, a fraction-of-training embedding and a flag are
+filled in too; without it they are zero (same θ works in both modes). Loss features
+compare the current loss with its EMAs (``tanh((loss - ema) / |ema|)``) and carry a
+"loss seen" flag; calls without ``value`` leave them (and the EMAs) at zero.
+
+Speed: the per-parameter normalization is folded into the first-layer weights of the
+mixed MLP (the per-tensor ``rsqrt`` second moments scale rows of ``W1``), so each
+tensor's raw features are read once by a ``(n, F) @ (F, 4)`` einsum and a ``(n, 4) @
+(4, 2)`` einsum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metaopt.lopt import features as F
+from metaopt.lopt import lstm as lstm_lib
+from metaopt.lopt.base import LearnedOptimizer, register
+
+_LOG_EPS = 1e-8
+
+
+def _rms(x, axes=None):
+  return jnp.sqrt(jnp.mean(jnp.square(x), axis=axes))
+
+
+#: Per-tensor statistics read by the LSTM: ``tensor -> (k,)``, where ``tensor`` holds
+#: ``grad`` and ``param`` (shape S) and ``momenta`` / ``rms``: lists of S-shaped EMAs,
+#: one per decay.
+TENSOR_STATS: Dict[str, Callable[[Dict[str, Any]], jax.Array]] = {
+    "log_rms_grad": lambda t: 0.1 * jnp.log(_rms(t["grad"]) + _LOG_EPS)[None],
+    "log_rms_param": lambda t: 0.1 * jnp.log(_rms(t["param"]) + _LOG_EPS)[None],
+    "log_rms_momenta": lambda t: jnp.stack(
+        [0.1 * jnp.log(_rms(m) + _LOG_EPS) for m in t["momenta"]]),
+    # Mean of m / sqrt(v): near +-1 when the gradient sign is consistent, near 0 when noisy.
+    "mean_momenta_rsqrt_rms": lambda t: jnp.stack(
+        [jnp.mean(m * jax.lax.rsqrt(t["rms"][0] + F.RSQRT_EPS)) for m in t["momenta"]]),
+    "log_size": lambda t: 0.1 * jnp.log(jnp.asarray(t["param"].size, t["param"].dtype))[None],
+}
+
+#: Centers of the fraction-of-training embedding ``tanh(10 (frac - center))``.
+FRACTION_CENTERS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class HypernetState(NamedTuple):
+  """Optimizer state.
+
+  Attributes:
+    count: int32 scalar, updates applied so far.
+    momenta: tuple over ``momentum_decays`` of params-like gradient EMAs.
+    rms: tuple over ``rms_decays`` of params-like squared-gradient EMAs.
+    lstm: per-tensor LSTM state, ``(h, c)`` per layer, each ``(num_tensors, hidden)``.
+    loss_ema: ``(L,)`` EMAs of the loss (zero until a ``value`` is seen).
+    loss_seen: float scalar, 1 once an update received ``value``.
+  """
+  count: jax.Array
+  momenta: Any
+  rms: Any
+  lstm: Any
+  loss_ema: jax.Array
+  loss_seen: jax.Array
+
+
+@register
+class Hypernet(LearnedOptimizer):
+  """Per-tensor LSTM emitting per-parameter MLP weights and lr multipliers (VeLO-style)."""
+
+  arch = "hypernet"
+
+  @dataclasses.dataclass(frozen=True)
+  class Config:
+    """Attributes:
+      lstm_hidden: hidden size of the per-tensor LSTM (VeLO: 512).
+      lstm_layers: stacked LSTM layers.
+      num_mlps: size of the bank of per-parameter MLPs mixed per tensor.
+      mlp_hidden: hidden width of the per-parameter MLP.
+      momentum_decays: decays of the gradient EMAs.
+      rms_decays: decays of the squared-gradient EMAs.
+      features: per-parameter features (names in ``metaopt.lopt.features.FEATURES``).
+      tensor_stats: per-tensor LSTM inputs (names in ``TENSOR_STATS``).
+      timescales: step-embedding timescales (horizon-free time features).
+      loss_decays: decays of the loss EMAs (loss features).
+      exp_mult, step_mult: step = d * exp(exp_mult * m) * step_mult * ...
+      param_scale_eps: added to RMS(param) in the step scale.
+      readout_init_scale: std of the initial LSTM-to-head weights.
+    """
+    lstm_hidden: int = 32
+    lstm_layers: int = 1
+    num_mlps: int = 8
+    mlp_hidden: int = 4
+    momentum_decays: Tuple[float, ...] = (0.9, 0.99, 0.999)
+    rms_decays: Tuple[float, ...] = (0.999,)
+    features: Tuple[str, ...] = ("grad", "param", "momenta", "rsqrt_rms", "momenta_rsqrt_rms")
+    tensor_stats: Tuple[str, ...] = ("log_rms_grad", "log_rms_param", "log_rms_momenta",
+                                     "mean_momenta_rsqrt_rms", "log_size")
+    timescales: Tuple[float, ...] = (1, 10, 100, 1000, 10000, 100000)
+    loss_decays: Tuple[float, ...] = (0.9, 0.99)
+    exp_mult: float = 1e-3
+    step_mult: float = 1e-3
+    param_scale_eps: float = 1e-2
+    readout_init_scale: float = 0.01
+
+    def __post_init__(self):
+      for name, known in (("features", F.FEATURES), ("tensor_stats", TENSOR_STATS)):
+        names = getattr(self, name)
+        if isinstance(names, str):
+          raise TypeError(f"hypernet: {name} must be a tuple of names, got the string "
+                          f"{names!r}; write ({names!r},).")
+        for n in names:
+          if n not in known:
+            close = difflib.get_close_matches(n, list(known), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"hypernet: unknown {name} entry {n!r}.{hint} "
+                             f"Known: {', '.join(sorted(known))}.")
+      if all(F.FEATURES[n].per_tensor for n in self.features):
+        raise ValueError("hypernet: features need at least one per-element feature "
+                         f"(got only per-tensor ones: {self.features}).")
+      if not self.momentum_decays or not self.rms_decays:
+        raise ValueError("hypernet: momentum_decays and rms_decays must be non-empty.")
+      for name in ("lstm_hidden", "lstm_layers", "num_mlps", "mlp_hidden"):
+        if getattr(self, name) < 1:
+          raise ValueError(f"hypernet: {name} must be >= 1, got {getattr(self, name)}.")
+
+  # ---- input layout (derived from the config's name lists) ------------------------
+
+  def _feature_list(self):
+    feats = F.get(self.config.features)
+    F.check_context(feats, self._example_context())
+    return feats
+
+  def _context(self, grad, param, momenta, rms, step):
+    shape = param.shape if param.ndim else (1,)
+    return {"grad": grad.reshape(shape), "param": param.reshape(shape),
+            "momenta": momenta.reshape(shape + momenta.shape[-1:]),
+            "rms": rms.reshape(shape + rms.shape[-1:]), "step": step,
+            "timescales": jnp.asarray(self.config.timescales, jnp.float32)}
+
+  def _example_context(self):
+    c = self.config
+    z = jnp.zeros((2,), jnp.float32)
+    return self._context(z, z, jnp.zeros((2, len(c.momentum_decays))),
+                         jnp.zeros((2, len(c.rms_decays))), jnp.zeros((), jnp.int32))
+
+  @property
+  def num_inputs(self) -> int:
+    """Per-parameter MLP input width, derived from ``config.features``."""
+    return F.num_inputs(self._feature_list(), self._example_context)
+
+  def _global_features(self, step, num_steps, loss_feats, loss_seen):
+    """Time and loss features shared by all tensors: ``(G,)`` in ``loss_feats.dtype``."""
+    c = self.config
+    dtype = loss_feats.dtype
+    step_f = step.astype(dtype)
+    log_step = F.tanh_step_embedding(step_f, jnp.asarray(c.timescales, dtype))
+    if num_steps is None:
+      frac_feats = jnp.zeros((len(FRACTION_CENTERS) + 2,), dtype)
+    else:
+      frac = jnp.minimum(step_f / float(num_steps), 1.0)
+      embed = jnp.tanh(10.0 * (frac - jnp.asarray(FRACTION_CENTERS, dtype)))
+      frac_feats = jnp.concatenate([jnp.stack([frac, jnp.ones((), dtype)]), embed])
+    return jnp.concatenate([log_step, frac_feats, loss_feats, loss_seen[None]])
+
+  def _lstm_inputs(self, tensor, global_feats):
+    """LSTM input of one tensor: its statistics then the global features."""
+    stats = [TENSOR_STATS[n](tensor) for n in self.config.tensor_stats]
+    return jnp.concatenate([s.astype(global_feats.dtype) for s in stats] + [global_feats])
+
+  @property
+  def lstm_input_size(self) -> int:
+    """Per-tensor LSTM input width, derived from the name lists by shape inference."""
+    c = self.config
+
+    def example():
+      g = self._global_features(jnp.zeros((), jnp.int32), 10, jnp.zeros(len(c.loss_decays)),
+                                jnp.zeros(()))
+      z = jnp.zeros((2,), jnp.float32)
+      tensor = {"grad": z, "param": z, "momenta": [z] * len(c.momentum_decays),
+                "rms": [z] * len(c.rms_decays)}
+      return self._lstm_inputs(tensor, g)
+
+    return int(jax.eval_shape(example).shape[0])
+
+  # ---- meta-parameters -------------------------------------------------------------
+
+  def init_meta_params(self, key):
+    """θ = {"lstm": LSTM layers, "heads": {"w_mix": (H, K), "b_mix": (K,), "w_lr": (H,),
+    "b_lr": ()}, "bank": {"w1": (K, F, h), "b1": (K, h), "w2": (K, h, 2), "b2": (K, 2)}}."""
+    c = self.config
+    k_lstm, k_mix, k_lr, k1, k2 = jax.random.split(key, 5)
+    n_in, k_bank, hid = self.num_inputs, c.num_mlps, c.mlp_hidden
+    s = c.readout_init_scale
+    return {
+        "lstm": lstm_lib.init_lstm(k_lstm, self.lstm_input_size, c.lstm_hidden, c.lstm_layers),
+        "heads": {
+            "w_mix": s * jax.random.normal(k_mix, (c.lstm_hidden, k_bank), jnp.float32),
+            "b_mix": jnp.zeros((k_bank,), jnp.float32),
+            "w_lr": s * jax.random.normal(k_lr, (c.lstm_hidden,), jnp.float32),
+            "b_lr": jnp.zeros((), jnp.float32),
+        },
+        "bank": {
+            "w1": jax.random.normal(k1, (k_bank, n_in, hid), jnp.float32) / jnp.sqrt(n_in),
+            "b1": jnp.zeros((k_bank, hid), jnp.float32),
+            "w2": jax.random.normal(k2, (k_bank, hid, 2), jnp.float32) / jnp.sqrt(hid),
+            "b2": jnp.zeros((k_bank, 2), jnp.float32),
+        },
+    }
+
+  # ---- the rule --------------------------------------------------------------------
+
+  def transform(self, theta, *, num_steps: Optional[int] = None, param_info: Any = None):
+    """The learned rule. ``num_steps`` fills the fraction-of-training features (None:
+    horizon-free); ``param_info`` is not used."""
+    del param_info
+    c = self.config
+    feats = self._feature_list()
+    if num_steps is not None and int(num_steps) < 1:
+      raise ValueError(f"hypernet: num_steps must be >= 1 or None, got {num_steps}.")
+
+    def init_fn(params):
+      leaves = jax.tree_util.tree_leaves(params)
+      # Per-tensor state in the params' compute dtype (float64 in x64 gradient checks).
+      dtype = lstm_lib.compute_dtype(leaves[0]) if leaves else jnp.float32
+
+      def acc(n):
+        # One params-like tree per decay: each accumulator is contiguous (feature-major),
+        # which keeps the per-element math one vectorized loop.
+        return tuple(jax.tree_util.tree_map(
+            lambda p: jnp.zeros(jnp.shape(p), lstm_lib.compute_dtype(p)), params)
+                     for _ in range(n))
+
+      return HypernetState(
+          count=jnp.zeros((), jnp.int32), momenta=acc(len(c.momentum_decays)),
+          rms=acc(len(c.rms_decays)),
+          lstm=lstm_lib.zero_lstm_state((len(leaves),), c.lstm_hidden, c.lstm_layers, dtype),
+          loss_ema=jnp.zeros((len(c.loss_decays),), dtype),
+          loss_seen=jnp.zeros((), dtype))
+
+    def update_fn(grads, state, params=None, value=None, **extra_args):
+      del extra_args
+      if params is None:
+        raise ValueError("hypernet reads parameter values: call update(grads, state, params).")
+      g_leaves, treedef = jax.tree_util.tree_flatten(grads)
+      p_leaves = treedef.flatten_up_to(params)
+      g32 = [g.astype(lstm_lib.compute_dtype(g)) for g in g_leaves]
+      # momenta[j][i]: EMA at decay j of leaf i.
+      momenta = [[d * m + (1.0 - d) * g for m, g in zip(treedef.flatten_up_to(tree), g32)]
+                 for d, tree in zip(c.momentum_decays, state.momenta)]
+      rms = [[d * v + (1.0 - d) * jnp.square(g) for v, g in zip(treedef.flatten_up_to(tree), g32)]
+             for d, tree in zip(c.rms_decays, state.rms)]
+
+      # Loss features read the EMAs *before* this loss enters them.
+      if value is None:
+        loss_feats, loss_ema, loss_seen = jnp.zeros_like(state.loss_ema), state.loss_ema, state.loss_seen
+      else:
+        loss = jnp.asarray(value, state.loss_ema.dtype)
+        prev = jnp.where(state.loss_seen > 0, state.loss_ema, loss)
+        loss_feats = jnp.tanh((loss - prev) / (jnp.abs(prev) + _LOG_EPS))
+        decays = jnp.asarray(c.loss_decays, loss.dtype)
+        loss_ema = decays * prev + (1.0 - decays) * loss
+        loss_seen = jnp.ones_like(state.loss_seen)
+      global_feats = self._global_features(state.count, num_steps, loss_feats, loss_seen)
+
+      tensors = [{"grad": g.reshape(g.shape or (1,)), "param": p.astype(g.dtype).reshape(g.shape or (1,)),
+                  "momenta": [m[i].reshape(g.shape or (1,)) for m in momenta],
+                  "rms": [v[i].reshape(g.shape or (1,)) for v in rms]}
+                 for i, (g, p) in enumerate(zip(g32, p_leaves))]
+      lstm_in = jnp.stack([self._lstm_inputs(t, global_feats) for t in tensors])
+      h, lstm_state = lstm_lib.lstm_apply(theta["lstm"], lstm_in, state.lstm)
+      heads = theta["heads"]
+      mix = jax.nn.softmax(h @ heads["w_mix"] + heads["b_mix"], axis=-1)   # (T, K)
+      lr_mult = jnp.exp(h @ heads["w_lr"] + heads["b_lr"])                 # (T,)
+      bank = theta["bank"]
+      w1 = jnp.einsum("tk,kfh->tfh", mix, bank["w1"])
+      b1 = mix @ bank["b1"]
+      w2 = jnp.einsum("tk,kho->tho", mix, bank["w2"])
+      b2 = mix @ bank["b2"]
+
+      updates = []
+      for i, (t, p) in enumerate(zip(tensors, p_leaves)):
+        cols, w1_i, b1_i = self._columns_and_folded_weights(feats, t, state.count, w1[i], b1[i])
+        direction, magnitude = _tiny_mlp(cols, w1_i, b1_i, w2[i], b2[i])
+        scale = _rms(t["param"]) + c.param_scale_eps
+        step = direction * jnp.exp(c.exp_mult * magnitude) * (c.step_mult * scale * lr_mult[i])
+        updates.append((-step).reshape(jnp.shape(p)).astype(jnp.asarray(p).dtype))
+
+      new_state = HypernetState(
+          count=state.count + 1, momenta=tuple(treedef.unflatten(m) for m in momenta),
+          rms=tuple(treedef.unflatten(v) for v in rms),
+          lstm=lstm_state, loss_ema=loss_ema, loss_seen=loss_seen)
+      return treedef.unflatten(updates), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+  def _columns_and_folded_weights(self, feats, tensor, step, w1, b1):
+    """Per-element input columns (each of the tensor's shape S) and first-layer weights
+    with the per-tensor second-moment normalization folded in: identical to normalizing
+    the inputs as ``features.build_inputs`` does, without a pass that writes them.
+
+    Features reading ``momenta`` are evaluated once per decay on an ``S + (1,)``
+    momentum (same columns, same order as on the stacked ``S + (M,)`` array), so no
+    stacked copy of the accumulators is made. Column order matches
+    ``features.build_inputs``: normalized, raw, per-tensor.
+
+    Returns ``(columns, w1 (n_columns, h), b1 (h,))``.
+    """
+    base = {"grad": tensor["grad"], "param": tensor["param"],
+            "rms": jnp.stack(tensor["rms"], axis=-1), "step": step,
+            "timescales": jnp.asarray(self.config.timescales, jnp.float32)}
+    normed, raw, per_tensor = [], [], []
+    for f in feats:
+      if "momenta" in f.needs:
+        vals = [f.fn({**base, "momenta": m[..., None]}) for m in tensor["momenta"]]
+      else:
+        vals = [f.fn(base)]
+      if f.per_tensor:
+        per_tensor.extend(vals)
+      else:
+        cols = [v[..., k] for v in vals for k in range(v.shape[-1])]
+        (normed if f.normalize else raw).extend(cols)
+    scales = [jax.lax.rsqrt(F.NORM_EPS + jnp.mean(jnp.square(col))) for col in normed]
+    scales += [jnp.ones((), w1.dtype)] * len(raw)
+    n_elem = len(scales)
+    w_elem = w1[:n_elem] * jnp.stack(scales).astype(w1.dtype)[:, None]
+    if per_tensor:
+      # Per-tensor features are constant over the tensor: they shift the bias.
+      b1 = b1 + jnp.concatenate(per_tensor, axis=-1).astype(w1.dtype) @ w1[n_elem:]
+    return normed + raw, w_elem, b1
+
+
+def _tiny_mlp(columns, w1, b1, w2, b2):
+  """ReLU MLP with one hidden layer on per-element columns: ``sum_f col_f * w1[f, j]``.
+
+  Written as scalar-weighted sums of whole arrays rather than a ``(n, F) @ (F, h)``
+  matmul: with F ~ 10 and h = 4 a matmul has tiny minor dimensions that vectorize
+  poorly on CPU, while the sums fuse with the feature math into one elementwise loop.
+
+  Args:
+    columns: F arrays of one shape S.  w1: (F, h).  b1: (h,).  w2: (h, o).  b2: (o,).
+  Returns:
+    o arrays of shape S.
+  """
+  hidden = []
+  for j in range(w1.shape[1]):
+    acc = b1[j] + columns[0] * w1[0, j]
+    for f in range(1, len(columns)):
+      acc = acc + columns[f] * w1[f, j]
+    hidden.append(jax.nn.relu(acc))
+  outs = []
+  for o in range(w2.shape[1]):
+    acc = b2[o] + hidden[0] * w2[0, o]
+    for j in range(1, len(hidden)):
+      acc = acc + hidden[j] * w2[j, o]
+    outs.append(acc)
+  return outs
