@@ -193,11 +193,12 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
 
     try:
       for st in suite.tasks:
-        for e in ents:
-          cfg = needed(e, st)
-          if cfg is not None:
-            runner.prefetch(get_task(st.task), e, cfg, st.steps, st.eval_every,
-                            suite.eval_batches)
+        todo = [(e, cfg) for e in ents for cfg in [needed(e, st)] if cfg is not None]
+        if bar is not None and todo:
+          bar.set_postfix_str(f"compiling {len(todo)} programs for {st.task}")
+        for e, cfg in todo:
+          runner.prefetch(get_task(st.task), e, cfg, st.steps, st.eval_every,
+                          suite.eval_batches)
         runner.wait()  # Timed runs must not share the CPU with compilations.
         for e in ents:
           if e.tuned:
@@ -215,6 +216,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
             best_cfg = e.fixed_config(st.steps)
           for seed in seeds:
             do(e, st, "eval", seed, best_cfg)
+        runner.clear()  # Free the task's compiled programs.
     finally:
       runner.close()
       if bar is not None:

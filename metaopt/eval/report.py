@@ -232,7 +232,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
   colors = {n: cmap(i % 20) for i, n in enumerate(names)}
   paths = {}
   for t in lb["tasks"]:
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
     for e, label in zip(lb["entrants"], names):
       c = np.asarray(lb["curves"][t["task"]].get(e["name"], []), np.float64)
       if c.size and np.any(np.isfinite(c)):
@@ -245,7 +245,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     ax.set_ylabel("running-min smoothed train loss")
     ax.set_title(f"{t['task']} (median over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     p = f"curves_{t['task']}.png"
     fig.savefig(os.path.join(out_dir, p))
@@ -254,7 +254,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
   r_max = lb["suite"]["r_max"]
   taus = np.linspace(1.0, r_max, 301)
   for label_key, title in (("steps", "steps to target"), ("time", "wall-clock time to target")):
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
     for e, label in zip(lb["entrants"], names):
       ratios = list(e.get(f"ratios_{label_key}_all", {}).values())
       b = e.get(f"score_{label_key}_all", float("nan"))
@@ -266,7 +266,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Performance profile, {title} (all optimizers)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     p = f"profile_{label_key}.png"
     fig.savefig(os.path.join(out_dir, p))

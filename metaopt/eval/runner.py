@@ -147,6 +147,13 @@ class Runner:
     for f in futures:
       f.exception()
 
+  def clear(self) -> None:
+    """Drops the compiled programs (e.g. when moving on to the next task)."""
+    self.wait()
+    with self._lock:
+      self._cache.clear()
+      self._static_only.clear()
+
   def close(self) -> None:
     if self._pool is not None:
       self._pool.shutdown(wait=True, cancel_futures=True)
