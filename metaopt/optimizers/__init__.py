@@ -11,4 +11,4 @@ from metaopt.optimizers.registry import (SCHEDULES, BaselineSpec, UnknownOptimiz
 from metaopt.optimizers.space import Choice, LogUniform, Uniform
 from metaopt.optimizers import baselines as _baselines  # noqa: F401  (registers)
 from metaopt.optimizers.tune import (TUNE_SEED_OFFSET, Trial, TuneResult, search_configs,
-                                     tune)
+                                     train_lr_batch, tune)
