@@ -140,7 +140,8 @@ def score_of(valid_loss: np.ndarray, diverged: bool, objective: str) -> float:
 
 
 @dataclasses.dataclass
-class _Curves:
+class SweepRun:
+  """Curves of one learning rate of ``train_lr_batch`` (fields as in ``TrainResult``)."""
   train_loss: np.ndarray
   eval_steps: np.ndarray
   valid_loss: np.ndarray
@@ -150,7 +151,7 @@ class _Curves:
 def train_lr_batch(task: Task, name: str, learning_rates: Sequence[float], steps: int,
                    seed: int = 0, fixed: Optional[Dict[str, Any]] = None,
                    schedule: str = "constant", eval_every: int = 50, eval_batches: int = 4,
-                   chunk: int = 50) -> List[_Curves]:
+                   chunk: int = 50) -> List[SweepRun]:
   """Trains one run per learning rate at once (``vmap`` over the learning rate, held
   as a traced hyper-parameter with ``optax.inject_hyperparams``).
 
@@ -207,13 +208,13 @@ def train_lr_batch(task: Task, name: str, learning_rates: Sequence[float], steps
   for i in range(len(lrs)):
     bad = np.flatnonzero(~np.isfinite(losses[i]))
     if not len(bad):
-      out.append(_Curves(losses[i], np.array([s for s, _ in evals]),
+      out.append(SweepRun(losses[i], np.array([s for s, _ in evals]),
                          np.array([v[i] for _, v in evals]), False))
       continue
     cut = int(ends[np.searchsorted(ends, bad[0], side="right")])  # End of that chunk.
     curve = np.where(np.arange(steps) < cut, losses[i], np.nan)
     kept = [(s, v[i]) for s, v in evals if s < cut]
-    out.append(_Curves(curve, np.array([s for s, _ in kept] + [steps]),
+    out.append(SweepRun(curve, np.array([s for s, _ in kept] + [steps]),
                        np.array([v for _, v in kept] + [np.nan]), True))
   return out
 
