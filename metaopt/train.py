@@ -111,6 +111,10 @@ def _compiled(key, fn, *args):
   abstract signature (tree structure, shapes, dtypes)."""
   leaves, treedef = jax.tree_util.tree_flatten(args)
   full_key = (key, treedef, tuple(jax.typeof(x) for x in leaves))
+  try:
+    hash(full_key)
+  except TypeError:  # An optimizer built from unhashable callables: no caching.
+    return jax.jit(fn).lower(*args).compile()
   if full_key in _COMPILED:
     _COMPILED.move_to_end(full_key)
     return _COMPILED[full_key]

@@ -122,3 +122,18 @@ def test_compiled_programs_are_reused_for_the_same_task_and_optimizer(task):
   assert not np.allclose(a.train_loss, b.train_loss)
   train(task, optimizers.get("adam"), 30, seed=0, eval_every=10)
   assert len(train_module._COMPILED) > n  # A new optimizer object compiles anew.
+
+
+def test_unhashable_optimizer_still_trains():
+  class Update:  # Defines __eq__ without __hash__: unhashable.
+    def __eq__(self, other):
+      return self is other
+
+    def __call__(self, grads, state, params=None):
+      return jax.tree_util.tree_map(lambda g: -0.1 * g, grads), state
+
+  opt = optax.GradientTransformation(lambda params: optax.EmptyState(), Update())
+  res = train(diag_quadratic((1.0, 2.0)), opt, 20, eval_every=20)
+  # Plain GD with lr 0.1: x_i = (1 - 0.1 d_i)**20.
+  exact = 0.5 * (0.9 ** 40 + 2 * 0.8 ** 40)
+  np.testing.assert_allclose(res.valid_loss[-1], exact, rtol=1e-5)

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
   p = subparsers.add_parser(
       "train", help="train a task with a hand-designed optimizer",
       description="Train a registered task with a baseline optimizer; writes config.json, "
-                  "metrics.jsonl and curve.png to the run directory.")
+                  "metrics.jsonl and curve.png to the run directory. Exit status: 0 done, "
+                  "1 training diverged (non-finite loss), 2 bad arguments.")
   p.add_argument("--task", required=True, help="task name (see `metaopt list tasks`)")
   p.add_argument("--optimizer", default="adam",
                  help="baseline optimizer (see `metaopt list optimizers`); default adam")
