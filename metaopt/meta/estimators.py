@@ -85,7 +85,8 @@ def _common_metrics(out, valid, weights, num_branches: int) -> Metrics:
   per_task = jnp.einsum("tkb,k->t", out.meta_loss, weights) / num_branches
   return {
       "meta_loss": _masked_mean(per_task, valid),
-      "train_loss": jnp.mean(jnp.where(out.finite, out.loss, jnp.nan)),
+      "train_loss": (jnp.sum(jnp.where(out.finite, out.loss, 0.0))
+                     / jnp.maximum(jnp.sum(out.finite), 1)),
       "num_nan_resets": jnp.sum(~jnp.all(out.finite, axis=2)).astype(jnp.float32),
       "num_restarts": jnp.sum(out.reset).astype(jnp.float32),
       "valid_fraction": jnp.mean(valid.astype(jnp.float32)),
