@@ -116,7 +116,7 @@ def reference_loss(function: str, dim: int, num: int = 256) -> float:
   """Mean loss over ``num`` fixed uniform draws from the init box (the normalizer scale)."""
   f = get_function(function)
   x = np.random.default_rng(0).uniform(-f.box, f.box, size=(num, dim)).astype(np.float32)
-  return float(np.mean(jax.vmap(f.fn)(jnp.asarray(x))))
+  return float(jax.jit(lambda x: jnp.mean(jax.vmap(f.fn)(x)))(x))
 
 
 def build_classic_task(name: str, function: str, dim: int, init_seed: Any = None,

@@ -16,6 +16,7 @@ inside ``make_task`` (traceable, so a batch of quadratics vmaps).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, Optional, Sequence
 
@@ -38,6 +39,7 @@ def eigenvalues(dim: int, log_cond: Any) -> jax.Array:
   return jnp.exp(jnp.linspace(0.0, 1.0, dim) * log_cond)
 
 
+@functools.partial(jax.jit, static_argnums=0)  # One compile per dim, not op by op.
 def quadratic_matrix(dim: int, log_cond: Any, rotation_key: jax.Array) -> jax.Array:
   """Symmetric positive definite ``A = Q diag(s) Q'`` with ``cond(A) = exp(log_cond)``."""
   q = random_rotation(rotation_key, dim)

@@ -20,7 +20,7 @@ def _train(task, steps=40, lr=1e-2):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss
 
-  params = task.init(jax.random.PRNGKey(0))
+  params = jax.jit(task.init)(jax.random.PRNGKey(0))
   state = opt.init(params)
   losses = []
   for i in range(steps):
@@ -76,10 +76,11 @@ def test_mup_init_loss_is_chance():
   np.testing.assert_allclose(task.normalize_loss(loss), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("parametrization", ["standard", "mup"])
-def test_loss_decreases_with_adam(parametrization):
-  task = mlp.mlp_task(data=DATA, parametrization=parametrization)
-  _, losses = _train(task, steps=40, lr=3e-2 if parametrization == "mup" else 1e-2)
+def test_mup_loss_decreases_with_adam():
+  # Zero readout: only the readout moves at step 0, the rest follows (standard
+  # parametrization is covered by test_tasks on mlp_digits_w32_d2).
+  task = mlp.mlp_task(data=DATA, hidden=(16, 16), parametrization="mup")
+  _, losses = _train(task, steps=40, lr=1e-1)
   assert np.all(np.isfinite(losses))
   assert losses[-5:].mean() < 0.8 * losses[:5].mean()
 
@@ -98,28 +99,6 @@ def test_batch_shapes_deterministic_and_scaled():
   # Rows come from the requested split.
   pool = DATA["inner_valid"]["image"].reshape(256, -1).astype(np.float32) / 255.0
   assert all(np.any(np.all(np.isclose(pool, row), axis=1)) for row in np.asarray(b1["x"]))
-
-
-def test_family_vmaps_and_is_deterministic():
-  fam = mlp.mlp_family(data=DATA, widths=(8, 16), depths=(1, 2))
-  cfg = fam.sample_batch(jax.random.PRNGKey(4), 4)
-  cfg2 = fam.sample_batch(jax.random.PRNGKey(4), 4)
-  assert cfg.static == cfg2.static
-  jax.tree.map(np.testing.assert_array_equal, cfg.dynamic, cfg2.dynamic)
-
-  @jax.jit
-  def losses(dynamic, key):
-    def one(dyn):
-      task = fam.make_task(cfg.static, dyn)
-      params = task.init(key)
-      batch = task.batch(task.data, key, "train")
-      loss, grads = jax.value_and_grad(task.loss)(params, batch, key)
-      return loss, optax.tree.norm(grads)
-    return jax.vmap(one)(dynamic)
-
-  loss, gnorm = losses(cfg.dynamic, jax.random.PRNGKey(0))
-  assert loss.shape == (4,) and np.all(np.isfinite(loss)) and np.all(np.isfinite(gnorm))
-  assert len(np.unique(np.asarray(loss))) == 4
 
 
 def test_family_seeds_change_init_and_data():
