@@ -22,6 +22,7 @@ optimizer's meta-parameters theta, passed as an argument (never captured).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import os
@@ -154,8 +155,11 @@ def parse(spec: str) -> Entrant:
     except (KeyError, FileNotFoundError, ValueError) as e:
       if looks_learned:
         raise
+      close = difflib.get_close_matches(spec, optimizers.names(), n=3, cutoff=0.4)
+      hint = f" Did you mean: {', '.join(close)}?" if close else ""
       raise ValueError(
-          f"Unknown optimizer {spec!r}: not a baseline (known: {', '.join(optimizers.names())}) "
+          f"Unknown optimizer {spec!r}.{hint} Not a baseline (known: "
+          f"{', '.join(optimizers.names())}) "
           f"and not a learned optimizer ({e}). Use NAME, NAME@defaults, a shipped learned "
           "optimizer name or a .safetensors path.") from e
     label = os.path.splitext(os.path.basename(lopt_spec))[0]

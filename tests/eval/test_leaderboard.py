@@ -101,6 +101,18 @@ def test_second_invocation_trains_nothing(lb):
     assert len(db.runs(lb["suite"].hash)) == 18
 
 
+def test_interrupted_run_resumes_only_the_missing_runs(lb):
+  """Deleting two stored runs (as if the job died before them) re-trains just those."""
+  with ResultsDB(lb["db"]) as db:
+    db.conn.execute("DELETE FROM runs WHERE optimizer='sgd' AND purpose='eval' AND seed>0")
+    db.conn.commit()
+  stats = leaderboard.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
+                                      progress=False, log=lambda m: None)
+  assert stats["trained"] == 2 and stats["skipped"] == 16
+  with ResultsDB(lb["db"]) as db:
+    assert len(db.runs(lb["suite"].hash, "eval", optimizer="sgd")) == 3
+
+
 def test_crashed_runs_are_stored_and_retried_only_on_request(lb):
   with ResultsDB(lb["db"]) as db:
     broken = db.runs(lb["suite"].hash, "eval", optimizer="broken")
@@ -162,7 +174,7 @@ def test_resolve_seeds_and_bad_optimizer():
   assert leaderboard.resolve_seeds(s, 5) == [0, 1, 2, 3, 4]
   with pytest.raises(ValueError, match="tuning seed"):
     leaderboard.resolve_seeds(s, [0, 10000])
-  with pytest.raises(ValueError, match="not a baseline .known: .*adam, adamw"):
+  with pytest.raises(ValueError, match="Did you mean: adam.*Not a baseline .known: .*adam, adamw"):
     entrants.parse("adamm")
 
 
@@ -207,3 +219,21 @@ def test_html_page_renders_in_headless_chromium(lb, tmp_path):
   assert 'data-sorted-by="B (steps)"' in dom
   rows = re.findall(r'<tr data-optimizer="([^"]+)"', dom)
   assert sorted(rows) == ["adam", "broken", "scaled-sgd", "sgd"]
+
+
+def test_learned_optimizer_from_file(tmp_path):
+  """A .safetensors file becomes a self-tuning entrant with its metadata."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from metaopt.lopt import build, io  # pylint: disable=import-outside-toplevel
+  lo = build("mlp")
+  path = str(tmp_path / "my-lopt.safetensors")
+  io.save(path, lo, lo.init_meta_params(jax.random.PRNGKey(0)),
+          {"trained_on": ["mlp_digits_family"], "meta_training_device_hours": 1.5})
+  e = entrants.parse(path)
+  assert (e.name, e.kind, e.ruleset) == ("my-lopt", "learned", "self_tuning")
+  assert e.trained_on == ("mlp_digits_family",) and e.meta_cost_hours == 1.5
+  assert e.fixed_config(300)["num_steps"] == 300 and len(e.fingerprint) == 16
+  assert entrants.leakage(e, "mlp_digits_w128_d2", ()) == ["mlp_digits_family"]
+  assert entrants.leakage(e, "mlp_mnist1d_w128_d2", ()) == []
+  with pytest.raises(FileNotFoundError):
+    entrants.parse(str(tmp_path / "missing.safetensors"))
