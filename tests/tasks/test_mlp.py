@@ -46,7 +46,7 @@ def test_param_info_roles_and_fan_ins():
 def test_mup_init_and_output_multiplier():
   width = 256
   task = mlp.mlp_task(data=DATA, hidden=(width, width), parametrization="mup")
-  params = task.init(jax.random.PRNGKey(1))
+  params = jax.jit(task.init)(jax.random.PRNGKey(1))
   assert task.metadata["output_multiplier"] == pytest.approx(1.0 / width)
   np.testing.assert_array_equal(params["linear_2"]["w"], 0.0)
   np.testing.assert_array_equal(params["linear_2"]["b"], 0.0)
@@ -57,21 +57,24 @@ def test_mup_init_and_output_multiplier():
   params["linear_2"]["w"] = jax.random.normal(jax.random.PRNGKey(2), (width, 10))
   params["linear_2"]["b"] = jnp.arange(10.0)
   batch = task.sample_batch(jax.random.PRNGKey(3))
-  logits, acts = mlp.mlp_forward(params, batch["x"], "relu", 1.0 / width,
-                                 return_activations=True)
-  h = jax.nn.relu(jax.nn.relu(batch["x"] @ params["linear_0"]["w"]) @ params["linear_1"]["w"])
-  np.testing.assert_allclose(acts["linear_1"], h, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(logits, h @ params["linear_2"]["w"] / width + jnp.arange(10.0),
-                             rtol=1e-4, atol=1e-5)
-  got = mlp.activations_fn(task)(params, batch)
+  logits, acts = jax.jit(lambda p, x: mlp.mlp_forward(p, x, "relu", 1.0 / width,
+                                                      return_activations=True))(params, batch["x"])
+  # Independent float64 numpy reference.
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  x = np.asarray(batch["x"], np.float64)
+  h = np.maximum(np.maximum(x @ p["linear_0"]["w"], 0) @ p["linear_1"]["w"], 0)
+  np.testing.assert_allclose(acts["linear_1"], h, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(logits, h @ p["linear_2"]["w"] / width + np.arange(10.0),
+                             rtol=1e-4, atol=1e-4)
+  got = jax.jit(mlp.activations_fn(task))(params, batch)
   assert set(got) == {"linear_0", "linear_1", "logits"}
   np.testing.assert_allclose(got["logits"], logits, rtol=1e-6)
 
 
 def test_mup_init_loss_is_chance():
   task = mlp.mlp_task(data=DATA, parametrization="mup")
-  params = task.init(jax.random.PRNGKey(0))
-  loss = task.loss(params, task.sample_batch(jax.random.PRNGKey(0)), None)
+  loss = jax.jit(lambda key: task.loss(task.init(key), task.batch(task.data, key, "train"),
+                                       key))(jax.random.PRNGKey(0))
   np.testing.assert_allclose(loss, np.log(10), rtol=1e-6)
   np.testing.assert_allclose(task.normalize_loss(loss), 1.0, rtol=1e-6)
 
@@ -105,20 +108,24 @@ def test_family_seeds_change_init_and_data():
   fam = mlp.mlp_family(data=DATA, widths=(16,), depths=(1,), activations=("tanh",),
                        init_scale_range=(1.0, 1.0))
   key = jax.random.PRNGKey(0)
-  base = {"init_seed": jnp.uint32(1), "data_seed": jnp.uint32(1), "init_scale": jnp.float32(1)}
   static = fam.sample_static(key)
-  t0 = fam.make_task(static, base)
-  t_init = fam.make_task(static, dict(base, init_seed=jnp.uint32(2)))
-  t_data = fam.make_task(static, dict(base, data_seed=jnp.uint32(2)))
-  p0, p_init, p_data = t0.init(key), t_init.init(key), t_data.init(key)
-  assert not np.allclose(p0["linear_0"]["w"], p_init["linear_0"]["w"])
-  np.testing.assert_array_equal(p0["linear_0"]["w"], p_data["linear_0"]["w"])
-  b0, b_data = t0.sample_batch(key), t_data.sample_batch(key)
-  assert not np.array_equal(b0["x"], b_data["x"])
-  np.testing.assert_array_equal(b0["x"], t_init.sample_batch(key)["x"])
-  t_scaled = fam.make_task(static, dict(base, init_scale=jnp.float32(2)))
-  np.testing.assert_allclose(t_scaled.init(key)["linear_0"]["w"], 2 * p0["linear_0"]["w"],
-                             rtol=1e-6)
+
+  @jax.jit
+  def first_layer_and_batch(dynamic):
+    task = fam.make_task(static, dynamic)
+    return task.init(key)["linear_0"]["w"], task.batch(task.data, key, "train")["x"]
+
+  base = {"init_seed": jnp.uint32(1), "data_seed": jnp.uint32(1), "init_scale": jnp.float32(1)}
+  w0, x0 = first_layer_and_batch(base)
+  w_init, x_init = first_layer_and_batch(dict(base, init_seed=jnp.uint32(2)))
+  w_data, x_data = first_layer_and_batch(dict(base, data_seed=jnp.uint32(2)))
+  w_scaled, x_scaled = first_layer_and_batch(dict(base, init_scale=jnp.float32(2)))
+  assert not np.allclose(w0, w_init)
+  np.testing.assert_array_equal(x0, x_init)
+  np.testing.assert_array_equal(w0, w_data)
+  assert not np.array_equal(x0, x_data)
+  np.testing.assert_allclose(w_scaled, 2 * w0, rtol=1e-6)
+  np.testing.assert_array_equal(x0, x_scaled)
 
 
 @pytest.mark.parametrize("kwargs, match", [

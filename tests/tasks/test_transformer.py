@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from tasks import transformer
 from tasks.base import SPLITS
@@ -24,10 +25,10 @@ def _small_task():
 
 def test_attention_matches_numpy_and_is_causal():
   task = _small_task()
-  params = task.init(jax.random.PRNGKey(0))
+  params = jax.jit(task.init)(jax.random.PRNGKey(0))
   p = params["block_0"]["attn"]
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 16))
-  got = transformer._attention(p, x, 2)
+  x = np.random.default_rng(1).normal(size=(2, 5, 16)).astype(np.float32)
+  got = jax.jit(transformer._attention, static_argnums=2)(p, x, 2)
   xn, wqkv, wo = (np.asarray(a, np.float64) for a in (x, p["wqkv"], p["wo"]))
   q, k, v = np.split(xn @ wqkv, 3, axis=-1)
   out = np.zeros_like(xn)
@@ -64,7 +65,7 @@ def test_batches_are_shifted_windows():
 
 def test_param_info_roles_and_init_loss():
   task = _small_task()
-  params = task.init(jax.random.PRNGKey(0))
+  params = jax.jit(task.init)(jax.random.PRNGKey(0))
   info = task.param_info(params)
   assert info["embed"]["w"] == transformer.ParamInfo("input", 128, 16)
   assert info["block_0"]["attn"]["wqkv"] == transformer.ParamInfo("hidden", 16, 48)
@@ -72,7 +73,7 @@ def test_param_info_roles_and_init_loss():
   assert info["unembed"]["w"] == transformer.ParamInfo("output", 16, 128)
   assert info["block_0"]["ln1"]["scale"].role == "bias"
   assert task.metadata["num_params"] == sum(x.size for x in jax.tree.leaves(params))
-  loss = task.loss(params, task.sample_batch(jax.random.PRNGKey(0)), None)
+  loss = jax.jit(task.loss)(params, task.sample_batch(jax.random.PRNGKey(0)), None)
   assert abs(float(task.normalize_loss(loss)) - 1.0) < 0.1  # Near chance at init.
 
 
@@ -97,6 +98,7 @@ def test_loss_decreases_with_adam():
   assert losses[-5:].mean() < 0.8 * losses[:5].mean()
 
 
+@pytest.mark.slow  # The registry-wide family test covers the vmap; this one is ~5 s.
 def test_family_vmaps():
   fam = transformer.transformer_family(data=DATA, d_models=(16,), layer_choices=(1,),
                                        num_heads=2, seq_len=12, batch_size=8)
