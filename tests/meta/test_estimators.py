@@ -88,6 +88,7 @@ def test_tbptt_and_es_exact_for_one_truncation():
   assert rel_err(es, exact) < TOL, (es, exact)
 
 
+@pytest.mark.slow
 def test_full_es_matches_backprop_of_whole_run():
   with jax.enable_x64(True):
     lopt = LrMomentum(init_log_lr=-1.5, init_logit_momentum=1.0)
@@ -101,7 +102,8 @@ def test_full_es_matches_backprop_of_whole_run():
   assert rel_err(g, exact) < TOL, (g, exact)
 
 
-@pytest.mark.parametrize("name", ["tbptt", "es", "pes", "full_es"])
+@pytest.mark.parametrize("name", ["tbptt", "pes", pytest.param("es", marks=pytest.mark.slow),
+                                  pytest.param("full_es", marks=pytest.mark.slow)])
 def test_diverging_tasks_are_excluded_and_counted(name):
   """A quarter of the tasks blow up; theta's gradient stays finite and the
   divergences are counted and reset."""
@@ -131,10 +133,10 @@ def test_mixed_estimator_is_weighted_sum():
   mix = E.MixedEstimator([a, b], [0.25, 0.75])
   key = jax.random.PRNGKey(0)
   ws = mix.init_worker_state(theta, key)
-  g, _, m = mix.compute_gradient(theta, ws, {}, key)
+  g, _, m = jax.jit(mix.compute_gradient)(theta, ws, {}, key)
   ka, kb = jax.random.split(key)
-  ga, _, _ = a.compute_gradient(theta, ws[0], {}, ka)
-  gb, _, _ = b.compute_gradient(theta, ws[1], {}, kb)
+  ga, _, _ = jax.jit(a.compute_gradient)(theta, ws[0], {}, ka)
+  gb, _, _ = jax.jit(b.compute_gradient)(theta, ws[1], {}, kb)
   for name in theta:
     np.testing.assert_allclose(g[name], 0.25 * ga[name] + 0.75 * gb[name], rtol=1e-5)
   assert m["inner_steps"] == 4 * K + 2 * 4 * K
