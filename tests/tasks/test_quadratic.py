@@ -27,39 +27,54 @@ def test_rotation_is_orthogonal():
 
 def test_gradient_matches_closed_form():
   dim, log_cond = 12, math.log(100.0)
-  x_star = jax.random.normal(jax.random.PRNGKey(1), (dim,))
+  x_star = np.random.default_rng(1).normal(size=dim).astype(np.float32)
   task = quadratic.build_quadratic_task("q", dim, log_cond, 7, x_star)
-  a = quadratic.quadratic_matrix(dim, log_cond, jax.random.fold_in(jax.random.PRNGKey(0), 7))
-  params = task.init(jax.random.PRNGKey(2))
-  batch = task.sample_batch(jax.random.PRNGKey(0))
-  np.testing.assert_array_equal(batch["noise"], 0.0)
-  grad = jax.grad(task.loss)(params, batch, None)["x"]
-  np.testing.assert_allclose(grad, a @ (params["x"] - x_star), rtol=1e-4, atol=1e-4)
-  loss = task.loss(params, batch, None)
-  d = params["x"] - x_star
+  a = np.asarray(quadratic.quadratic_matrix(dim, log_cond,
+                                            jax.random.fold_in(jax.random.PRNGKey(0), 7)),
+                 np.float64)
+
+  @jax.jit
+  def run(key, x):
+    batch = task.batch(task.data, key, "train")
+    params = task.init(key)
+    loss, grad = jax.value_and_grad(task.loss)(params, batch, key)
+    return params["x"], batch["noise"], loss, grad["x"], task.loss({"x": x}, batch, key)
+
+  x, noise, loss, grad, loss_at_star = run(jax.random.PRNGKey(2), x_star)
+  np.testing.assert_array_equal(noise, 0.0)
+  d = np.asarray(x, np.float64) - x_star
+  np.testing.assert_allclose(grad, a @ d, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(loss, 0.5 * d @ a @ d, rtol=1e-5)
-  assert float(task.loss({"x": x_star}, batch, None)) == pytest.approx(0.0, abs=1e-6)
+  assert float(loss_at_star) == pytest.approx(0.0, abs=1e-6)
   assert float(task.normalize_loss(0.0)) == 0.0
 
 
 def test_noisy_gradient_is_unbiased_offset():
   task = quadratic.quadratic_task(8, 10.0, noise_std=0.5)
   exact = quadratic.quadratic_task(8, 10.0)
-  params = task.init(jax.random.PRNGKey(0))
-  b1, b2 = task.sample_batch(jax.random.PRNGKey(1)), task.sample_batch(jax.random.PRNGKey(1))
-  np.testing.assert_array_equal(b1["noise"], b2["noise"])
-  g = jax.grad(task.loss)(params, b1, None)["x"]
-  g0 = jax.grad(exact.loss)(params, exact.sample_batch(jax.random.PRNGKey(1)), None)["x"]
-  np.testing.assert_allclose(g - g0, b1["noise"], rtol=1e-4, atol=1e-5)
-  assert not np.array_equal(b1["noise"], task.sample_batch(jax.random.PRNGKey(1), "test")["noise"])
   assert task.name == "quadratic_d8_cond10_noise0.5"
+
+  @jax.jit
+  def run(key):
+    params = exact.init(key)
+    batch = task.batch(task.data, key, "train")
+    g = jax.grad(task.loss)(params, batch, key)["x"]
+    g0 = jax.grad(exact.loss)(params, exact.batch(exact.data, key, "train"), key)["x"]
+    return g, g0, batch["noise"], task.batch(task.data, key, "test")["noise"]
+
+  g, g0, noise, test_noise = run(jax.random.PRNGKey(1))
+  np.testing.assert_allclose(g - g0, noise, rtol=1e-4, atol=1e-5)
+  assert float(np.std(noise)) > 0.1
+  assert not np.array_equal(noise, test_noise)
+  np.testing.assert_array_equal(noise, run(jax.random.PRNGKey(1))[2])
 
 
 def test_normalized_init_loss_near_one():
-  task = quadratic.quadratic_task(100, 1000.0)
-  losses = jax.vmap(lambda k: task.loss(task.init(k), task.sample_batch(k), None))(
-      jax.random.split(jax.random.PRNGKey(0), 64))
-  assert 0.7 < float(jnp.mean(task.normalize_loss(losses))) < 1.3
+  task = quadratic.quadratic_task(50, 1000.0)
+  normalized = jax.jit(jax.vmap(lambda k: task.normalize_loss(
+      task.loss(task.init(k), task.batch(task.data, k, "train"), k))))(
+          jax.random.split(jax.random.PRNGKey(0), 64))
+  assert 0.7 < float(jnp.mean(normalized)) < 1.3
 
 
 def test_family_vmaps_with_per_task_condition():
