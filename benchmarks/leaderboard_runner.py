@@ -50,11 +50,13 @@ def main():
                          args.steps, args.eval_every).train_loss for lr, s in jobs]
   t_runner = time.perf_counter() - t0
 
-  same = all(np.allclose(a, b, rtol=1e-3, equal_nan=True) for a, b in zip(naive, fast))
+  # float32: a traced learning rate rounds differently from a constant one.
+  rel = max(float(np.nanmax(np.abs(a - b) / np.maximum(np.abs(a), 1e-12)))
+            for a, b in zip(naive, fast))
   print(f"task {args.task}, {args.optimizer}, {len(jobs)} runs x {args.steps} steps")
   print(f"naive train() per run: {t_naive:.1f} s")
   print(f"leaderboard Runner:    {t_runner:.1f} s ({runner.compiled} compilation(s))")
-  print(f"speedup: {t_naive / t_runner:.1f}x; curves agree: {same}")
+  print(f"speedup: {t_naive / t_runner:.1f}x; max relative curve difference: {rel:.1e}")
 
 
 if __name__ == "__main__":
