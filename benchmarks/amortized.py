@@ -73,10 +73,13 @@ def alista_case(steps, num_test, max_iters=2000):
   nmse = float(lista.evaluate(pb, result, insts)[-1])
   xs = jax.vmap(lambda i: solvers.fista(pb, i, max_iters))(insts)
   curve = np.asarray(solvers.nmse_db(jnp.swapaxes(xs, 0, 1), insts["x_true"]))
-  k = _iters_to_reach(curve, nmse)
+  # ALISTA can beat the LASSO solution itself (its thresholds are not tied to lam);
+  # then compare with FISTA run until within 0.5 dB of its own converged NMSE.
+  target = max(nmse, float(curve.min()) + 0.5)
+  k = _iters_to_reach(curve, target)
   t_net = _time(jax.jit(lambda y: result.predict(pb, y)[-1]), insts["y"])
   row = {"alista_nmse_db": nmse, "fista_best_db": float(curve.min()), "iters": k,
-         "t_net": t_net}
+         "target_db": target, "t_net": t_net}
   if k:
     row["t_fista"] = _time(jax.jit(lambda i: jax.vmap(
         lambda j: solvers.fista(pb, j, k)[-1])(i)), insts)
@@ -103,8 +106,9 @@ def main():
           f"{1e3 * t_solver if t_solver else float('nan'):.2f} | {speed} |", flush=True)
   r = alista_case(args.steps, args.num_test)
   speed = f"{r['t_fista'] / r['t_net']:.1f}x" if r.get("t_fista") else "n/a"
-  print(f"\nALISTA-16 NMSE {r['alista_nmse_db']:.1f} dB; FISTA needs {r['iters']} iterations "
-        f"to reach it (best {r['fista_best_db']:.1f} dB in 2000); time ALISTA "
+  print(f"\nALISTA-16 NMSE {r['alista_nmse_db']:.1f} dB; FISTA's best in 2000 iterations "
+        f"{r['fista_best_db']:.1f} dB; FISTA needs {r['iters']} iterations to reach "
+        f"{r['target_db']:.1f} dB; time ALISTA "
         f"{1e3 * r['t_net']:.2f} ms vs FISTA {1e3 * r.get('t_fista', float('nan')):.2f} ms "
         f"({speed})")
 

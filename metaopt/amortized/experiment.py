@@ -190,7 +190,8 @@ def plot(report: Dict[str, Any], path: str, title: str = "") -> str:
   for name, curve in report["curves"].items():
     curve = np.asarray(curve, np.float64)
     if report["log"]:
-      curve = np.maximum(curve, 1e-12)  # float32 round-off can give gaps <= 0.
+      # Gaps below float32 resolution (~1e-7 relative) are round-off, not progress.
+      curve = np.maximum(curve, 1e-9)
     ax.plot(report["k"], curve, label=name)
   if report["log"]:
     ax.set_yscale("log")
@@ -198,7 +199,7 @@ def plot(report: Dict[str, Any], path: str, title: str = "") -> str:
     ax.axvline(report["train_horizon"], color="gray", ls=":", label="training horizon")
   ax.set_xlabel(report["xlabel"])
   ax.set_ylabel(report["metric"])
-  ax.set_title(title)
+  ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
