@@ -102,15 +102,22 @@ def test_second_invocation_trains_nothing(lb):
 
 
 def test_interrupted_run_resumes_only_the_missing_runs(lb):
-  """Deleting two stored runs (as if the job died before them) re-trains just those."""
+  """Deleting two stored runs (as if the job died before them) re-trains just those,
+  and the re-trained curves are identical (same config and seed, same numbers)."""
   with ResultsDB(lb["db"]) as db:
+    before = {r["seed"]: r["train_loss"] for r in db.runs(lb["suite"].hash, "eval",
+                                                          optimizer="sgd")}
     db.conn.execute("DELETE FROM runs WHERE optimizer='sgd' AND purpose='eval' AND seed>0")
     db.conn.commit()
   stats = leaderboard.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
                                       progress=False, log=lambda m: None)
   assert stats["trained"] == 2 and stats["skipped"] == 16
   with ResultsDB(lb["db"]) as db:
-    assert len(db.runs(lb["suite"].hash, "eval", optimizer="sgd")) == 3
+    after = {r["seed"]: r["train_loss"] for r in db.runs(lb["suite"].hash, "eval",
+                                                         optimizer="sgd")}
+  assert sorted(after) == [0, 1, 2]
+  for seed in (1, 2):
+    np.testing.assert_array_equal(after[seed], before[seed])
 
 
 def test_crashed_runs_are_stored_and_retried_only_on_request(lb):
