@@ -144,6 +144,10 @@ class CoordinateLSTM(LearnedOptimizer):
 
   def init_meta_params(self, key):
     """θ = {"lstm": [per-layer wx/wh/b], "readout": {"w": (H,), "b": ()}, "skip": ()}."""
+    # One compiled program instead of one per eager random op.
+    return jax.jit(self._init_meta_params)(key)
+
+  def _init_meta_params(self, key):
     cfg = self.config
     k_lstm, k_out = jax.random.split(key)
     return {

@@ -139,6 +139,10 @@ class MathL2O(LearnedOptimizer):
   def init_meta_params(self, key):
     """θ = {"net": LSTM layers (or MLP layers ``{"w","b"}``), "readout": {"w": (H, 3),
     "b": (3,)}} with readout columns (z_P, z_b, z_a)."""
+    # One compiled program instead of one per eager random op.
+    return jax.jit(self._init_meta_params)(key)
+
+  def _init_meta_params(self, key):
     cfg = self.config
     k_net, k_out = jax.random.split(key)
     n_in = self.num_inputs()

@@ -70,11 +70,12 @@ def check_meta_grad_matches_fd(lopt, key, steps=4, num_directions=2, rtol=1e-5, 
     theta = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64),
                                    lopt.init_meta_params(key))
     f = lambda th: unroll_loss(lopt, th, steps=steps, **kw)
-    grad = jax.jit(jax.grad(f))(theta)
+    # One compiled program serves both the gradient and the finite differences.
+    value_and_grad = jax.jit(jax.value_and_grad(f))
+    _, grad = value_and_grad(theta)
     leaves = jax.tree_util.tree_leaves(grad)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
     assert any(np.any(np.asarray(g) != 0) for g in leaves), "meta-gradient is all zero"
-    f_jit = jax.jit(f)
     flat, unravel = jax.flatten_util.ravel_pytree(theta)
     gflat, _ = jax.flatten_util.ravel_pytree(grad)
     rng = np.random.default_rng(0)
@@ -82,6 +83,25 @@ def check_meta_grad_matches_fd(lopt, key, steps=4, num_directions=2, rtol=1e-5, 
     for _ in range(num_directions):
       v = rng.normal(size=flat.shape)
       v /= np.linalg.norm(v)
-      fd = (f_jit(unravel(flat + eps * v)) - f_jit(unravel(flat - eps * v))) / (2 * eps)
+      f_plus = value_and_grad(unravel(flat + eps * v))[0]
+      f_minus = value_and_grad(unravel(flat - eps * v))[0]
+      fd = (float(f_plus) - float(f_minus)) / (2 * eps)
       analytic = float(jnp.dot(gflat, v))
-      np.testing.assert_allclose(analytic, float(fd), rtol=rtol, atol=1e-8)
+      np.testing.assert_allclose(analytic, fd, rtol=rtol, atol=1e-8)
+
+
+def check_io_round_trip(lopt_def, theta, path, steps=3):
+  """save -> load gives the same architecture, config and θ, hence identical updates."""
+  from metaopt.lopt import io  # pylint: disable=g-import-not-at-top
+  io.save(path, lopt_def, theta, metadata={"note": "round trip"})
+  loaded_def, loaded_theta, meta = io.load_meta_params(path, arch=lopt_def.arch)
+  assert type(loaded_def) is type(lopt_def) and loaded_def.config == lopt_def.config
+  assert meta["note"] == "round trip"
+
+  # θ is an argument of one compiled function, so both runs share a program.
+  @jax.jit
+  def trajectory(th):
+    return make_runner(lopt_def.transform(th), steps)(quadratic_params())
+
+  a, b = trajectory(theta), trajectory(jax.tree_util.tree_map(jnp.asarray, loaded_theta))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)

@@ -81,10 +81,11 @@ def test_two_steps_match_numpy_lstm():
   cfg = {"hidden": 5, "num_layers": 2, "output_scale": 0.1}
   opt_def = lopt.build("lstm", cfg)
   theta = opt_def.init_meta_params(jax.random.PRNGKey(1))
-  theta["readout"]["w"] = jax.random.normal(jax.random.PRNGKey(2), (5,))
+  theta["readout"]["w"] = jnp.asarray(np.random.default_rng(2).normal(size=5), jnp.float32)
   theta["readout"]["b"] = jnp.asarray(0.3)
   theta["skip"] = jnp.asarray(0.05)
   opt = opt_def.transform(theta)
+  update = jax.jit(opt.update)
   params = {"a": jnp.zeros((2, 3)), "b": jnp.zeros((4,))}
   state = opt.init(params)
   rng = np.random.default_rng(0)
@@ -92,7 +93,7 @@ def test_two_steps_match_numpy_lstm():
   for _ in range(2):
     grads = {k: jnp.asarray(rng.normal(size=v.shape) * 10.0 ** rng.uniform(-6, 1, v.shape),
                             jnp.float32) for k, v in params.items()}
-    updates, state = opt.update(grads, state, params)
+    updates, state = update(grads, state, params)
     for k, g in grads.items():
       h, np_state[k] = _np_lstm_step(theta["lstm"], _np_preprocess(np.asarray(g), 10.0),
                                      np_state[k])
@@ -137,3 +138,9 @@ def test_decreases_loss_without_value_and_is_deterministic():
   final = jax.tree_util.tree_map(lambda x: x[-1], traj)
   assert float(utils.quadratic_loss(final)) < 0.5 * float(
       utils.quadratic_loss(utils.quadratic_params()))
+
+
+def test_save_load_round_trip(tmp_path):
+  opt_def = lopt.build("lstm", {"hidden": 5, "skip_init": 0.05})
+  theta = opt_def.init_meta_params(jax.random.PRNGKey(7))
+  utils.check_io_round_trip(opt_def, theta, tmp_path / "lstm.safetensors")

@@ -125,16 +125,23 @@ def test_meta_gradient_matches_finite_differences():
 
 
 def test_composite_meta_gradient_is_finite_and_descends_without_value():
-  opt_def = lopt.build("math_l2o", {"hidden": 4, "lr": _LR, "l1_strength": 0.1})
+  opt_def = lopt.build("math_l2o", {"hidden": 4, "num_layers": 1, "lr": _LR, "l1_strength": 0.1})
   theta = opt_def.init_meta_params(jax.random.PRNGKey(3))
   x0 = {"x": jnp.asarray(_RNG.normal(size=20), jnp.float32)}
 
   def objective(th):
-    traj = utils.run_steps(opt_def.transform(th), x0, 15, _lasso_smooth)
+    traj = utils.run_steps(opt_def.transform(th), x0, 10, _lasso_smooth)
     final = traj["x"][-1]
     return _lasso_smooth({"x": final}) + 0.1 * jnp.sum(jnp.abs(final))
 
-  value, grad = jax.value_and_grad(objective)(theta)
+  value, grad = jax.jit(jax.value_and_grad(objective))(theta)
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grad))
   start = float(_lasso_smooth(x0) + 0.1 * jnp.sum(jnp.abs(x0["x"])))
   assert float(value) < 0.5 * start
+
+
+def test_save_load_round_trip(tmp_path):
+  opt_def = lopt.build("math_l2o", {"hidden": 5, "num_layers": 1, "features": ("grad", "iterate"),
+                                    "l1_strength": 0.01})
+  theta = opt_def.init_meta_params(jax.random.PRNGKey(7))
+  utils.check_io_round_trip(opt_def, theta, tmp_path / "math_l2o.safetensors")
