@@ -69,8 +69,9 @@ def lb(tmp_path_factory):
   opts = ["sgd", _learned(), _broken()]  # adam (the reference) is added automatically.
   stats = leaderboard.run_leaderboard(suite, opts, db_path=db_path, progress=False,
                                       log=lambda m: None)
-  return {"suite": suite, "db": db_path, "stats": stats, "opts": opts, "dir": d,
-          "suite_path": str(path)}
+  yield {"suite": suite, "db": db_path, "stats": stats, "opts": opts, "dir": d,
+         "suite_path": str(path)}
+  tiny.unregister()
 
 
 def test_all_runs_stored(lb):

@@ -47,6 +47,12 @@ def register() -> None:
     tasks.register_task(LINREG, linreg_task)
 
 
+def unregister() -> None:
+  """Removes the test task so later tests see the real registry (no public API)."""
+  from tasks import registry  # pylint: disable=import-outside-toplevel
+  registry._TASKS.pop(LINREG, None)  # pylint: disable=protected-access
+
+
 def suite_content(name="tiny", steps=40, eval_every=10, seeds=(0, 1, 2), lr_points=3):
   return {
       "name": name, "version": 1, "description": "test suite",
