@@ -30,7 +30,7 @@ def test_forward_matches_numpy_reference():
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
   h = np.maximum(_numpy_conv_stride2_same(image, p["conv_0"]["w"], p["conv_0"]["b"]), 0)
   h = np.maximum(_numpy_conv_stride2_same(h, p["conv_1"]["w"], p["conv_1"]["b"]), 0)
-  expected = h.mean(axis=(1, 2)) @ p["readout"]["w"] + p["readout"]["b"]
+  expected = h.reshape(h.shape[0], -1) @ p["readout"]["w"] + p["readout"]["b"]
   np.testing.assert_allclose(conv.conv_forward(params, jnp.asarray(image, jnp.float32)),
                              expected, rtol=1e-4, atol=1e-5)
 
@@ -41,7 +41,9 @@ def test_param_info_and_batch():
   info = task.param_info(params)
   assert (info["conv_0"]["w"].role, info["conv_0"]["w"].fan_in) == ("input", 9)
   assert (info["conv_1"]["w"].role, info["conv_1"]["w"].fan_in) == ("hidden", 27)
-  assert (info["readout"]["w"].role, info["readout"]["w"].fan_out) == ("output", 4)
+  # 8x8 -> 4x4 -> 2x2 with 5 channels: readout fan_in 2 * 2 * 5.
+  assert (info["readout"]["w"].role, info["readout"]["w"].fan_in,
+          info["readout"]["w"].fan_out) == ("output", 20, 4)
   assert task.metadata["num_params"] == sum(x.size for x in jax.tree.leaves(params))
   batch = task.sample_batch(jax.random.PRNGKey(0))
   assert jax.tree.map(lambda x: (x.shape, x.dtype), batch) == jax.tree.map(
