@@ -46,6 +46,12 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
   grouped: Dict[tuple, Dict[str, List[Dict[str, Any]]]] = {}
   for r in runs:
     grouped.setdefault((r["optimizer"], r["ruleset"]), {}).setdefault(r["task"], []).append(r)
+  # Only the latest config of an optimizer counts on each task (a retrained learned
+  # optimizer file or a re-tuned baseline leaves older runs in the database).
+  for by_task in grouped.values():
+    for t, rs in by_task.items():
+      latest = max(rs, key=lambda r: r["id"])["config"]
+      by_task[t] = [r for r in rs if r["config"] == latest]
   w = suite.smoothing_window
 
   def curve(r):

@@ -141,3 +141,16 @@ def test_reference_reaches_its_own_target_with_even_seeds(tmp_path):
   assert lb["targets"] == {"t": 2.0}
   adam = lb["entrants"][0]
   assert adam["per_task"]["t"]["steps_to_target"] == 2.5 and adam["reached"] == 1
+
+
+def test_only_the_latest_config_counts(hand_db):
+  db, suite = hand_db
+  # A retrained learned optimizer (new fingerprint -> new config) that never reaches.
+  for seed in range(3):
+    db.add_run(suite=suite, ruleset="self_tuning", optimizer="lo", purpose="eval", task="t1",
+               seed=seed, config={"fingerprint": "new"}, steps=4, status="ok",
+               train_loss=[9.0, 9.0, 9.0, 9.0], eval_steps=[4], valid_loss=[9.0], wall_time=1.0)
+  e = {x["name"]: x for x in report.compute(db, suite)["entrants"]}
+  assert e["lo"]["per_task"]["t1"]["seeds"] == 3
+  assert e["lo"]["per_task"]["t1"]["steps_to_target"] == math.inf
+  assert e["lo"]["per_task"]["t2"]["steps_to_target"] == 1  # Unchanged on t2.
