@@ -30,7 +30,7 @@ import numpy as np
 
 from metaopt.eval.entrants import Entrant
 from metaopt.eval.store import config_key
-from metaopt.train import make_step
+from metaopt.train import eval_params, make_step
 from tasks.base import Task
 
 
@@ -93,7 +93,9 @@ def make_run_fn(task: Task, build: Callable[[Any, Any, Any], Any], steps: int, e
         return (p, s), loss
 
       (p, s), losses = jax.lax.scan(body, carry, chunk_keys)
-      valid = evaluate(p, data, jax.random.fold_in(k_eval, (index + 1) * eval_every))
+      # Schedule-free optimizers are evaluated at their averaged iterate, as in train().
+      valid = evaluate(eval_params(s, p), data,
+                       jax.random.fold_in(k_eval, (index + 1) * eval_every))
       return (p, s), (losses, valid)
 
     _, (losses, valid) = jax.lax.scan(chunk, (params, opt.init(params)),
