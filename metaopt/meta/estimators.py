@@ -7,9 +7,11 @@ turns one truncation of them into a meta-gradient estimate:
 * ``init_worker_state(theta, key) -> worker_state``
 * ``compute_gradient(theta, worker_state, data, key) -> (grad, worker_state, metrics)``
 
-``grad`` has theta's structure, ``metrics`` is a dict of float32 scalars (sums over
-tasks are turned into means by the trainer's logging window). Both are pure and
-jittable; ``key`` carries all randomness of the truncation.
+``grad`` has theta's structure, ``metrics`` is a dict of float32 scalars: means over
+tasks (``meta_loss``, ``train_loss``, ``valid_fraction``) and counts
+(``num_nan_resets``, ``num_restarts``, ``inner_steps``; the trainer sums counts over
+its logging window and averages the rest). Both are pure and jittable; ``key``
+carries all randomness of the truncation.
 
 Estimators (``ESTIMATORS``):
 

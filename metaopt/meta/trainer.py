@@ -412,7 +412,10 @@ class MetaTrainer:
 
 
 class _StopFlag:
-  """Context manager turning SIGINT/SIGTERM into a flag checked after each step."""
+  """Context manager turning SIGINT/SIGTERM into a flag checked after each step.
+
+  Multi-host: every process must receive the signal (as cluster schedulers send it),
+  since the checkpoint that follows is a collective."""
 
   def __init__(self):
     self.flag = False

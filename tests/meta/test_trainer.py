@@ -127,3 +127,14 @@ def test_num_tasks_must_divide_devices():
   with pytest.raises(ValueError, match="multiple of 8"):
     trainer_lib.check_task_split(12, 8)
   trainer_lib.check_task_split(16, 8)
+
+
+@pytest.mark.slow
+def test_grad_accum_and_resampling(tmp_path):
+  """Two estimates per update (twice the inner steps) and all tasks restarted every
+  2 outer steps; theta stays finite and moves."""
+  res = in_process(tmp_path / "acc", num_steps=4, eval_every=0, log_every=1, grad_accum=2,
+                   resample_every=2)
+  assert [r["inner_steps"] for r in res.rows] == [2 * 8 * 2 * 4] * 4
+  start = script.objects()["lopt"].init_meta_params(None)
+  assert all(np.isfinite(v) and v != float(start[k]) for k, v in res.theta.items())
