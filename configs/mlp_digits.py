@@ -2,7 +2,8 @@
 digits family, meta-trained with PES.
 
 Variants: ``cpu`` (the default; minutes on a 2-core CPU), ``demo`` (the short run of
-``metaopt demo``) and ``pod`` (many devices: more tasks in flight, longer horizons). Use ``metaopt meta-train
+``metaopt demo``; its first 150 steps are those of ``cpu``) and ``pod`` (many devices:
+more tasks in flight, longer horizons). Use ``metaopt meta-train
 configs/mlp_digits.py:pod``; any field can be overridden with ``--set key=value``.
 """
 
