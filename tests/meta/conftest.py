@@ -1,5 +1,6 @@
 """Meta-training tests compile the same small programs in several processes (a run, its
-killed copy, its resume): share them through JAX's persistent compilation cache."""
+killed copy, its resume): share them through JAX's persistent compilation cache, for
+this test package only (restored afterwards)."""
 
 import os
 import tempfile
@@ -8,12 +9,22 @@ import jax
 import pytest
 
 _CACHE = os.path.join(tempfile.gettempdir(), "metaopt_test_jax_cache")
+_ENV = {"JAX_COMPILATION_CACHE_DIR": _CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def compilation_cache():
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE  # Inherited by subprocesses.
-  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  old_env = {k: os.environ.get(k) for k in _ENV}
+  old_dir = jax.config.jax_compilation_cache_dir
+  old_min = jax.config.jax_persistent_cache_min_compile_time_secs
+  os.environ.update(_ENV)  # Inherited by the subprocesses of these tests.
   jax.config.update("jax_compilation_cache_dir", _CACHE)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   yield
+  jax.config.update("jax_compilation_cache_dir", old_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old_min)
+  for k, v in old_env.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
