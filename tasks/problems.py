@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import jax
@@ -79,7 +80,7 @@ class Problem:
 
   def sample_batch(self, key: jax.Array, n: int) -> Instance:
     """``n`` instances stacked on a leading axis (deterministic in ``key``)."""
-    return jax.vmap(lambda k: self.sample(self.data, k))(jax.random.split(key, n))
+    return _batch_sampler(self.sample, int(n))(self.data, key)
 
   def split_key(self, key: jax.Array, split: str) -> jax.Array:
     """Disjoint instance streams per split: train and held-out never share a key."""
@@ -119,6 +120,13 @@ class Problem:
         normalize_loss=log_normalizer(max(abs(ref), 1e-6)),
         param_info=lambda x: ParamInfo("scalar", 1, int(x.shape[-1])),
         metadata={"problem": self.name, "dim": dim, "l1": self.l1, **self.metadata})
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_sampler(sample, n):
+  # One compiled program instead of eager per-primitive dispatch (QR, eigh...).
+  return jax.jit(lambda data, key: jax.vmap(lambda k: sample(data, k))(
+      jax.random.split(key, n)))
 
 
 _SPLIT_IDS = {"train": 0, "inner_valid": 1, "outer_valid": 2, "test": 3}

@@ -20,7 +20,8 @@ def held_out(quad):
   return insts, amortize.solve_batch(quad, insts)
 
 
-@pytest.mark.parametrize("loss", ["objective", "regression"])
+@pytest.mark.parametrize("loss", [pytest.param("objective", marks=pytest.mark.slow),
+                                  "regression"])
 def test_amortized_prediction_beats_cold_start(quad, held_out, loss):
   insts, x_star = held_out
   cfg = amortize.AmortizedConfig(loss=loss, hidden=(64, 64), steps=200, batch_size=64,
@@ -39,6 +40,7 @@ def test_amortized_prediction_beats_cold_start(quad, held_out, loss):
   assert ev["dist_db"][0] < cold["dist_db"][0] - 3.0
 
 
+@pytest.mark.slow
 def test_semi_amortized_trains_through_solver(quad, held_out):
   insts, x_star = held_out
   cfg = amortize.AmortizedConfig(loss="objective", hidden=(32,), steps=60,

@@ -45,7 +45,8 @@ def test_alista_weight_solves_frobenius_problem():
     lista.alista_weight(a.T)
 
 
-@pytest.mark.parametrize("variant,steps", [("alista", 300), ("lista_cp", 300)])
+@pytest.mark.parametrize("variant,steps", [
+    ("alista", 300), pytest.param("lista_cp", 300, marks=pytest.mark.slow)])
 def test_learned_beats_ista_and_fista(problem, test_set, variant, steps):
   k = 16
   result = lista.train(problem, lista.LISTAConfig(variant=variant, num_layers=k,
@@ -61,6 +62,7 @@ def test_learned_beats_ista_and_fista(problem, test_set, variant, steps):
   assert learned[-1] < base["ista"] - 6.0, (learned[-1], base)
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(problem):
   cfg = lista.LISTAConfig(variant="alista", num_layers=2, steps=3, batch_size=8)
   r1, r2 = lista.train(problem, cfg), lista.train(problem, cfg)

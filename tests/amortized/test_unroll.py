@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from metaopt import lopt
 from metaopt.amortized import solvers, unroll
 from tasks import sparse
 
@@ -12,7 +13,7 @@ from tasks import sparse
 def test_rollout_with_zero_readout_is_ista():
   """math_l2o with a zero readout and no acceleration is ISTA with step lr = 1/L."""
   pb = sparse.lasso(m=16, n=32, p=0.2, lam=0.05)
-  opt = unroll.math_l2o_for(pb, acceleration=False, net="mlp")
+  opt = unroll.math_l2o_for(pb, num_probe=2, acceleration=False, net="mlp")
   assert opt.config.l1_strength == pb.l1
   theta = opt.init_meta_params(jax.random.PRNGKey(0))
   theta["readout"] = jax.tree_util.tree_map(jnp.zeros_like, theta["readout"])
@@ -46,7 +47,7 @@ def test_config_and_l1_mismatch_errors():
   with pytest.raises(ValueError, match="divide"):
     unroll.UnrollConfig(horizon=100, truncation=30)
   pb = sparse.lasso(m=8, n=16, lam=0.1)
-  opt = unroll.math_l2o_for(pb, l1_strength=0.5)
+  opt = lopt.build("math_l2o", {"l1_strength": 0.5})
   with pytest.raises(ValueError, match="math_l2o_for"):
     unroll.rollout(pb, opt, opt.init_meta_params(jax.random.PRNGKey(0)),
                    pb.sample_batch(jax.random.PRNGKey(0), 2), 3)
