@@ -8,6 +8,7 @@ coordinator address, process count and id from the environment or the flags).
 from __future__ import annotations
 
 import json
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -33,13 +34,19 @@ def run(args) -> int:
   if args.distributed:
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
+  from metaopt.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from metaopt.meta import config as config_lib  # pylint: disable=import-outside-toplevel
   from metaopt.meta import trainer  # pylint: disable=import-outside-toplevel
-  cfg = config_lib.load_config(args.config, args.overrides)
-  if args.print_config:
-    print(json.dumps(cfg.to_dict(), indent=2))
-    return 0
-  result = trainer.meta_train(cfg, progress=not args.no_progress)
+  try:
+    cfg = config_lib.load_config(args.config, args.overrides)
+    if args.print_config:
+      print(json.dumps(cfg.to_dict(), indent=2))
+      return 0
+    result = trainer.meta_train(cfg, progress=not args.no_progress)
+  except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
+    # Bad config, unknown names, mismatched checkpoint: the message says what to fix.
+    print(f"metaopt meta-train: error: {e}", file=sys.stderr)
+    return 2
   if jax.process_index() == 0:
     last = next((r for r in reversed(result.rows) if "meta_loss" in r), {})
     status = "interrupted (checkpoint saved; re-run to resume)" if result.interrupted else "done"

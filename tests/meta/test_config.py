@@ -66,3 +66,13 @@ def test_every_architecture_has_an_experiment():
 def test_missing_file():
   with pytest.raises(FileNotFoundError, match="does not exist"):
     C.load_config("configs/nope.py")
+
+
+def test_cli_reports_config_errors_and_prints_config(capsys):
+  from metaopt import cli  # pylint: disable=import-outside-toplevel
+  path = os.path.join(ROOT, "configs", "mlp_digits.py")
+  assert cli.main(["meta-train", path, "--set", "num_task=3"]) == 2
+  assert "num_tasks" in capsys.readouterr().err
+  assert cli.main(["meta-train", f"{path}:pod", "--set", "seed=3", "--print-config"]) == 0
+  out = capsys.readouterr().out
+  assert '"seed": 3' in out and '"num_tasks": 256' in out
