@@ -94,9 +94,26 @@ def _rsqrt(v):
 
 
 def _outer_last(a, b):
-  """``S + (A,)`` and ``S + (B,)`` -> ``S + (A*B,)`` of all products."""
-  prod = a[..., :, None] * b[..., None, :]
-  return prod.reshape(prod.shape[:-2] + (-1,))
+  """``S + (A,)`` and ``S + (B,)`` -> ``S + (A*B,)`` of all products (a-major)."""
+  # A concatenate, not a reshape of an outer product: XLA fuses it with its consumers.
+  return jnp.concatenate([a[..., i:i + 1] * b for i in range(a.shape[-1])], axis=-1)
+
+
+@jax.custom_jvp
+def _sums_of_squares(cols):
+  """``[sum(c**2) for c in cols]`` as one variadic reduction: XLA fuses the column
+  computations into a single pass over the tensor (separate sums are separate passes)."""
+  return list(jax.lax.reduce(tuple(jnp.square(c) for c in cols),
+                             tuple(jnp.zeros((), c.dtype) for c in cols),
+                             lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
+                             tuple(range(cols[0].ndim))))
+
+
+@_sums_of_squares.defjvp
+def _sums_of_squares_jvp(primals, tangents):
+  (cols,), (dcols,) = primals, tangents
+  return (_sums_of_squares(cols),
+          [2.0 * jnp.sum(c * dc) for c, dc in zip(cols, dcols)])
 
 
 _FEATURE_LIST = (
@@ -161,39 +178,84 @@ def check_context(features: Sequence[Feature], context: Context) -> None:
                        f"Remove {f.name!r} from config.features or use another architecture.")
 
 
+def _ordered(features: Sequence[Feature]) -> Tuple[Feature, ...]:
+  """Column order: normalized per-element, unnormalized per-element, per-tensor."""
+  return (tuple(f for f in features if not f.per_tensor and f.normalize) +
+          tuple(f for f in features if not f.per_tensor and not f.normalize) +
+          tuple(f for f in features if f.per_tensor))
+
+
+def build_columns(features: Sequence[Feature], context: Context):
+  """The inputs of one tensor as a list of columns (order of ``columns``).
+
+  Per-element columns have the tensor's shape ``S`` (normalized ones are already
+  divided by their per-tensor RMS); per-tensor columns are scalars. Keeping columns
+  separate lets XLA fuse feature computation and a small per-parameter MLP into one
+  pass over memory (``mlp.apply_mlp_columns``).
+  """
+  cols, normalize = [], []
+  for f in _ordered(features):
+    val = f.fn(context)
+    for i in range(val.shape[-1]):
+      cols.append(val[..., i])
+      normalize.append(f.normalize and not f.per_tensor)
+  idx = [i for i, n in enumerate(normalize) if n]
+  if idx:
+    size = cols[idx[0]].size
+    sums = _sums_of_squares([cols[i] for i in idx])
+    for k, i in enumerate(idx):
+      cols[i] = cols[i] * jax.lax.rsqrt(NORM_EPS + sums[k] / size)
+  return cols
+
+
+def split_inputs(features: Sequence[Feature], context: Context):
+  """The inputs of one tensor, unnormalized, for a matmul with folded scales.
+
+  ``build_inputs(...) == concat([x * scales, broadcast(per_tensor)], -1)``; a caller
+  multiplying by a first-layer matrix ``w`` can instead use
+  ``x @ (scales[:, None] * w[:k]) + per_tensor @ w[k:]`` and skip the
+  normalization pass and the broadcast per-tensor columns.
+
+  Returns:
+    x: ``(prod(S), k)`` per-element features (normalized ones first, as ``columns``).
+    scales: ``(k,)`` per-column normalization factors (1 for unnormalized columns).
+    per_tensor: ``(T,)`` per-tensor features.
+  """
+  shape = context["param"].shape
+  ordered = _ordered(features)
+  vals = [(f, f.fn(context)) for f in ordered if not f.per_tensor]
+  x = jnp.concatenate([v for _, v in vals], axis=-1).reshape(-1, sum(v.shape[-1] for _, v in vals))
+  normed_cols = [v[..., i] for f, v in vals if f.normalize for i in range(v.shape[-1])]
+  size = 1
+  for d in shape:
+    size *= d
+  scales = []
+  if normed_cols:
+    sums = _sums_of_squares(normed_cols)
+    scales = [jax.lax.rsqrt(NORM_EPS + s / size) for s in sums]
+  n_raw = x.shape[-1] - len(scales)
+  scales = jnp.stack(scales + [jnp.ones((), x.dtype)] * n_raw)
+  per = [f.fn(context) for f in ordered if f.per_tensor]
+  per_tensor = jnp.concatenate(per, axis=-1) if per else jnp.zeros((0,), x.dtype)
+  return x, scales, per_tensor
+
+
 def build_inputs(features: Sequence[Feature], context: Context) -> jax.Array:
   """Stacks the features of one tensor into the per-parameter network's input.
 
-  Normalized features are concatenated and second-moment normalized together (one
-  fused reduction), then the per-tensor features are broadcast and appended.
+  Normalized features are second-moment normalized per tensor and per column
+  (``second_moment_normalize``); per-tensor features are broadcast.
 
   Args:
     features: from ``get``.
     context: see the module docstring; ``context["param"]`` has shape ``S``.
   Returns:
-    ``(prod(S), num_inputs)`` matrix (dtype of the context), rows in C order.
+    ``(prod(S), num_inputs)`` matrix (dtype of the context), rows in C order,
+    columns in the order given by ``columns``.
   """
   shape = context["param"].shape
-  size = 1
-  for d in shape:
-    size *= d
-  normed, raw, per_tensor = [], [], []
-  for f in features:
-    val = f.fn(context)
-    if f.per_tensor:
-      per_tensor.append(val)
-    elif f.normalize:
-      normed.append(val)
-    else:
-      raw.append(val)
-  cols = []
-  if normed:
-    cols.append(second_moment_normalize(jnp.concatenate(normed, axis=-1)).reshape(size, -1))
-  cols.extend(v.reshape(size, -1) for v in raw)
-  if per_tensor:
-    vec = jnp.concatenate(per_tensor, axis=-1)
-    cols.append(jnp.broadcast_to(vec, (size, vec.shape[-1])))
-  return jnp.concatenate(cols, axis=-1)
+  cols = [jnp.broadcast_to(c, shape) for c in build_columns(features, context)]
+  return jnp.stack(cols, axis=-1).reshape(-1, len(cols))
 
 
 def columns(features: Sequence[Feature], context_fn: Callable[[], Context]) -> Dict[str, slice]:
@@ -204,11 +266,8 @@ def columns(features: Sequence[Feature], context_fn: Callable[[], Context]) -> D
   """
   widths = {f.name: int(jax.eval_shape(lambda f=f: f.fn(context_fn())).shape[-1])
             for f in features}
-  order = ([f for f in features if not f.per_tensor and f.normalize] +
-           [f for f in features if not f.per_tensor and not f.normalize] +
-           [f for f in features if f.per_tensor])
   out, start = {}, 0
-  for f in order:
+  for f in _ordered(features):
     out[f.name] = slice(start, start + widths[f.name])
     start += widths[f.name]
   return out

@@ -13,8 +13,10 @@ step embedding at timescales 1...100k (not normalized). It outputs a direction
 as in learned_optimization's MLPLOpt. There is no learning rate. The rule does not
 use the training horizon: ``num_steps`` is accepted and ignored (horizon-free).
 
-Speed: the features of all tensors are stacked into one ``(num_params, F)`` matrix
-and the MLP is one batched matmul per layer over every parameter of the model.
+Speed: the MLP runs as one matmul per layer over all elements of a tensor, with the
+per-tensor feature normalization folded into the first layer's weights and the
+per-tensor time features into its bias; small networks (e.g. hidden 4x2) are
+instead unrolled into elementwise ops that XLA fuses with the features.
 
 Meta-parameters ``theta = {"layers": ({"w": (fan_in, fan_out), "b": (fan_out,)}, ...)}``.
 """
@@ -60,6 +62,69 @@ def apply_mlp(layers: Sequence[dict], x: jax.Array) -> jax.Array:
   return x
 
 
+def apply_mlp_columns(layers: Sequence[dict], cols: Sequence[jax.Array]):
+  """``apply_mlp`` on a list of input columns, unrolled into elementwise ops.
+
+  Each column is an array of one tensor's shape (or a scalar, broadcast); every
+  hidden unit is ``relu(b_j + sum_i col_i * w[i, j])`` with scalar weights, so XLA
+  fuses features and network into one loop over the tensor without materializing
+  a ``(num_params, F)`` matrix. Worth it for small networks (``FUSE_MAX_MACS``).
+  Returns the list of output columns.
+  """
+  h = list(cols)
+  for li, layer in enumerate(layers):
+    w, b = layer["w"], layer["b"]
+    nxt = []
+    for j in range(w.shape[1]):
+      acc = b[j]
+      for i, col in enumerate(h):
+        acc = acc + col * w[i, j]
+      nxt.append(jax.nn.relu(acc) if li < len(layers) - 1 else acc)
+    h = nxt
+  return h
+
+
+@jax.custom_vjp
+def fused_mlp(layers: Sequence[dict], cols: Sequence[jax.Array]):
+  """``apply_mlp_columns`` forward; its gradient is computed through the matmul form.
+
+  Differentiating the unrolled graph would create one reduction per weight and a
+  very large program (XLA's simplifier struggles with it), so the backward pass
+  re-runs the network as matmuls on the stacked columns.
+  """
+  return apply_mlp_columns(layers, cols)
+
+
+def _stacked_mlp(layers, cols):
+  shape = jnp.broadcast_shapes(*[jnp.shape(c) for c in cols])
+  x = jnp.stack([jnp.broadcast_to(c, shape) for c in cols], axis=-1)
+  out = apply_mlp(layers, x.reshape(-1, len(cols)))
+  return [out[:, j].reshape(shape) for j in range(out.shape[-1])]
+
+
+def _fused_mlp_fwd(layers, cols):
+  return apply_mlp_columns(layers, cols), (layers, cols)
+
+
+def _fused_mlp_bwd(res, cotangents):
+  layers, cols = res
+  _, vjp = jax.vjp(_stacked_mlp, layers, cols)
+  shape = jnp.broadcast_shapes(*[jnp.shape(c) for c in cols])
+  return vjp([jnp.broadcast_to(c, shape) for c in cotangents])
+
+
+fused_mlp.defvjp(_fused_mlp_fwd, _fused_mlp_bwd)
+
+
+#: Per-parameter networks with at most this many multiply-adds per row are
+#: evaluated with ``apply_mlp_columns`` (fused), bigger ones as batched matmuls.
+FUSE_MAX_MACS = 512
+
+
+def mlp_macs(layers: Sequence[dict]) -> int:
+  return sum(int(np.prod(layer["w"].shape)) for layer in layers)
+
+
 def mlp_flops(sizes: Sequence[int]) -> int:
   """Multiply-add FLOPs (2 per MAC, + bias and ReLU) of one ``apply_mlp`` row."""
   return sum(2 * a * b + 2 * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -68,13 +133,6 @@ def mlp_flops(sizes: Sequence[int]) -> int:
 def as_vector_shape(x: jax.Array) -> jax.Array:
   """Scalars become shape ``(1,)`` so that every tensor has an element axis."""
   return x.reshape((1,)) if x.ndim == 0 else x
-
-
-def split_rows(flat: jax.Array, shapes: Sequence[Tuple[int, ...]]):
-  """Inverse of stacking per-tensor rows: ``(N, ...)`` -> list of arrays of ``shapes``."""
-  sizes = [int(np.prod(s)) for s in shapes]
-  offsets = np.cumsum([0] + sizes)
-  return [flat[offsets[i]:offsets[i + 1]].reshape(s) for i, s in enumerate(shapes)]
 
 
 def compute_dtype(p) -> jnp.dtype:
@@ -86,8 +144,11 @@ def direction_magnitude_updates(layers, feats, contexts, p_leaves, exp_mult, ste
                                 step_scales=None):
   """Runs the per-parameter MLP on every tensor at once and forms the updates.
 
-  The inputs of all tensors are stacked into one ``(num_params, F)`` matrix so each
-  MLP layer is a single matmul; the two outputs give
+  Small networks (``FUSE_MAX_MACS``) are unrolled per tensor into elementwise ops
+  that XLA fuses with the features (one pass over memory); larger ones run one
+  matmul per layer and tensor, with the per-tensor normalization folded into the
+  first layer's weights and the per-tensor (time) features into its bias
+  (``features.split_inputs``). The two outputs give
   ``update = -d * exp(m * exp_mult) * step_mult (* step_scales[i])``.
 
   Args:
@@ -97,10 +158,22 @@ def direction_magnitude_updates(layers, feats, contexts, p_leaves, exp_mult, ste
   Returns:
     List of updates shaped and typed like ``p_leaves``.
   """
-  inputs = [F.build_inputs(feats, c) for c in contexts]
-  out = apply_mlp(layers, jnp.concatenate(inputs, axis=0))
-  steps = out[:, 0] * jnp.exp(out[:, 1] * exp_mult) * step_mult
-  step_leaves = split_rows(steps, [jnp.shape(p) for p in p_leaves])
+  if mlp_macs(layers) <= FUSE_MAX_MACS:
+    step_leaves = []
+    for c, p in zip(contexts, p_leaves):
+      d, m = fused_mlp(layers, F.build_columns(feats, c))
+      step_leaves.append((d * jnp.exp(m * exp_mult) * step_mult).reshape(jnp.shape(p)))
+  else:
+    step_leaves = []
+    first, rest = layers[0], layers[1:]
+    for c, p in zip(contexts, p_leaves):
+      # Normalization folded into the first layer, per-tensor features into its bias.
+      x, scales, per_tensor = F.split_inputs(feats, c)
+      k = x.shape[-1]
+      h = x @ (scales[:, None] * first["w"][:k]) + (per_tensor @ first["w"][k:] + first["b"])
+      out = apply_mlp(rest, jax.nn.relu(h)) if rest else h
+      steps = out[:, 0] * jnp.exp(out[:, 1] * exp_mult) * step_mult
+      step_leaves.append(steps.reshape(jnp.shape(p)))
   if step_scales is not None:
     step_leaves = [s * c for s, c in zip(step_leaves, step_scales)]
   return [(-s).astype(jnp.result_type(p)) for s, p in zip(step_leaves, p_leaves)]

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metaopt import lopt
 from metaopt.lopt import adafactor_mlp as A
@@ -66,6 +67,7 @@ def test_factored_memory_is_sublinear():
   assert fac.row.shape == (300, k) and fac.col.shape == (200, k)
 
 
+@pytest.mark.slow  # float64 compile of a 3-step unroll and its gradient
 def test_num_inputs_derived_and_meta_gradient_matches_finite_differences():
   opt = lopt.build("adafactor_mlp", {"step_mult": 0.1})
   # 2 + 3 momenta + 1 rsqrt + 3 m*rsqrt + 3 + 3 + 9 factored + 11 time

@@ -83,3 +83,27 @@ def test_unknown_feature_lists_known():
 def test_missing_context_key_is_explained():
   with pytest.raises(ValueError, match="rsqrt_factored.*factored"):
     F.check_context(F.get(("grad", "rsqrt_factored")), {"grad": jnp.zeros(2)})
+
+
+def test_fused_normalization_gradient_matches_plain_reference():
+  """build_inputs (one variadic reduction with a custom JVP) has the values and the
+  gradient of the plain concatenate + second_moment_normalize formula."""
+  cfg = mlp.MLPConfig(features=("grad", "param", "momenta", "time"))
+  feats = F.get(cfg.features)
+  m = jnp.linspace(-1.0, 2.0, 3 * 4 * 6).reshape(3, 4, 6)
+  p = jnp.cos(jnp.arange(12.0)).reshape(3, 4)
+  weights = jnp.sin(jnp.arange(12 * 19.0)).reshape(12, 19)
+
+  def ours(g):
+    ctx = mlp._context(cfg, g, p, m, jnp.ones((3, 4, 1)), jnp.int32(3))
+    return jnp.sum(jnp.tanh(F.build_inputs(feats, ctx)) * weights)
+
+  def reference(g):
+    normed = F.second_moment_normalize(jnp.concatenate([g[..., None], p[..., None], m], -1))
+    time = jnp.broadcast_to(F.tanh_step_embedding(3, jnp.asarray(cfg.timescales, jnp.float32)),
+                            (12, 11))
+    return jnp.sum(jnp.tanh(jnp.concatenate([normed.reshape(12, 8), time], -1)) * weights)
+
+  g = jnp.sin(jnp.arange(12.0) * 0.7).reshape(3, 4)
+  np.testing.assert_allclose(ours(g), reference(g), rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(ours)(g), jax.grad(reference)(g), rtol=1e-4, atol=1e-6)

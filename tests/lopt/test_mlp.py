@@ -103,7 +103,7 @@ def _unrolled_loss(opt, theta, steps=3):
 
 def test_meta_gradient_matches_finite_differences():
   # Larger step_mult so that the loss depends visibly on theta.
-  opt = lopt.build("mlp", {"hidden_sizes": [8, 8], "step_mult": 0.1})
+  opt = lopt.build("mlp", {"hidden_sizes": [16, 16], "step_mult": 0.1})
   with jax.enable_x64(True):
     theta = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64),
                                    opt.init_meta_params(jax.random.PRNGKey(0)))
@@ -124,3 +124,33 @@ def test_bad_feature_name_in_config():
   opt = lopt.build("mlp", {"features": ["grad", "momenta_rsqrt"]})
   with pytest.raises(KeyError, match="Unknown feature 'momenta_rsqrt'"):
     opt.transform(opt.init_meta_params(jax.random.PRNGKey(0)))
+
+
+def test_fused_and_matmul_paths_agree(monkeypatch):
+  """The elementwise-unrolled network (small MLPs) and the matmul path (normalization
+  folded into the first layer) compute the same updates and meta-gradients."""
+  opt = lopt.build("mlp", {"hidden_sizes": [4, 4]})
+  theta = opt.init_meta_params(jax.random.PRNGKey(5))
+  params = {"w": jnp.linspace(-1, 1, 20).reshape(4, 5), "b": jnp.ones((5,)), "s": jnp.float32(2)}
+  grads = jax.tree_util.tree_map(lambda p: jnp.cos(3 * p) + 0.1, params)
+
+  def updates():
+    tx = opt.transform(theta)
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)
+    return tx.update(grads, state, params)[0]
+
+  def meta_grad():
+    def f(theta):
+      tx = opt.transform(theta)
+      u = tx.update(grads, tx.init(params), params)[0]
+      return sum(jnp.sum(jnp.sin(x * 1e3)) for x in jax.tree_util.tree_leaves(u))
+    return jax.grad(f)(theta)
+
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+  monkeypatch.setattr(mlp, "FUSE_MAX_MACS", 10 ** 6)
+  fused, fused_grad = updates(), meta_grad()
+  monkeypatch.setattr(mlp, "FUSE_MAX_MACS", 0)
+  matmul, matmul_grad = updates(), meta_grad()
+  jax.tree_util.tree_map(close, fused, matmul)
+  jax.tree_util.tree_map(close, fused_grad, matmul_grad)

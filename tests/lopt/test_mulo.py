@@ -94,6 +94,7 @@ def _slopes(arch, parametrization):
   return {k: (fit([s[k][0] for s in stats]), fit([s[k][1] for s in stats])) for k in stats[0]}
 
 
+@pytest.mark.slow  # 6 compiled 10-step runs: ~40 s of CPU on the 2-core dev machine
 def test_mup_coordinate_check_flat_in_width():
   """μLO on μP MLPs of widths 32..512: per-layer activation RMS and the RMS of the
   change the updates made to them have log-log slope against width |s| < 0.25
@@ -103,6 +104,7 @@ def test_mup_coordinate_check_flat_in_width():
     assert abs(s_act) < 0.25 and abs(s_delta) < 0.25, (layer, s_act, s_delta)
 
 
+@pytest.mark.slow
 def test_standard_parametrization_drifts():
   """The same check with the standard per-parameter MLP on SP MLPs: the updates'
   effect on hidden activations and logits grows with width (slope > 0.5)."""
