@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -48,22 +48,63 @@ from metaopt.lopt.base import LearnedOptimizer, register
 _LOG_EPS = 1e-8
 
 
-def _rms(x, axes=None):
-  return jnp.sqrt(jnp.mean(jnp.square(x), axis=axes))
+@jax.custom_jvp
+def fused_means(xs):
+  """``[mean(x) for x in xs]`` (arrays of one shape) as one variadic reduction.
+
+  XLA fuses the computation of every ``x`` into a single pass over the tensor, where
+  separate means would be separate passes. Differentiable (the mean is linear).
+  """
+  if not xs:
+    return []
+  sums = jax.lax.reduce(tuple(xs), tuple(jnp.zeros((), x.dtype) for x in xs),
+                        lambda a, b: tuple(u + v for u, v in zip(a, b)),
+                        tuple(range(xs[0].ndim)))
+  return [s / xs[0].size for s in sums]
 
 
-#: Per-tensor statistics read by the LSTM: ``tensor -> (k,)``, where ``tensor`` holds
-#: ``grad`` and ``param`` (shape S) and ``momenta`` / ``rms``: lists of S-shaped EMAs,
-#: one per decay.
-TENSOR_STATS: Dict[str, Callable[[Dict[str, Any]], jax.Array]] = {
-    "log_rms_grad": lambda t: 0.1 * jnp.log(_rms(t["grad"]) + _LOG_EPS)[None],
-    "log_rms_param": lambda t: 0.1 * jnp.log(_rms(t["param"]) + _LOG_EPS)[None],
-    "log_rms_momenta": lambda t: jnp.stack(
-        [0.1 * jnp.log(_rms(m) + _LOG_EPS) for m in t["momenta"]]),
+@fused_means.defjvp
+def _fused_means_jvp(primals, tangents):
+  (xs,), (dxs,) = primals, tangents
+  return fused_means(xs), [jnp.mean(dx) for dx in dxs]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorStat:
+  """A per-tensor LSTM input built from means over the tensor.
+
+  Attributes:
+    quantities: ``tensor -> [S-shaped arrays]`` whose means the statistic needs
+      (``tensor`` holds ``grad``, ``param`` of shape S and ``momenta`` / ``rms``:
+      lists of S-shaped EMAs, one per decay).
+    finalize: ``(tensor, means) -> (k,)``.
+  """
+  quantities: Callable[[Dict[str, Any]], List[jax.Array]]
+  finalize: Callable[[Dict[str, Any], List[jax.Array]], jax.Array]
+
+
+def safe_sqrt(x):
+  """``sqrt`` with a finite gradient at 0 (zero-initialized tensors would otherwise
+  give ``inf * 0 = NaN`` meta-gradients)."""
+  return jnp.sqrt(jnp.maximum(x, 1e-30))
+
+
+def _log_rms(means):
+  return jnp.stack([0.1 * jnp.log(safe_sqrt(m) + _LOG_EPS) for m in means])
+
+
+#: Per-tensor statistics read by the LSTM, by name.
+TENSOR_STATS: Dict[str, TensorStat] = {
+    "log_rms_grad": TensorStat(lambda t: [jnp.square(t["grad"])], lambda t, m: _log_rms(m)),
+    "log_rms_param": TensorStat(lambda t: [jnp.square(t["param"])], lambda t, m: _log_rms(m)),
+    "log_rms_momenta": TensorStat(lambda t: [jnp.square(m) for m in t["momenta"]],
+                                  lambda t, m: _log_rms(m)),
     # Mean of m / sqrt(v): near +-1 when the gradient sign is consistent, near 0 when noisy.
-    "mean_momenta_rsqrt_rms": lambda t: jnp.stack(
-        [jnp.mean(m * jax.lax.rsqrt(t["rms"][0] + F.RSQRT_EPS)) for m in t["momenta"]]),
-    "log_size": lambda t: 0.1 * jnp.log(jnp.asarray(t["param"].size, t["param"].dtype))[None],
+    "mean_momenta_rsqrt_rms": TensorStat(
+        lambda t: [m * jax.lax.rsqrt(t["rms"][0] + F.RSQRT_EPS) for m in t["momenta"]],
+        lambda t, m: jnp.stack(m)),
+    "log_size": TensorStat(
+        lambda t: [], lambda t, m: 0.1 * jnp.log(jnp.asarray(t["param"].size, t["param"].dtype))[None]),
 }
 
 #: Centers of the fraction-of-training embedding ``tanh(10 (frac - center))``.
@@ -188,9 +229,23 @@ class Hypernet(LearnedOptimizer):
       frac_feats = jnp.concatenate([jnp.stack([frac, jnp.ones((), dtype)]), embed])
     return jnp.concatenate([log_step, frac_feats, loss_feats, loss_seen[None]])
 
-  def _lstm_inputs(self, tensor, global_feats):
-    """LSTM input of one tensor: its statistics then the global features."""
-    stats = [TENSOR_STATS[n](tensor) for n in self.config.tensor_stats]
+  def _stat_quantities(self, tensor) -> List[jax.Array]:
+    """Every array whose mean some configured tensor statistic needs, in order."""
+    return [q for n in self.config.tensor_stats for q in TENSOR_STATS[n].quantities(tensor)]
+
+  def _lstm_inputs(self, tensor, global_feats, means=None):
+    """LSTM input of one tensor: its statistics then the global features.
+
+    ``means``: the means of ``_stat_quantities(tensor)`` when already computed (the
+    update computes them in its single reduction pass).
+    """
+    if means is None:
+      means = fused_means(self._stat_quantities(tensor))
+    stats, i = [], 0
+    for n in self.config.tensor_stats:
+      k = len(TENSOR_STATS[n].quantities(tensor))
+      stats.append(TENSOR_STATS[n].finalize(tensor, means[i:i + k]))
+      i += k
     return jnp.concatenate([s.astype(global_feats.dtype) for s in stats] + [global_feats])
 
   @property
@@ -213,6 +268,10 @@ class Hypernet(LearnedOptimizer):
   def init_meta_params(self, key):
     """θ = {"lstm": LSTM layers, "heads": {"w_mix": (H, K), "b_mix": (K,), "w_lr": (H,),
     "b_lr": ()}, "bank": {"w1": (K, F, h), "b1": (K, h), "w2": (K, h, 2), "b2": (K, 2)}}."""
+    # One compiled program instead of one per eager random op.
+    return jax.jit(self._init_meta_params)(key)
+
+  def _init_meta_params(self, key):
     c = self.config
     k_lstm, k_mix, k_lr, k1, k2 = jax.random.split(key, 5)
     n_in, k_bank, hid = self.num_inputs, c.num_mlps, c.mlp_hidden
@@ -292,8 +351,20 @@ class Hypernet(LearnedOptimizer):
                   "momenta": [m[i].reshape(g.shape or (1,)) for m in momenta],
                   "rms": [v[i].reshape(g.shape or (1,)) for v in rms]}
                  for i, (g, p) in enumerate(zip(g32, p_leaves))]
-      lstm_in = jnp.stack([self._lstm_inputs(t, global_feats) for t in tensors])
-      h, lstm_state = lstm_lib.lstm_apply(theta["lstm"], lstm_in, state.lstm)
+      # One reduction pass per tensor gives every mean the rule needs: the column
+      # second moments, the LSTM's tensor statistics and RMS(param).
+      columns, lstm_in, col_scales, param_rms = [], [], [], []
+      for t in tensors:
+        normed, raw, per_tensor = self._columns(feats, t, state.count)
+        stat_q = self._stat_quantities(t)
+        means = fused_means([jnp.square(x) for x in normed] + stat_q + [jnp.square(t["param"])])
+        n = len(normed)
+        columns.append((normed + raw, per_tensor))
+        col_scales.append(jnp.stack([jax.lax.rsqrt(F.NORM_EPS + m) for m in means[:n]]
+                                    + [jnp.ones((), g32[0].dtype)] * len(raw)))
+        lstm_in.append(self._lstm_inputs(t, global_feats, means[n:n + len(stat_q)]))
+        param_rms.append(safe_sqrt(means[-1]))
+      h, lstm_state = lstm_lib.lstm_apply(theta["lstm"], jnp.stack(lstm_in), state.lstm)
       heads = theta["heads"]
       mix = jax.nn.softmax(h @ heads["w_mix"] + heads["b_mix"], axis=-1)   # (T, K)
       lr_mult = jnp.exp(h @ heads["w_lr"] + heads["b_lr"])                 # (T,)
@@ -304,10 +375,18 @@ class Hypernet(LearnedOptimizer):
       b2 = mix @ bank["b2"]
 
       updates = []
-      for i, (t, p) in enumerate(zip(tensors, p_leaves)):
-        cols, w1_i, b1_i = self._columns_and_folded_weights(feats, t, state.count, w1[i], b1[i])
+      for i, p in enumerate(p_leaves):
+        cols, per_tensor = columns[i]
+        n_elem = len(cols)
+        # The per-tensor normalization is folded into the first layer's rows (same as
+        # normalizing the inputs, as features.build_inputs does, without writing them);
+        # per-tensor features are constant over the tensor: they shift the bias.
+        w1_i = w1[i, :n_elem] * col_scales[i].astype(w1.dtype)[:, None]
+        b1_i = b1[i]
+        if per_tensor:
+          b1_i = b1_i + jnp.concatenate(per_tensor, -1).astype(w1.dtype) @ w1[i, n_elem:]
         direction, magnitude = _tiny_mlp(cols, w1_i, b1_i, w2[i], b2[i])
-        scale = _rms(t["param"]) + c.param_scale_eps
+        scale = param_rms[i] + c.param_scale_eps
         step = direction * jnp.exp(c.exp_mult * magnitude) * (c.step_mult * scale * lr_mult[i])
         updates.append((-step).reshape(jnp.shape(p)).astype(jnp.asarray(p).dtype))
 
@@ -319,17 +398,15 @@ class Hypernet(LearnedOptimizer):
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
-  def _columns_and_folded_weights(self, feats, tensor, step, w1, b1):
-    """Per-element input columns (each of the tensor's shape S) and first-layer weights
-    with the per-tensor second-moment normalization folded in: identical to normalizing
-    the inputs as ``features.build_inputs`` does, without a pass that writes them.
+  def _columns(self, feats, tensor, step):
+    """Per-element input columns of one tensor (each of its shape S), unnormalized.
 
     Features reading ``momenta`` are evaluated once per decay on an ``S + (1,)``
     momentum (same columns, same order as on the stacked ``S + (M,)`` array), so no
     stacked copy of the accumulators is made. Column order matches
     ``features.build_inputs``: normalized, raw, per-tensor.
 
-    Returns ``(columns, w1 (n_columns, h), b1 (h,))``.
+    Returns ``(normalized columns, raw columns, per-tensor feature vectors)``.
     """
     base = {"grad": tensor["grad"], "param": tensor["param"],
             "rms": jnp.stack(tensor["rms"], axis=-1), "step": step,
@@ -345,14 +422,7 @@ class Hypernet(LearnedOptimizer):
       else:
         cols = [v[..., k] for v in vals for k in range(v.shape[-1])]
         (normed if f.normalize else raw).extend(cols)
-    scales = [jax.lax.rsqrt(F.NORM_EPS + jnp.mean(jnp.square(col))) for col in normed]
-    scales += [jnp.ones((), w1.dtype)] * len(raw)
-    n_elem = len(scales)
-    w_elem = w1[:n_elem] * jnp.stack(scales).astype(w1.dtype)[:, None]
-    if per_tensor:
-      # Per-tensor features are constant over the tensor: they shift the bias.
-      b1 = b1 + jnp.concatenate(per_tensor, axis=-1).astype(w1.dtype) @ w1[n_elem:]
-    return normed + raw, w_elem, b1
+    return normed, raw, per_tensor
 
 
 def _tiny_mlp(columns, w1, b1, w2, b2):

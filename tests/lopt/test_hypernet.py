@@ -95,23 +95,21 @@ def test_step_formula_matches_numpy_reference():
   opt_def = lopt.build("hypernet", _SMALL)
   cfg = opt_def.config
   theta = opt_def.init_meta_params(jax.random.PRNGKey(0))
-  keys = jax.random.split(jax.random.PRNGKey(1), 8)
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
   layer = theta["lstm"][0]
   theta["lstm"] = [{"wx": jnp.zeros_like(layer["wx"]), "wh": jnp.zeros_like(layer["wh"]),
-                    "b": jax.random.normal(keys[0], layer["b"].shape)}]
-  theta["heads"] = {"w_mix": jax.random.normal(keys[1], (6, 3)),
-                    "b_mix": jax.random.normal(keys[2], (3,)),
-                    "w_lr": jax.random.normal(keys[3], (6,)), "b_lr": jnp.asarray(0.3)}
-  theta["bank"]["b1"] = jax.random.normal(keys[4], (3, 4))
-  theta["bank"]["b2"] = jax.random.normal(keys[5], (3, 2))
-  params = {"w": jax.random.normal(keys[6], (4, 3)), "b": jnp.zeros((3,)),
-            "s": jnp.asarray(0.7)}
-  rng = np.random.default_rng(0)
+                    "b": normal(*layer["b"].shape)}]
+  theta["heads"] = {"w_mix": normal(6, 3), "b_mix": normal(3), "w_lr": normal(6),
+                    "b_lr": jnp.asarray(0.3)}
+  theta["bank"]["b1"] = normal(3, 4)
+  theta["bank"]["b2"] = normal(3, 2)
+  params = {"w": normal(4, 3), "b": jnp.zeros((3,)), "s": jnp.asarray(0.7)}
   grads_seq = [{k: jnp.asarray(rng.normal(size=np.shape(v)), jnp.float32)
                 for k, v in params.items()} for _ in range(2)]
   opt = opt_def.transform(theta)
   update = jax.jit(opt.update)
-  state = opt.init(params)
+  state = jax.jit(opt.init)(params)
   ours = []
   for grads in grads_seq:
     u, state = update(grads, state, params)
@@ -201,11 +199,18 @@ def test_jit_vmap_over_tasks_with_shared_theta():
 
 
 def test_meta_gradient_matches_finite_differences():
-  """Horizon and loss features on, so every θ path (LSTM, heads, bank) is exercised."""
+  """Horizon and loss features on, so every θ path (LSTM, heads, bank) is exercised.
+
+  The bias starts at zero: RMS(param) and log-RMS statistics of an all-zero tensor
+  must not turn the meta-gradient into NaN.
+  """
   opt_def = lopt.build("hypernet", {"lstm_hidden": 4, "num_mlps": 2, "step_mult": 0.05,
                                     "momentum_decays": (0.9,),
-                                    "features": ("grad", "param", "momenta_rsqrt_rms")})
-  utils.check_meta_grad_matches_fd(opt_def, jax.random.PRNGKey(5), steps=2, num_steps=10)
+                                    "features": ("grad", "momenta_rsqrt_rms"),
+                                    "tensor_stats": ("log_rms_param", "mean_momenta_rsqrt_rms")})
+  params = {"w": utils.quadratic_params()["w"], "b": jnp.zeros((2,))}
+  utils.check_meta_grad_matches_fd(opt_def, jax.random.PRNGKey(5), steps=2, num_steps=10,
+                                   params=params)
 
 
 def test_deterministic_and_descends():
@@ -220,3 +225,9 @@ def test_deterministic_and_descends():
   final = jax.tree_util.tree_map(lambda x: x[-1], traj)
   assert float(utils.quadratic_loss(final)) < 0.7 * float(
       utils.quadratic_loss(utils.quadratic_params()))
+
+
+def test_save_load_round_trip(tmp_path):
+  opt_def = lopt.build("hypernet", {**_SMALL, "momentum_decays": (0.5, 0.9)})
+  theta = opt_def.init_meta_params(jax.random.PRNGKey(7))
+  utils.check_io_round_trip(opt_def, theta, tmp_path / "hypernet.safetensors")
