@@ -102,7 +102,8 @@ def test_full_es_matches_backprop_of_whole_run():
   assert rel_err(g, exact) < TOL, (g, exact)
 
 
-@pytest.mark.parametrize("name", ["tbptt", "pes", pytest.param("es", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["pes", pytest.param("tbptt", marks=pytest.mark.slow),
+                                  pytest.param("es", marks=pytest.mark.slow),
                                   pytest.param("full_es", marks=pytest.mark.slow)])
 def test_diverging_tasks_are_excluded_and_counted(name):
   """A quarter of the tasks blow up; theta's gradient stays finite and the
@@ -124,6 +125,7 @@ def test_diverging_tasks_are_excluded_and_counted(name):
   assert resets > 0
 
 
+@pytest.mark.slow
 def test_mixed_estimator_is_weighted_sum():
   lopt = LrMomentum()
   theta = lopt.init_meta_params(None)
