@@ -11,3 +11,11 @@ from metaopt.meta.estimators import (ESTIMATORS, PES, FullES, GradientEstimator,
 from metaopt.meta.trainer import MetaTrainer, MetaTrainResult, MetaState, meta_train
 from metaopt.meta.truncation import SCHEDULES, TruncationSchedule
 from metaopt.meta.unroll import META_LOSSES, InnerProblem, InnerState, train_curve
+
+__all__ = [
+    "ESTIMATORS", "META_LOSSES", "PES", "SCHEDULES", "FullES", "GradientEstimator",
+    "InnerProblem", "InnerState", "MetaState", "MetaTrainConfig", "MetaTrainResult",
+    "MetaTrainer", "MixedEstimator", "TruncatedBackprop", "TruncatedES",
+    "TruncationSchedule", "apply_overrides", "build_estimator", "from_dict", "load_config",
+    "meta_train", "train_curve",
+]

@@ -19,7 +19,6 @@ checkpoint, so the resumed run reproduces the uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import signal
 import threading
