@@ -213,6 +213,7 @@ def test_meta_gradient_matches_finite_differences():
                                    params=params)
 
 
+@pytest.mark.slow  # behaviour beyond the required checks; keeps the default run short
 def test_deterministic_and_descends():
   opt_def = lopt.build("hypernet", {**_SMALL, "step_mult": 0.05})
   theta = opt_def.init_meta_params(jax.random.PRNGKey(0))

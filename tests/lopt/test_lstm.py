@@ -127,6 +127,7 @@ def test_meta_gradient_matches_finite_differences():
                                    steps=3)
 
 
+@pytest.mark.slow  # behaviour beyond the required checks; keeps the default run short
 def test_decreases_loss_without_value_and_is_deterministic():
   """Horizon-free and value-free: the skip term makes the initial rule descend."""
   opt_def = lopt.build("lstm", {"skip_init": 0.1})

@@ -124,6 +124,7 @@ def test_meta_gradient_matches_finite_differences():
   utils.check_meta_grad_matches_fd(opt_def, jax.random.PRNGKey(2), steps=3)
 
 
+@pytest.mark.slow  # behaviour beyond the required checks; keeps the default run short
 def test_composite_meta_gradient_is_finite_and_descends_without_value():
   opt_def = lopt.build("math_l2o", {"hidden": 4, "num_layers": 1, "lr": _LR, "l1_strength": 0.1})
   theta = opt_def.init_meta_params(jax.random.PRNGKey(3))
