@@ -36,7 +36,8 @@ from tasks.base import ParamInfo, Task, TaskFamily, log_normalizer
 Instance = Dict[str, jax.Array]
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: hashed by identity, so a Problem can be a static argument of jax.jit.
+@dataclasses.dataclass(frozen=True, eq=False)
 class Problem:
   """A family of composite problem instances (see the module docstring).
 

@@ -112,6 +112,9 @@ def finetune(problem: Problem, solver: str, x0: jax.Array, instances: Instance,
   return jnp.swapaxes(xs, 0, 1)
 
 
+_finetune_jit = jax.jit(finetune, static_argnums=(0, 1, 4))
+
+
 def solve_batch(problem: Problem, instances: Instance, num_iters: int = 2000) -> jax.Array:
   """Reference solutions ``(batch, dim)`` (jitted, vmapped over the batch)."""
   return jax.jit(jax.vmap(lambda i: solvers.reference_solution(problem, i, num_iters)))(
@@ -184,7 +187,7 @@ def evaluate(problem: Problem, x0: Optional[jax.Array], instances: Instance,
   """
   if x0 is None:
     x0 = jnp.zeros((x_star.shape[0], problem.dim), jnp.float32)
-  xs = jax.jit(lambda x0, i: finetune(problem, solver, x0, i, num_iters))(x0, instances)
+  xs = _finetune_jit(problem, solver, x0, instances, num_iters)
   obj = jax.vmap(problem.objective)
   f_star = obj(x_star, instances)
   f_zero = obj(jnp.zeros_like(x_star), instances)
