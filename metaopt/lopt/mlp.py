@@ -90,7 +90,8 @@ def fused_mlp(layers: Sequence[dict], cols: Sequence[jax.Array]):
 
   Differentiating the unrolled graph would create one reduction per weight and a
   very large program (XLA's simplifier struggles with it), so the backward pass
-  re-runs the network as matmuls on the stacked columns.
+  re-runs the network as matmuls on the stacked columns. Being a ``custom_vjp``, it
+  supports reverse mode (``jax.grad``), not forward mode (``jax.jvp``).
   """
   return apply_mlp_columns(layers, cols)
 
