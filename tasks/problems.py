@@ -89,8 +89,9 @@ class Problem:
 
   def as_task(self, seed: int = 0, name: Optional[str] = None) -> Task:
     """One fixed instance (from ``seed``) as a ``Task`` with ``params = x``."""
-    inst = self.sample(self.data, jax.random.PRNGKey(seed))
-    return self._task(inst, name or f"{self.name}_seed{seed}")
+    key = jax.random.PRNGKey(seed)
+    ref = float(self.objective(jnp.zeros(self.dim), self.sample(self.data, key)))
+    return self._task(key, name or f"{self.name}_seed{seed}", ref)
 
   def as_task_family(self) -> TaskFamily:
     """``TaskFamily`` whose dynamic part is the instance key (vmappable)."""
@@ -98,26 +99,36 @@ class Problem:
         name=self.name,
         sample_static=lambda key: None,
         sample_dynamic=lambda key, static: key,
-        make_task=lambda static, key: self._task(self.sample(self.data, key), self.name),
+        make_task=lambda static, key: self._task(key, self.name),
         metadata=dict(self.metadata))
 
-  def _task(self, inst: Instance, name: str) -> Task:
-    # The instance rides in ``data`` so a jitted step sees it as an argument.
-    task_data = {"shared": self.data, "instance": inst}
+  def _task(self, instance_key: jax.Array, name: str, ref: float = 1.0) -> Task:
+    """The instance of ``instance_key`` as a Task.
+
+    ``data`` is the problem's shared data only; ``batch`` re-derives the instance from
+    its key, so a vmapped family (dynamic part = key, data shared) sees distinct
+    instances. The batch carries the shared data too: ``loss`` gets no other route to it
+    without closing over arrays. ``ref`` (F(0)) scales the log normalizer; inside a
+    vmapped family it would be a tracer, so families use 1.
+    """
     dim = self.dim
-    # F(0) sets the scale of the log normalizer; it is a tracer inside a vmapped
-    # family, where a Python float is impossible, so fall back to 1.
-    try:
-      ref = float(self.objective(jnp.zeros(dim), inst))
-    except jax.errors.ConcretizationTypeError:
-      ref = 1.0
+
+    def batch(data, key, split):
+      del key, split  # Deterministic problem: the "batch" is the whole instance.
+      return {"shared": data, "instance": self.sample(data, instance_key)}
+
+    def loss(x, batch, key):
+      del key
+      value = self.smooth(x, batch["shared"], batch["instance"])
+      return value + self.l1 * jnp.sum(jnp.abs(x)) if self.l1 else value
+
     return Task(
         name=name,
         init=lambda key: jnp.zeros((dim,), jnp.float32),
-        loss=lambda x, batch, key: self.objective(x, batch),
-        data=task_data,
-        batch=lambda data, key, split: data["instance"],
-        abstract_batch=jax.eval_shape(lambda: inst),
+        loss=loss,
+        data=self.data,
+        batch=batch,
+        abstract_batch=jax.eval_shape(lambda: batch(self.data, instance_key, "train")),
         normalize_loss=log_normalizer(max(abs(ref), 1e-6)),
         param_info=lambda x: ParamInfo("scalar", 1, int(x.shape[-1])),
         metadata={"problem": self.name, "dim": dim, "l1": self.l1, **self.metadata})
@@ -140,9 +151,14 @@ def register_problem(name: str, factory: Callable[[], Problem], task_seed: int =
   as a ``Task`` (``name``, seed ``task_seed``) in the task registry."""
   if name in _PROBLEMS:
     raise ValueError(f"Problem {name!r} is already registered.")
-  _PROBLEMS[name] = factory
-  registry.register_family(name, lambda: factory().as_task_family())
-  registry.register_task(name, lambda: factory().as_task(task_seed, name))
+
+  def named():  # The registry name is the problem's name, whatever the builder chose.
+    problem = factory()
+    return problem if problem.name == name else dataclasses.replace(problem, name=name)
+
+  _PROBLEMS[name] = named
+  registry.register_family(name, lambda: named().as_task_family())
+  registry.register_task(name, lambda: named().as_task(task_seed, name))
 
 
 def get_problem(name: str) -> Problem:
