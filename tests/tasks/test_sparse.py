@@ -129,7 +129,7 @@ def test_registry_tasks_and_families():
   batch = task.sample_batch(jax.random.PRNGKey(0))
   pb = problems.get_problem("lasso_m64_n128_p0.1_snr40")
   assert float(task.loss(x, batch, None)) == pytest.approx(
-      float(pb.objective(x, batch)))
+      float(pb.objective(x, batch["instance"])))
   fam = tasks.get_family("lasso_m64_n128_p0.1_snr40")
   cfg = fam.sample_batch(jax.random.PRNGKey(0), 3)
 
