@@ -2,7 +2,7 @@
 digits family, meta-trained with PES.
 
 Variants: ``cpu`` (the default; minutes on a 2-core CPU), ``demo`` (the short run of
-``metaopt demo``; its first 150 steps are those of ``cpu``) and ``pod`` (many devices:
+``metaopt demo``, 300 outer steps) and ``pod`` (many devices:
 more tasks in flight, longer horizons). Use ``metaopt meta-train
 configs/mlp_digits.py:pod``; any field can be overridden with ``--set key=value``.
 """
@@ -19,7 +19,7 @@ def get_config(variant: str = "cpu") -> MetaTrainConfig:
                   outer_lr=3e-3, eval_every=100, eval_tasks=4, eval_horizon=200,
                   log_every=10, checkpoint_every=100, run_dir="runs/mlp_digits_cpu"),
       # `metaopt demo`: beats Adam 1e-3 on held-out tasks after ~100 outer steps.
-      "demo": dict(num_tasks=8, truncation_length=20, horizon=200, num_steps=150,
+      "demo": dict(num_tasks=8, truncation_length=20, horizon=200, num_steps=300,
                    outer_lr=3e-3, eval_every=50, eval_tasks=4, eval_horizon=200,
                    log_every=10, checkpoint_every=50, run_dir="runs/mlp_digits_demo"),
       "pod": dict(num_tasks=256, truncation_length=50, horizon=2000, schedule="loguniform",

@@ -2,7 +2,7 @@
 
 1. meta-train the per-parameter MLP learned optimizer (``configs/mlp_digits.py``,
    ``demo`` variant) on the MLP-on-digits family with PES, exporting θ;
-2. evaluate it on the ``smoke`` leaderboard suite (held-out tasks) beside tuned
+2. evaluate it on the ``demo`` leaderboard suite (held-out tasks) beside tuned
    Adam and SGD and Adam at its default learning rate;
 3. print the leaderboard table and write the report (HTML page, plots, tables).
 
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
   p.add_argument("--out", default="runs/demo", help="output folder")
   p.add_argument("--config", default=None,
                  help="meta-training config (default: the package's configs/mlp_digits.py:demo)")
-  p.add_argument("--suite", default="smoke", help="leaderboard suite")
+  p.add_argument("--suite", default="demo", help="leaderboard suite")
   p.add_argument("--meta-steps", type=int, default=None, help="override num_steps")
   p.add_argument("--no-progress", action="store_true")
   p.set_defaults(func=run)
