@@ -16,13 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
       prog="metaopt", description="Learned optimizers in JAX: train, meta-train, evaluate.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   for name in COMMANDS:
-    try:
-      module = importlib.import_module(f"metaopt.commands.{name}")
-    except ModuleNotFoundError as e:
-      if e.name == f"metaopt.commands.{name}":
-        continue  # Sub-command not built yet.
-      raise
-    module.add_parser(sub)
+    importlib.import_module(f"metaopt.commands.{name}").add_parser(sub)
   return parser
 
 

@@ -105,6 +105,7 @@ def save(path, lopt: base.LearnedOptimizer, theta, metadata: Optional[Mapping[st
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; weights are meant to be shared.
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
