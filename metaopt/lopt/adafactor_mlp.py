@@ -15,6 +15,14 @@ scalars keep a full accumulator). Features (``metaopt.lopt.features``): ``rsqrt(
 the tanh step embedding. The update is ``-d * exp(m * exp_mult) * step_mult``.
 Unlike learned_optimization's AdafacMLPLOpt the decays are fixed config values, not
 meta-learned. Horizon-free (``num_steps`` is ignored).
+
+Speed: for the small default network the features are never stacked. Every input
+column is a product of a few tensor-shaped arrays (gradient, parameter, accumulator
+slices, the rsqrt preconditioners, the factored reconstruction one decay at a time);
+the per-tensor normalization is folded into the first layer's weights and columns
+sharing a preconditioner are grouped, so XLA evaluates features and network in one
+elementwise loop (``_factored_first_layer``). Gradients w.r.t. theta go through the
+matmul form (``mlp.fused_mlp``'s backward).
 """
 
 from __future__ import annotations
@@ -115,6 +123,141 @@ def _context(config, grad, param, momenta, rms, factored, step):
   }
 
 
+def _reconstruct_columns(acc: Factored, shape) -> list:
+  """``reconstruct(acc)[..., k]`` for every decay ``k``, each of tensor shape (the
+  same arithmetic, one decay at a time: no ``S + (K,)`` array is formed)."""
+  num = (acc.full if acc.full is not None else acc.row).shape[-1]
+  if acc.full is not None:
+    return [acc.full[..., k].reshape(shape) for k in range(num)]
+  row_mean = jnp.mean(acc.row, axis=-2, keepdims=True)
+  return [((acc.row[..., k] / row_mean[..., k])[..., :, None]
+           * acc.col[..., None, :, k]).reshape(shape) for k in range(num)]
+
+
+def _builtin_factors(name, n_mom, n_rms, n_fac):
+  """Columns of a built-in feature as products of base arrays, in the order of
+  ``F.FEATURES[name].fn`` on the stacked context. Base indices: 0 grad, 1 param,
+  then ``n_mom`` momenta, ``n_rms`` rsqrt(rms), ``n_fac`` rsqrt(factored)."""
+  ms = [2 + i for i in range(n_mom)]
+  rv = [2 + n_mom + i for i in range(n_rms)]
+  rf = [2 + n_mom + n_rms + i for i in range(n_fac)]
+  return {
+      "grad": [(0,)], "param": [(1,)], "momenta": [(m,) for m in ms],
+      "rsqrt_rms": [(r,) for r in rv],
+      "momenta_rsqrt_rms": [(m, r) for m in ms for r in rv],
+      "grad_rsqrt_rms": [(0, r) for r in rv],
+      "rsqrt_factored": [(r,) for r in rf],
+      "grad_rsqrt_factored": [(0, r) for r in rf],
+      "momenta_rsqrt_factored": [(m, r) for m in ms for r in rf],
+  }[name]
+
+
+_BUILTIN = ("grad", "param", "momenta", "rsqrt_rms", "momenta_rsqrt_rms", "grad_rsqrt_rms",
+            "rsqrt_factored", "grad_rsqrt_factored", "momenta_rsqrt_factored")
+
+
+def _prod(base, factors):
+  out = base[factors[0]]
+  for i in factors[1:]:
+    out = out * base[i]
+  return out
+
+
+def _columns(config, feats, grad, param, momenta, rms, factored, step):
+  """Inputs of one tensor: ``F.build_columns(feats, _context(...))`` computed per decay.
+
+  Returns ``(base, specs, scales, cols)``: every input column ``c`` equals
+  ``scales[c] * prod(base[i] for i in specs[c])``, where ``base`` holds arrays of the
+  tensor's shape (gradient, parameter, slices of the accumulators, the rsqrt
+  preconditioners, the factored reconstruction one decay at a time) and per-tensor
+  scalars; ``cols`` are the normalized columns themselves (``build_columns``).
+  Features not built in (registered elsewhere) are evaluated on the full context
+  and enter ``base`` whole.
+  """
+  shape = mlp.as_vector_shape(param).shape
+  n_mom, n_rms = momenta.shape[-1], rms.shape[-1]
+  base = ([grad.reshape(shape), param.reshape(shape)]
+          + [momenta[..., k].reshape(shape) for k in range(n_mom)]
+          + [F._rsqrt(rms[..., k].reshape(shape)) for k in range(n_rms)]  # pylint: disable=protected-access
+          + [F._rsqrt(v) for v in _reconstruct_columns(factored, shape)])  # pylint: disable=protected-access
+  n_fac = len(base) - 2 - n_mom - n_rms
+  ctx = {"grad": base[0], "param": base[1],
+         "momenta": momenta.reshape(shape + (n_mom,)), "rms": rms.reshape(shape + (n_rms,)),
+         "step": step, "timescales": jnp.asarray(config.timescales, jnp.float32)}
+  specs, normalize = [], []
+  for f in F._ordered(feats):  # pylint: disable=protected-access
+    if f.name in _BUILTIN and F.FEATURES.get(f.name) is f:
+      spec = _builtin_factors(f.name, n_mom, n_rms, n_fac)
+    else:
+      if "factored" in f.needs and "factored" not in ctx:
+        ctx["factored"] = reconstruct(factored).reshape(shape + (n_fac,))
+      val = f.fn(ctx)
+      spec = [(len(base) + i,) for i in range(val.shape[-1])]
+      base = base + [val[..., i] for i in range(val.shape[-1])]
+    specs.extend(spec)
+    normalize.extend([f.normalize and not f.per_tensor] * len(spec))
+  raw = [_prod(base, sp) for sp in specs]
+  one = jnp.ones((), base[0].dtype)
+  scales = [one] * len(raw)
+  idx = [i for i, n in enumerate(normalize) if n]
+  if idx:
+    size = raw[idx[0]].size
+    sums = F._sums_of_squares([raw[i] for i in idx])  # pylint: disable=protected-access
+    for k, i in enumerate(idx):
+      scales[i] = jax.lax.rsqrt(F.NORM_EPS + sums[k] / size)
+  cols = [c * s if n else c for c, s, n in zip(raw, scales, normalize)]
+  return base, specs, jnp.stack(scales), cols
+
+
+def _factored_first_layer(first, base, specs, scales):
+  """First-layer pre-activations ``b_j + sum_c cols[c] * w[c, j]`` with the column
+  scales folded into ``w`` and the columns sharing a last factor (the rsqrt
+  preconditioners) grouped: ``r * (sum_c w'[c, j] * rest_c)``. Only the ``base``
+  arrays are read, so XLA evaluates the whole network in one elementwise loop
+  instead of writing every product column."""
+  w = scales.astype(first["w"].dtype)[:, None] * first["w"]
+  groups = {}
+  for c, sp in enumerate(specs):
+    key = sp[-1] if len(sp) > 1 else None
+    groups.setdefault(key, []).append(c)
+  out = []
+  for j in range(w.shape[1]):
+    acc = first["b"][j]
+    for key, cs in groups.items():
+      terms = None
+      for c in cs:
+        sp = specs[c] if key is None else specs[c][:-1]
+        t = _prod(base, sp) * w[c, j]
+        terms = t if terms is None else terms + t
+      acc = acc + (terms if key is None else base[key] * terms)
+    out.append(acc)
+  return out
+
+
+def _make_factored_mlp(specs):
+  """``mlp.fused_mlp(layers, cols)`` evaluated from ``(base, scales)`` (see
+  ``_factored_first_layer``); its gradient goes through ``cols`` (matmul form)."""
+
+  @jax.custom_vjp
+  def f(layers, base, scales, cols):
+    del cols  # same values, reconstructed from base and scales
+    h = [jax.nn.relu(x) if len(layers) > 1 else x
+         for x in _factored_first_layer(layers[0], base, specs, scales)]
+    return mlp.apply_mlp_columns(layers[1:], h) if len(layers) > 1 else h
+
+  def fwd(layers, base, scales, cols):
+    return f(layers, base, scales, cols), (layers, base, scales, cols)
+
+  def bwd(res, cts):
+    layers, base, scales, cols = res
+    d_layers, d_cols = mlp._fused_mlp_bwd((layers, cols), cts)  # pylint: disable=protected-access
+    zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)
+    return d_layers, zeros(base), zeros(scales), d_cols
+
+  f.defvjp(fwd, bwd)
+  return f
+
+
 def _example_context(config):
   p = jnp.zeros((2, 3), jnp.float32)
   acc = lambda n: jnp.zeros((2, 3, n), jnp.float32)
@@ -151,10 +294,22 @@ def scale_by_adafactor_mlp(config: AdafactorMLPConfig, theta
                 for v, g in zip(treedef.flatten_up_to(state.rms), g_leaves)]
     f_leaves = [update_factored(f, g, fac_d)
                 for f, g in zip(treedef.flatten_up_to(state.factored), g_leaves)]
-    contexts = [_context(config, g, jnp.asarray(p, g.dtype), m, v, f, state.count)
-                for g, p, m, v, f in zip(g_leaves, p_leaves, m_leaves, v_leaves, f_leaves)]
-    updates = mlp.direction_magnitude_updates(theta["layers"], feats, contexts, p_leaves,
-                                              config.exp_mult, config.step_mult)
+    args = [(g, jnp.asarray(p, g.dtype), m, v, f, state.count)
+            for g, p, m, v, f in zip(g_leaves, p_leaves, m_leaves, v_leaves, f_leaves)]
+    layers = theta["layers"]
+    if mlp.mlp_macs(layers) <= mlp.FUSE_MAX_MACS:
+      # Same math as mlp.direction_magnitude_updates' fused path, with the columns
+      # built per decay (_columns) so that nothing of size S + (K,) is written.
+      updates = []
+      for a, p in zip(args, p_leaves):
+        base, specs, scales, cols = _columns(config, feats, *a)
+        d, m = _make_factored_mlp(specs)(layers, base, scales, cols)
+        step = (d * jnp.exp(m * config.exp_mult) * config.step_mult).reshape(jnp.shape(p))
+        updates.append((-step).astype(jnp.result_type(p)))
+    else:
+      contexts = [_context(config, *a) for a in args]
+      updates = mlp.direction_magnitude_updates(layers, feats, contexts, p_leaves,
+                                                config.exp_mult, config.step_mult)
     new_state = AdafactorMLPState(state.count + 1, treedef.unflatten(m_leaves),
                                   treedef.unflatten(v_leaves), treedef.unflatten(f_leaves))
     return treedef.unflatten(updates), new_state
