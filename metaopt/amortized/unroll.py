@@ -63,6 +63,21 @@ def _iterate(state, params):
   return state.x if hasattr(state, "x") else params
 
 
+def _unroll(problem: Problem, tx, inst: Instance, y, state, num_steps: int):
+  """``num_steps`` learned steps on one instance from ``(y, state)``; returns the final
+  ``(y, state)`` and ``F`` of each iterate, shape ``(num_steps,)``."""
+  grad_f = jax.value_and_grad(problem.smooth)
+
+  def body(carry, _):
+    y, s = carry
+    f, g = grad_f(y, problem.data, inst)
+    u, s = tx.update(g, s, y, value=f)
+    y = optax.apply_updates(y, u)
+    return (y, s), problem.objective(_iterate(s, y), inst)
+
+  return jax.lax.scan(body, (y, state), None, length=num_steps)
+
+
 def math_l2o_for(problem: Problem, num_probe: int = 64, **overrides) -> LearnedOptimizer:
   """A ``math_l2o`` optimizer matched to ``problem``: ``l1_strength = problem.l1`` and
   base step ``lr = 1 / median L`` over ``num_probe`` training instances."""
@@ -86,19 +101,10 @@ def rollout(problem: Problem, opt: LearnedOptimizer, theta: Any, instances: Inst
   """``F(x_k)`` for ``k = 0..num_steps``, shape ``(num_steps + 1, batch)``."""
   _check_l1(problem, opt)
   tx = opt.transform(theta)
-  grad_f = jax.value_and_grad(problem.smooth)
 
   def one(inst):
     x0 = jnp.zeros((problem.dim,), jnp.float32)
-
-    def body(carry, _):
-      y, s = carry
-      f, g = grad_f(y, problem.data, inst)
-      u, s = tx.update(g, s, y, value=f)
-      y = optax.apply_updates(y, u)
-      return (y, s), problem.objective(_iterate(s, y), inst)
-
-    _, fs = jax.lax.scan(body, (x0, tx.init(x0)), None, length=num_steps)
+    _, fs = _unroll(problem, tx, inst, x0, tx.init(x0), num_steps)
     return jnp.concatenate([problem.objective(x0, inst)[None], fs])
 
   return jax.jit(jax.vmap(one, out_axes=1))(instances)
@@ -124,7 +130,6 @@ def train(problem: Problem, opt: LearnedOptimizer, config: UnrollConfig = Unroll
   outer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
                       optax.adam(config.learning_rate))
   outer_state = outer.init(theta)
-  grad_f = jax.value_and_grad(problem.smooth)
 
   def fresh(k):
     insts = problem.sample_batch(k, config.batch_size)
@@ -137,14 +142,7 @@ def train(problem: Problem, opt: LearnedOptimizer, config: UnrollConfig = Unroll
     tx = opt.transform(theta)
 
     def one(inst, y, s):
-      def body(carry, _):
-        y, s = carry
-        f, g = grad_f(y, problem.data, inst)
-        u, s = tx.update(g, s, y, value=f)
-        y = optax.apply_updates(y, u)
-        return (y, s), problem.objective(_iterate(s, y), inst)
-
-      (y, s), fs = jax.lax.scan(body, (y, s), None, length=config.truncation)
+      (y, s), fs = _unroll(problem, tx, inst, y, s, config.truncation)
       return jnp.mean(fs), (y, s)
 
     means, (ys, states) = jax.vmap(one)(insts, ys, states)
