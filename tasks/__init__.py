@@ -18,8 +18,9 @@ Naming scheme (names are stable; a changed definition gets a new name with a
 
 from tasks.base import (SPLITS, ParamInfo, Task, TaskConfig, TaskFamily, abstract_params,
                         fixed_family, log_normalizer, make_normalizer, num_params)
-from tasks.registry import (UnknownNameError, family_names, get, get_family, names,
-                            register_family, register_task, task_names)
+from tasks.registry import (DuplicateNameError, Registry, UnknownNameError, family_names, get,
+                            get_family, names, register_family, register_task, task_names,
+                            unknown_name_message, unregister_task)
 
 # Importing the task modules registers their tasks and families.
 from tasks import catalog as _catalog  # noqa: F401,E402

@@ -22,7 +22,6 @@ Sparse problems (LASSO, L1-logistic regression) are in ``tasks/sparse.py``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -143,35 +142,29 @@ def _batch_sampler(sample, n):
 
 _SPLIT_IDS = {"train": 0, "inner_valid": 1, "outer_valid": 2, "test": 3}
 
-_PROBLEMS: Dict[str, Callable[[], Problem]] = {}
+PROBLEMS: registry.Registry[Callable[[], Problem]] = registry.Registry("problem")
 
 
 def register_problem(name: str, factory: Callable[[], Problem], task_seed: int = 0) -> None:
   """Registers a problem, plus its ``TaskFamily`` (``name``) and one fixed instance
   as a ``Task`` (``name``, seed ``task_seed``) in the task registry."""
-  if name in _PROBLEMS:
-    raise ValueError(f"Problem {name!r} is already registered.")
 
   def named():  # The registry name is the problem's name, whatever the builder chose.
     problem = factory()
     return problem if problem.name == name else dataclasses.replace(problem, name=name)
 
-  _PROBLEMS[name] = named
+  PROBLEMS.register(name, named)
   registry.register_family(name, lambda: named().as_task_family())
   registry.register_task(name, lambda: named().as_task(task_seed, name))
 
 
 def get_problem(name: str) -> Problem:
-  if name not in _PROBLEMS:
-    close = difflib.get_close_matches(name, list(_PROBLEMS), n=5, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise registry.UnknownNameError(
-        f"Unknown problem {name!r}.{hint} Known problems: {', '.join(sorted(_PROBLEMS))}.")
-  return _PROBLEMS[name]()
+  """The problem registered as ``name`` (built on each call)."""
+  return PROBLEMS.get(name)()
 
 
 def problem_names():
-  return sorted(_PROBLEMS)
+  return PROBLEMS.names()
 
 
 # ----------------------------------------------------------------------------------

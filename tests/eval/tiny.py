@@ -48,9 +48,9 @@ def register() -> None:
 
 
 def unregister() -> None:
-  """Removes the test task so later tests see the real registry (no public API)."""
-  from tasks import registry  # pylint: disable=import-outside-toplevel
-  registry._TASKS.pop(LINREG, None)  # pylint: disable=protected-access
+  """Removes the test task so later tests see the real registry."""
+  if LINREG in tasks.task_names():
+    tasks.unregister_task(LINREG)
 
 
 def suite_content(name="tiny", steps=40, eval_every=10, seeds=(0, 1, 2), lr_points=3):

@@ -6,6 +6,8 @@ import pytest
 
 import tasks
 from tasks.base import ROLES, ParamInfo, Task, TaskFamily, num_params
+from tasks.registry import (DuplicateNameError, Registry, UnknownNameError,
+                            unknown_name_message)
 
 # Entries of the model/quadratic/classic modules run by default; other modules' entries
 # (amortized problems: costly eager builds, covered by their own tests) run with -m slow.
@@ -22,9 +24,88 @@ def _params(names):
 def test_unknown_task_lists_close_matches():
   with pytest.raises(tasks.UnknownNameError, match="mlp_digits_w32_d2") as err:
     tasks.get("mlp_digit_w32_d2")
-  assert "Did you mean" in str(err.value) and "Known tasks" in str(err.value)
+  assert "Did you mean" in str(err.value) and "Known: " in str(err.value)
   with pytest.raises(KeyError, match="quadratic_family"):
     tasks.get_family("quadratic_famly")
+
+
+def test_task_and_family_names_are_not_interchangeable():
+  with pytest.raises(tasks.UnknownNameError, match=r"task family.*get_family"):
+    tasks.get("quadratic_family")
+  with pytest.raises(tasks.UnknownNameError, match=r"a task, not a task family"):
+    tasks.get_family("quadratic_d10_cond10")
+
+
+# ---- the generic Registry type ------------------------------------------------------
+
+
+def test_registry_register_get_names_contains():
+  reg = Registry("widget")
+  one, two = object(), object()
+  assert reg.register("b_widget", one) is one
+  assert reg.register("a_widget", two) is two
+  assert reg.get("b_widget") is one and reg.get("a_widget") is two
+  assert reg.names() == ["a_widget", "b_widget"]
+  assert "a_widget" in reg and "c_widget" not in reg and len(reg) == 2
+
+
+def test_registry_register_as_decorator():
+  reg = Registry("factory")
+
+  @reg.register("make_three")
+  def make_three():
+    return 3
+
+  assert make_three() == 3  # the decorator returns the function itself
+  assert reg.get("make_three")() == 3
+
+
+def test_registry_unregister():
+  reg = Registry("widget")
+  obj = object()
+  reg.register("w", obj)
+  assert reg.unregister("w") is obj
+  assert "w" not in reg and reg.names() == []
+  with pytest.raises(UnknownNameError, match="Unknown widget 'w'"):
+    reg.unregister("w")
+  reg.register("w", object())  # the name is free again
+
+
+def test_registry_duplicate_registration():
+  reg = Registry("widget")
+  first, second = object(), object()
+  reg.register("w", first)
+  with pytest.raises(DuplicateNameError, match="Widget 'w' is already registered"):
+    reg.register("w", second)
+  assert reg.get("w") is first  # the failed registration changed nothing
+  assert reg.register("w", first) is first  # the same object again: harmless
+  reg.register("w", second, overwrite=True)
+  assert reg.get("w") is second
+  with pytest.raises(ValueError, match="non-empty string"):
+    reg.register("", first)
+
+
+def test_registry_unknown_name_message():
+  reg = Registry("widget")
+  for name in ["adam", "adamw", "sgd", "momentum"]:
+    reg.register(name, object())
+  with pytest.raises(UnknownNameError) as err:
+    reg.get("adma")
+  msg = str(err.value)
+  assert msg.startswith("Unknown widget 'adma'.")
+  assert "Did you mean adam, adamw?" in msg
+  assert msg.endswith("Known: adam, adamw, momentum, sgd.")
+  # Catchable as a failed lookup and as a bad argument.
+  assert isinstance(err.value, KeyError) and isinstance(err.value, ValueError)
+  # Nothing close: no suggestion, still every known name.
+  msg = str(pytest.raises(UnknownNameError, reg.get, "zzzz").value)
+  assert "Did you mean" not in msg and "Known: adam, adamw, momentum, sgd." in msg
+  assert "Known: (none)." in str(pytest.raises(UnknownNameError, Registry("x").get, "y").value)
+
+
+def test_unknown_name_message_for_plain_lookups():
+  msg = unknown_name_message("feature", "momentm", ["grad", "momenta", "grad", "param"])
+  assert msg == "Unknown feature 'momentm'. Did you mean momenta? Known: grad, momenta, param."
 
 
 def test_names_contain_tasks_and_families():
