@@ -22,13 +22,14 @@ optimizer's meta-parameters theta, passed as an argument (never captured).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import optax
+
+from tasks.registry import unknown_name_message
 
 RULESETS = ("tuned", "self_tuning")
 
@@ -155,13 +156,10 @@ def parse(spec: str) -> Entrant:
     except (KeyError, FileNotFoundError, ValueError) as e:
       if looks_learned:
         raise
-      close = difflib.get_close_matches(spec, optimizers.names(), n=3, cutoff=0.4)
-      hint = f" Did you mean: {', '.join(close)}?" if close else ""
       raise ValueError(
-          f"Unknown optimizer {spec!r}.{hint} Not a baseline (known: "
-          f"{', '.join(optimizers.names())}) "
-          f"and not a learned optimizer ({e}). Use NAME, NAME@defaults, a shipped learned "
-          "optimizer name or a .safetensors path.") from e
+          f"{unknown_name_message('optimizer', spec, optimizers.names())} Not a learned "
+          f"optimizer either ({e}). Use NAME, NAME@defaults, a shipped learned optimizer "
+          "name or a .safetensors path.") from e
     label = os.path.splitext(os.path.basename(lopt_spec))[0]
     return learned(label, lopt, theta, metadata, source=lopt_spec)
   # Re-raise the baseline registry's error (it lists close matches).

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import difflib
 from typing import Any, Dict, Optional, Type
 
 import jax
 import optax
+
+from tasks.registry import Registry
 
 MetaParams = Any
 
@@ -66,31 +67,23 @@ def replace_config(config, overrides: Dict[str, Any]):
   return dataclasses.replace(config, **overrides)
 
 
-_ARCHS: Dict[str, Type[LearnedOptimizer]] = {}
+ARCHS: Registry[Type[LearnedOptimizer]] = Registry("learned-optimizer architecture")
 
 
 def register(cls: Type[LearnedOptimizer]) -> Type[LearnedOptimizer]:
   """Class decorator: registers an architecture under ``cls.arch``."""
   if not cls.arch or cls.Config is None:
     raise ValueError(f"{cls.__name__} must set `arch` and `Config`.")
-  if cls.arch in _ARCHS and _ARCHS[cls.arch] is not cls:
-    raise ValueError(f"Learned-optimizer architecture {cls.arch!r} registered twice.")
-  _ARCHS[cls.arch] = cls
-  return cls
+  return ARCHS.register(cls.arch, cls)
 
 
 def arch_names():
-  return sorted(_ARCHS)
+  return ARCHS.names()
 
 
 def build(arch: str, config: Optional[Dict[str, Any]] = None) -> LearnedOptimizer:
   """Builds the architecture ``arch`` from a (JSON-like) dict of config fields."""
-  if arch not in _ARCHS:
-    close = difflib.get_close_matches(arch, list(_ARCHS), n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"Unknown learned-optimizer architecture {arch!r}.{hint} "
-                   f"Known: {', '.join(arch_names())}.")
-  cls = _ARCHS[arch]
+  cls = ARCHS.get(arch)
   # JSON turns tuples into lists; configs hold tuples so they stay hashable.
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in (config or {}).items()}
   return cls(replace_config(cls.Config(), fields))

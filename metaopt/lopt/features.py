@@ -25,11 +25,12 @@ nor stored per element: they are broadcast after normalization.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Callable, Dict, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+
+from tasks.registry import UnknownNameError, unknown_name_message
 
 Context = Mapping[str, jax.Array]
 
@@ -151,9 +152,7 @@ def get(names: Sequence[str]) -> Tuple[Feature, ...]:
   out = []
   for name in names:
     if name not in FEATURES:
-      close = difflib.get_close_matches(name, list(FEATURES), n=3, cutoff=0.5)
-      hint = f" Did you mean {', '.join(close)}?" if close else ""
-      raise KeyError(f"Unknown feature {name!r}.{hint} Known: {', '.join(sorted(FEATURES))}.")
+      raise UnknownNameError(unknown_name_message("feature", name, FEATURES))
     out.append(FEATURES[name])
   if len(set(names)) != len(names):
     raise ValueError(f"Duplicate feature names in {tuple(names)}.")

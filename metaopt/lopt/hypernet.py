@@ -37,7 +37,6 @@ minor dimensions (about 100x slower on CPU).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
@@ -47,6 +46,7 @@ import optax
 from metaopt.lopt import features as F
 from metaopt.lopt import lstm as lstm_lib
 from metaopt.lopt.base import LearnedOptimizer, register
+from tasks.registry import unknown_name_message
 
 _LOG_EPS = 1e-8
 
@@ -180,10 +180,7 @@ class Hypernet(LearnedOptimizer):
                           f"{names!r}; write ({names!r},).")
         for n in names:
           if n not in known:
-            close = difflib.get_close_matches(n, list(known), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"hypernet: unknown {name} entry {n!r}.{hint} "
-                             f"Known: {', '.join(sorted(known))}.")
+            raise ValueError(f"hypernet: {unknown_name_message(f'{name} entry', n, known)}")
       if all(F.FEATURES[n].per_tensor for n in self.features):
         raise ValueError("hypernet: features need at least one per-element feature "
                          f"(got only per-tensor ones: {self.features}).")

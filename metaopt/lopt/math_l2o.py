@@ -35,7 +35,6 @@ list. The rule does not use ``value`` or ``num_steps`` (horizon-free).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -44,6 +43,7 @@ import optax
 
 from metaopt.lopt import lstm as lstm_lib
 from metaopt.lopt.base import LearnedOptimizer, register
+from tasks.registry import unknown_name_message
 
 #: Per-coordinate inputs: ``(grad, iterate, last_update, p) -> (..., k)``.
 COORD_FEATURES: Dict[str, Callable[..., jax.Array]] = {
@@ -114,12 +114,11 @@ class MathL2O(LearnedOptimizer):
       if isinstance(self.features, str):
         raise TypeError(f"math_l2o: features must be a tuple of names, got the string "
                         f"{self.features!r}; write ({self.features!r},).")
-      unknown = [f for f in self.features if f not in COORD_FEATURES]
-      if unknown or not self.features:
-        close = difflib.get_close_matches(unknown[0], list(COORD_FEATURES), n=2) if unknown else []
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"math_l2o: unknown or empty features {unknown or list(self.features)}."
-                         f"{hint} Known: {sorted(COORD_FEATURES)}.")
+      if not self.features:
+        raise ValueError(f"math_l2o: features is empty; pick from {sorted(COORD_FEATURES)}.")
+      for name in self.features:
+        if name not in COORD_FEATURES:
+          raise ValueError(f"math_l2o: {unknown_name_message('feature', name, COORD_FEATURES)}")
       if self.hidden < 1 or self.num_layers < 1:
         raise ValueError("math_l2o: hidden and num_layers must be >= 1.")
       if self.lr <= 0 or self.l1_strength < 0 or self.bias_scale < 0:

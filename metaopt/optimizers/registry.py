@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import optax
 
 from metaopt.optimizers.space import Axis
+from tasks.registry import Registry, UnknownNameError, unknown_name_message
 
 #: Learning-rate schedules ``get(..., schedule=...)`` understands.
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -59,35 +59,24 @@ class BaselineSpec:
       raise ValueError(f"{self.name}: every baseline needs a 'learning_rate' default.")
 
 
-_SPECS: Dict[str, BaselineSpec] = {}
+SPECS: Registry[BaselineSpec] = Registry("optimizer")
+
+#: The error of an unknown optimizer name (the registry's ``UnknownNameError``).
+UnknownOptimizerError = UnknownNameError
 
 
 def register(spec: BaselineSpec) -> BaselineSpec:
-  if spec.name in _SPECS:
-    raise ValueError(f"Baseline optimizer {spec.name!r} is already registered.")
-  _SPECS[spec.name] = spec
-  return spec
-
-
-class UnknownOptimizerError(KeyError):
-  """Unknown optimizer name; the message lists close matches and all known names."""
-
-  def __str__(self):  # KeyError quotes its message; keep it readable.
-    return str(self.args[0])
+  """Registers ``spec`` under ``spec.name``."""
+  return SPECS.register(spec.name, spec)
 
 
 def names() -> List[str]:
-  return sorted(_SPECS)
+  return SPECS.names()
 
 
 def spec(name: str) -> BaselineSpec:
   """The ``BaselineSpec`` registered as ``name``."""
-  if name not in _SPECS:
-    close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise UnknownOptimizerError(
-        f"Unknown optimizer {name!r}.{hint} Known optimizers: {', '.join(names())}.")
-  return _SPECS[name]
+  return SPECS.get(name)
 
 
 def config(name: str, **hparams) -> Dict[str, Any]:
@@ -119,9 +108,7 @@ def make_schedule(learning_rate: float, schedule: str = "constant",
   (default 5% of ``total_steps``), then cosine decay to 0 at ``total_steps``.
   """
   if schedule not in SCHEDULES:
-    close = difflib.get_close_matches(schedule, SCHEDULES, n=2, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown schedule {schedule!r}.{hint} Known: {', '.join(SCHEDULES)}.")
+    raise ValueError(unknown_name_message("schedule", schedule, SCHEDULES))
   if schedule == "constant":
     return learning_rate
   if total_steps is None or total_steps <= 0:

@@ -182,7 +182,7 @@ def test_resolve_seeds_and_bad_optimizer():
   assert leaderboard.resolve_seeds(s, 5) == [0, 1, 2, 3, 4]
   with pytest.raises(ValueError, match="tuning seed"):
     leaderboard.resolve_seeds(s, [0, 10000])
-  with pytest.raises(ValueError, match="Did you mean: adam.*Not a baseline .known: .*adam, adamw"):
+  with pytest.raises(ValueError, match="Did you mean adam.*Known: .*adam, adamw.*Not a learned optimizer"):
     entrants.parse("adamm")
 
 

@@ -84,7 +84,7 @@ def test_registered_and_sizes_derived():
 
 @pytest.mark.parametrize("bad, match", [
     ({"features": ["grad", "momentum"]}, "Did you mean momenta"),
-    ({"tensor_stats": ["log_rms"]}, "unknown tensor_stats"),
+    ({"tensor_stats": ["log_rms"]}, "Unknown tensor_stats"),
     ({"num_mlps": 0}, "num_mlps"),
     ({"features": ["time"]}, "per-element"),
     ({"lstm_size": 4}, "known fields"),

@@ -56,6 +56,7 @@ def test_registered_and_input_width_derived_from_features():
 @pytest.mark.parametrize("bad, match", [
     ({"net": "gru"}, "unknown net"),
     ({"features": ["gradient"]}, "Did you mean grad"),
+    ({"features": []}, "features is empty"),
     ({"l1_strength": -1.0}, "l1_strength"),
     ({"lr": 0.0}, "lr > 0"),
     ({"learning_rate": 0.1}, "known fields"),
