@@ -300,10 +300,13 @@ class FullES(GradientEstimator):
 
 
 class MixedEstimator(GradientEstimator):
-  """Weighted sum of estimators: ``sum_i w_i * grad_i``; worker state is a tuple.
+  """Weighted average of estimators: ``sum_i w_i * grad_i / sum_i w_i``; the worker
+  state is a tuple.
 
-  Metrics are summed counts (``num_nan_resets``, ``inner_steps``...) and the
-  weight-averaged ``meta_loss``, plus every estimator's own metrics as ``name/key``.
+  Weights are normalized by their sum, for the gradient and the ``meta_loss`` alike,
+  so ``(1, 3)`` means ``(0.25, 0.75)``. Metrics are summed counts
+  (``num_nan_resets``, ``inner_steps``...) and the weight-averaged ``meta_loss``,
+  plus every estimator's own metrics as ``name/key``.
   """
 
   name = "mix"
@@ -311,9 +314,14 @@ class MixedEstimator(GradientEstimator):
   def __init__(self, estimators: Sequence[GradientEstimator], weights: Sequence[float]):
     if len(estimators) != len(weights) or not estimators:
       raise ValueError("MixedEstimator needs one weight per estimator (and at least one).")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+      raise ValueError(f"MixedEstimator weights must be >= 0 with a positive sum, got "
+                       f"{list(weights)}.")
     super().__init__(estimators[0].problem, estimators[0].num_tasks)
     self.estimators = tuple(estimators)
-    self.mix_weights = tuple(float(w) for w in weights)
+    total = float(sum(weights))
+    #: Normalized weights (summing to 1).
+    self.mix_weights = tuple(float(w) / total for w in weights)
 
   def init_worker_state(self, theta, key):
     keys = jax.random.split(key, len(self.estimators))
@@ -323,7 +331,6 @@ class MixedEstimator(GradientEstimator):
     keys = jax.random.split(key, len(self.estimators))
     grad = tmap(jnp.zeros_like, theta)
     states, metrics = [], {}
-    total_w = sum(self.mix_weights)
     for est, w, ws, k in zip(self.estimators, self.mix_weights, worker_state, keys):
       g, ws, m = est.compute_gradient(theta, ws, data, k)
       grad = tmap(lambda a, b, w=w: a + w * b, grad, g)
@@ -331,7 +338,7 @@ class MixedEstimator(GradientEstimator):
       for name, value in m.items():
         metrics[f"{est.name}/{name}"] = value
         if name == "meta_loss":
-          metrics[name] = metrics.get(name, 0.0) + w / total_w * value
+          metrics[name] = metrics.get(name, 0.0) + w * value
         elif name != "valid_fraction" and name != "train_loss":
           metrics[name] = metrics.get(name, 0.0) + value
     return grad, tuple(states), metrics

@@ -125,22 +125,24 @@ def test_diverging_tasks_are_excluded_and_counted(name):
   assert resets > 0
 
 
-@pytest.mark.slow
-def test_mixed_estimator_is_weighted_sum():
+def test_mixed_estimator_is_normalized_weighted_sum():
+  """Weights (1, 3) act as (1/4, 3/4) on both the gradient and the meta-loss."""
   lopt = LrMomentum()
   theta = lopt.init_meta_params(None)
   problem = InnerProblem(quadratic_family(), None, lopt,
                          TruncationSchedule("constant", K, 20, random_offsets=False))
   a, b = E.TruncatedBackprop(problem, 4), E.PES(problem, 4, SIGMA)
-  mix = E.MixedEstimator([a, b], [0.25, 0.75])
+  mix = E.MixedEstimator([a, b], [1.0, 3.0])
   key = jax.random.PRNGKey(0)
   ws = mix.init_worker_state(theta, key)
   g, _, m = jax.jit(mix.compute_gradient)(theta, ws, {}, key)
   ka, kb = jax.random.split(key)
-  ga, _, _ = jax.jit(a.compute_gradient)(theta, ws[0], {}, ka)
-  gb, _, _ = jax.jit(b.compute_gradient)(theta, ws[1], {}, kb)
+  ga, _, ma = jax.jit(a.compute_gradient)(theta, ws[0], {}, ka)
+  gb, _, mb = jax.jit(b.compute_gradient)(theta, ws[1], {}, kb)
   for name in theta:
     np.testing.assert_allclose(g[name], 0.25 * ga[name] + 0.75 * gb[name], rtol=1e-5)
+  np.testing.assert_allclose(m["meta_loss"], 0.25 * ma["meta_loss"] + 0.75 * mb["meta_loss"],
+                             rtol=1e-5)
   assert m["inner_steps"] == 4 * K + 2 * 4 * K
 
 
