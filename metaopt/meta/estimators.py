@@ -13,7 +13,8 @@ tasks (``meta_loss``, ``train_loss``, ``valid_fraction``) and counts
 its logging window and averages the rest). Both are pure and jittable; ``key``
 carries all randomness of the truncation.
 
-Estimators (``ESTIMATORS``):
+Estimators (registered in ``ESTIMATOR_CLASSES`` by ``name``; ``ESTIMATORS`` lists the
+names; ``build_estimator(name, ...)`` builds one):
 
 * ``tbptt``: truncated backprop through the truncation (biased over several
   truncations: gradients do not flow into the state the truncation starts from).
@@ -36,14 +37,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple, Type
 
 import jax
 import jax.numpy as jnp
 
 from metaopt.meta.unroll import InnerProblem, InnerState
+from tasks.registry import Registry, unknown_name_message
 
-ESTIMATORS = ("tbptt", "es", "full_es", "pes")
 FULL_ES_LOSSES = ("avg", "min", "last")
 
 Metrics = Dict[str, jax.Array]
@@ -96,6 +97,15 @@ def _common_metrics(out, valid, weights, num_branches: int) -> Metrics:
   }
 
 
+#: Gradient-estimator classes by ``name`` (``MixedEstimator`` combines them; not listed).
+ESTIMATOR_CLASSES: Registry[Type["GradientEstimator"]] = Registry("gradient estimator")
+
+
+def register(cls: Type["GradientEstimator"]) -> Type["GradientEstimator"]:
+  """Class decorator: registers an estimator class under ``cls.name``."""
+  return ESTIMATOR_CLASSES.register(cls.name, cls)
+
+
 class GradientEstimator(abc.ABC):
   """Interface of meta-gradient estimators (see module docstring)."""
 
@@ -116,6 +126,14 @@ class GradientEstimator(abc.ABC):
                        ) -> Tuple[Any, Any, Metrics]:
     """One truncation: ``(grad, new_worker_state, metrics)``."""
 
+  @classmethod
+  def from_options(cls, problem: InnerProblem, num_tasks: int, *, sigma: float,
+                   full_es_loss: str) -> "GradientEstimator":
+    """Builds the estimator from the meta-training options; each subclass takes
+    the ones it uses (this default: none beyond ``problem`` and ``num_tasks``)."""
+    del sigma, full_es_loss
+    return cls(problem, num_tasks)
+
   def _unroll(self, thetas, states, data, key, num_steps):
     """Unrolls all tasks: thetas/states ``(T, B, ...)``; keys shared within a task."""
     keys = jax.random.split(key, self.num_tasks)
@@ -124,6 +142,7 @@ class GradientEstimator(abc.ABC):
     return states, out
 
 
+@register
 class TruncatedBackprop(GradientEstimator):
   """Truncated backpropagation through time (exact for the truncation's loss as a
   function of theta from a fixed start state)."""
@@ -153,6 +172,7 @@ class TruncatedBackprop(GradientEstimator):
     return _masked_mean(per_task, valid), states, metrics
 
 
+@register
 class TruncatedES(GradientEstimator):
   """Antithetic ES over one truncation from the shared state."""
 
@@ -179,6 +199,11 @@ class TruncatedES(GradientEstimator):
                         valid)
     return grad, tmap(lambda x: x[:, 0], states), _common_metrics(out, valid, weights, 2)
 
+  @classmethod
+  def from_options(cls, problem, num_tasks, *, sigma, full_es_loss):
+    del full_es_loss
+    return cls(problem, num_tasks, sigma)
+
 
 @dataclasses.dataclass
 class PESState:
@@ -196,6 +221,7 @@ class PESState:
 jax.tree_util.register_dataclass(PESState, data_fields=["states", "accum"], meta_fields=[])
 
 
+@register
 class PES(GradientEstimator):
   """Persistent evolution strategies with antithetic pairs."""
 
@@ -241,7 +267,13 @@ class PES(GradientEstimator):
     accum = tmap(new_accum, total, eps)
     return grad, PESState(states, accum), _common_metrics(out, valid, weights, 2)
 
+  @classmethod
+  def from_options(cls, problem, num_tasks, *, sigma, full_es_loss):
+    del full_es_loss
+    return cls(problem, num_tasks, sigma)
 
+
+@register
 class FullES(GradientEstimator):
   """Antithetic ES over whole inner runs from scratch (no persistent state)."""
 
@@ -251,11 +283,15 @@ class FullES(GradientEstimator):
                loss_type: str = "avg", last_batches: int = 4):
     super().__init__(problem, num_tasks)
     if loss_type not in FULL_ES_LOSSES:
-      raise ValueError(f"Unknown full-ES loss {loss_type!r}; known: {FULL_ES_LOSSES}.")
+      raise ValueError(unknown_name_message("full-ES loss", loss_type, FULL_ES_LOSSES))
     self.sigma = float(sigma)
     self.loss_type = loss_type
     self.last_batches = last_batches
     self.length = problem.schedule.horizon
+
+  @classmethod
+  def from_options(cls, problem, num_tasks, *, sigma, full_es_loss):
+    return cls(problem, num_tasks, sigma, full_es_loss)
 
   def init_worker_state(self, theta, key):
     return ()
@@ -344,15 +380,13 @@ class MixedEstimator(GradientEstimator):
     return grad, tuple(states), metrics
 
 
+#: Names ``build_estimator`` accepts.
+ESTIMATORS = tuple(ESTIMATOR_CLASSES.names())
+
+
 def build_estimator(name: str, problem: InnerProblem, num_tasks: int, sigma: float = 0.01,
                     full_es_loss: str = "avg") -> GradientEstimator:
-  """The estimator ``name`` (one of ``ESTIMATORS``)."""
-  if name == "tbptt":
-    return TruncatedBackprop(problem, num_tasks)
-  if name == "es":
-    return TruncatedES(problem, num_tasks, sigma)
-  if name == "pes":
-    return PES(problem, num_tasks, sigma)
-  if name == "full_es":
-    return FullES(problem, num_tasks, sigma, full_es_loss)
-  raise ValueError(f"Unknown gradient estimator {name!r}; known: {ESTIMATORS}.")
+  """The estimator ``name`` (one of ``ESTIMATORS``); unknown names raise
+  ``tasks.UnknownNameError`` (a ``ValueError``) listing the known ones."""
+  return ESTIMATOR_CLASSES.get(name).from_options(problem, num_tasks, sigma=sigma,
+                                                  full_es_loss=full_es_loss)

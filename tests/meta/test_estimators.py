@@ -149,5 +149,19 @@ def test_mixed_estimator_is_normalized_weighted_sum():
 def test_unknown_estimator_lists_known():
   lopt = LrMomentum()
   problem = InnerProblem(quadratic_family(), None, lopt, TruncationSchedule())
-  with pytest.raises(ValueError, match="pes"):
+  with pytest.raises(ValueError, match="Did you mean pes.*Known: es, full_es, pes, tbptt"):
     E.build_estimator("pse", problem, 4)
+  with pytest.raises(ValueError, match="Unknown full-ES loss 'mean'"):
+    E.build_estimator("full_es", problem, 4, full_es_loss="mean")
+
+
+def test_build_estimator_passes_each_class_its_options():
+  problem = InnerProblem(quadratic_family(), None, LrMomentum(), TruncationSchedule())
+  assert set(E.ESTIMATORS) == {"tbptt", "es", "pes", "full_es"}
+  built = {n: E.build_estimator(n, problem, 3, sigma=0.5, full_es_loss="min")
+           for n in E.ESTIMATORS}
+  for name, est in built.items():
+    assert type(est) is E.ESTIMATOR_CLASSES.get(name) and est.name == name
+    assert est.num_tasks == 3
+  assert built["es"].sigma == built["pes"].sigma == built["full_es"].sigma == 0.5
+  assert built["full_es"].loss_type == "min"
