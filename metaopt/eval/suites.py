@@ -27,6 +27,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from tasks.registry import Registry, unknown_name_message
+
 SUITES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "suites")
 LOCK_PATH = os.path.join(SUITES_DIR, "LOCK.json")
 
@@ -83,8 +85,8 @@ class Suite:
     for t in self.tasks:
       if t.task == name:
         return t
-    raise KeyError(f"Task {name!r} is not in suite {self.id}; its tasks: "
-                   f"{[t.task for t in self.tasks]}.")
+    raise KeyError(f"Suite {self.id}: "
+                   + unknown_name_message("task", name, [t.task for t in self.tasks]))
 
 
 def content_hash(content: Dict[str, Any]) -> str:
@@ -93,9 +95,21 @@ def content_hash(content: Dict[str, Any]) -> str:
   return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
+def _shipped_suites() -> Registry[str]:
+  shipped = Registry("suite")
+  for file in sorted(os.listdir(SUITES_DIR)):
+    if file.endswith(".json") and file != "LOCK.json":
+      shipped.register(file[:-len(".json")], os.path.join(SUITES_DIR, file))
+  return shipped
+
+
+#: Shipped suites: name -> path of its JSON file in ``SUITES_DIR``.
+SHIPPED: Registry[str] = _shipped_suites()
+
+
 def suite_names() -> List[str]:
-  return sorted(f[:-5] for f in os.listdir(SUITES_DIR)
-                if f.endswith(".json") and f != "LOCK.json")
+  """Names of the shipped suites (``load`` also takes any suite file's path)."""
+  return SHIPPED.names()
 
 
 def _read_lock() -> Dict[str, str]:
@@ -179,11 +193,11 @@ def load(name_or_path: str) -> Suite:
   """Loads a shipped suite by name (``v1``, ``smoke``) or a suite JSON file by path."""
   if os.path.exists(name_or_path):
     path = name_or_path
+  elif name_or_path in SHIPPED:
+    path = SHIPPED.get(name_or_path)
   else:
-    path = os.path.join(SUITES_DIR, f"{name_or_path}.json")
-    if not os.path.exists(path):
-      raise SuiteError(f"Unknown suite {name_or_path!r}: not a file and not a shipped suite. "
-                       f"Shipped suites: {', '.join(suite_names())}.")
+    raise SuiteError(f"{unknown_name_message('suite', name_or_path, suite_names())} It is "
+                     "not a suite file's path either.")
   with open(path) as f:
     try:
       content = json.load(f)

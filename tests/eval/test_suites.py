@@ -72,8 +72,10 @@ def test_bad_suites_give_clear_errors(mutate, message):
 
 
 def test_unknown_suite_lists_shipped(tmp_path):
-  with pytest.raises(suites.SuiteError, match="Shipped suites: .*smoke"):
+  with pytest.raises(suites.SuiteError, match="Known: .*smoke.*not a suite file's path"):
     suites.load("nope")
+  with pytest.raises(suites.SuiteError, match="Did you mean smoke"):
+    suites.load("smoek")
   bad = tmp_path / "bad.json"
   bad.write_text("{")
   with pytest.raises(suites.SuiteError, match="not valid JSON"):
