@@ -218,14 +218,19 @@ def test_meta_gradient_matches_finite_differences():
 
 @pytest.mark.slow  # behaviour beyond the required checks; keeps the default run short
 def test_deterministic_and_descends():
-  opt_def = lopt.build("hypernet", {**_SMALL, "step_mult": 0.05})
-  theta = opt_def.init_meta_params(jax.random.PRNGKey(0))
-  # A bank whose direction follows the normalized gradient: a sign-descent-like rule.
-  theta["bank"]["w1"] = jnp.zeros_like(theta["bank"]["w1"]).at[:, 0, 0].set(1.0).at[:, 0, 1].set(-1.0)
-  theta["bank"]["w2"] = jnp.zeros_like(theta["bank"]["w2"]).at[:, 0, 0].set(1.0).at[:, 1, 0].set(-1.0)
-  run = utils.make_runner(opt_def.transform(theta), 30)
-  traj, traj2 = run(utils.quadratic_params()), run(utils.quadratic_params())
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), traj, traj2)
+  def trajectory(key):
+    # A separately built optimizer each time, so nothing is shared but the config and key.
+    opt_def = lopt.build("hypernet", {**_SMALL, "step_mult": 0.05})
+    theta = opt_def.init_meta_params(key)
+    # A bank whose direction follows the normalized gradient: a sign-descent-like rule.
+    theta["bank"]["w1"] = jnp.zeros_like(theta["bank"]["w1"]).at[:, 0, 0].set(1.0).at[:, 0, 1].set(-1.0)
+    theta["bank"]["w2"] = jnp.zeros_like(theta["bank"]["w2"]).at[:, 0, 0].set(1.0).at[:, 1, 0].set(-1.0)
+    return utils.run_steps(opt_def.transform(theta), utils.quadratic_params(), 30)
+
+  traj = trajectory(jax.random.PRNGKey(0))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, traj, trajectory(jax.random.PRNGKey(0)))
+  # The key matters (it sets the LSTM and the heads): another key, another trajectory.
+  assert not np.allclose(traj["w"][-1], trajectory(jax.random.PRNGKey(1))["w"][-1])
   final = jax.tree_util.tree_map(lambda x: x[-1], traj)
   assert float(utils.quadratic_loss(final)) < 0.7 * float(
       utils.quadratic_loss(utils.quadratic_params()))

@@ -71,8 +71,12 @@ def test_optax_contract_value_optional_and_dtypes():
 def test_same_key_same_theta_and_vmap_over_theta():
   opt = lopt.build("mlp", {"hidden_sizes": [8, 8]})
   keys = jax.random.split(jax.random.PRNGKey(3), 3)
-  np.testing.assert_array_equal(opt.init_meta_params(keys[0])["layers"][0]["w"],
-                                opt.init_meta_params(keys[0])["layers"][0]["w"])
+  # theta depends on the key only: a separately built optimizer gives the same theta for
+  # the same key, and another key gives another theta.
+  same = lopt.build("mlp", {"hidden_sizes": [8, 8]}).init_meta_params(keys[0])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, opt.init_meta_params(keys[0]), same)
+  assert not np.allclose(opt.init_meta_params(keys[1])["layers"][0]["w"],
+                         same["layers"][0]["w"])
   thetas = jax.vmap(opt.init_meta_params)(keys)
   params = {"w": jnp.linspace(-1, 1, 12).reshape(3, 4)}
   grads = {"w": jnp.cos(params["w"])}
