@@ -31,20 +31,23 @@ def main():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}")
   import jax  # pylint: disable=import-outside-toplevel
-  from metaopt.meta.config import MetaTrainConfig  # pylint: disable=import-outside-toplevel
+  from metaopt.meta.config import (  # pylint: disable=import-outside-toplevel
+      EstimatorConfig, EvalConfig, MetaTrainConfig, OuterConfig, RunConfig, ScheduleConfig)
   from metaopt.meta.trainer import MetaTrainer  # pylint: disable=import-outside-toplevel
 
-  cfg = MetaTrainConfig(family="mlp_digits_w32_d2_family", lopt="mlp", estimator="pes",
-                        num_tasks=args.num_tasks, truncation_length=20, horizon=200,
-                        random_offsets=True, sigma=0.01, outer_optimizer="adam",
-                        outer_lr=1e-3, eval_every=0, run_dir="/tmp/metaopt_bench")
+  cfg = MetaTrainConfig(
+      family="mlp_digits_w32_d2_family", lopt="mlp",
+      estimator=EstimatorConfig(name="pes", num_tasks=args.num_tasks, sigma=0.01),
+      schedule=ScheduleConfig(truncation_length=20, horizon=200, random_offsets=True),
+      outer=OuterConfig(optimizer="adam", lr=1e-3), eval=EvalConfig(every=0),
+      run=RunConfig(run_dir="/tmp/metaopt_bench"))
   trainer = MetaTrainer(cfg)
   state = trainer.init_state()
   t0 = time.perf_counter()
   state, loss = trainer.step(state, trainer.data)
   loss.block_until_ready()
   compile_s = time.perf_counter() - t0
-  inner_per_outer = cfg.num_tasks * 2 * cfg.truncation_length
+  inner_per_outer = cfg.estimator.num_tasks * 2 * cfg.schedule.truncation_length
   rates, cpu_rates = [], []
   for _ in range(args.repeats):
     t0, c0 = time.perf_counter(), time.process_time()
@@ -55,7 +58,7 @@ def main():
     cpu_rates.append(args.steps * inner_per_outer / (time.process_time() - c0))
   best = max(rates)
   print(f"devices={jax.device_count()} platform={jax.devices()[0].platform} "
-        f"num_tasks={cfg.num_tasks} compile+first step {compile_s:.1f}s "
+        f"num_tasks={cfg.estimator.num_tasks} compile+first step {compile_s:.1f}s "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
   print(f"PES inner steps/s (wall): best {best:.0f}, all {[round(r) for r in rates]}")
   # CPU time of this process (all its threads): robust to other jobs on the machine.

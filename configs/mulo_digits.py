@@ -1,26 +1,20 @@
 """μLO (``mulo``): μP-scaled per-parameter MLP on the μP digits MLP family (widths
 sampled per run), meta-trained with PES as in Thérien et al. (truncation 50 on pods).
 
-Variants: ``cpu`` (the default; minutes on a 2-core CPU) and ``pod`` (many devices).
-Run ``metaopt meta-train configs/mulo_digits.py[:pod] [--set key=value ...]``.
+Variants: ``cpu`` (the default; minutes on a 2-core CPU) and ``pod`` (many devices),
+sized by the shared presets of ``metaopt.meta.presets``; this file states only what is
+particular to the experiment. Run ``metaopt meta-train configs/mulo_digits.py[:pod]
+[--set key=value ...]`` (e.g. ``--set estimator.sigma=0.02``).
 """
 
+from metaopt.meta import presets
 from metaopt.meta.config import MetaTrainConfig
+
+COMMON = {"family": "mlp_digits_mup_family", "lopt": "mulo"}
+CHANGES = {
+    "pod": {"schedule.horizon": 1000},
+}
 
 
 def get_config(variant: str = "cpu") -> MetaTrainConfig:
-  base = dict(name=f"mulo_digits_{variant}", family="mlp_digits_mup_family", lopt="mulo",
-              lopt_config={}, estimator="pes", sigma=0.01,
-              meta_loss="train", outer_optimizer="adam", grad_clip="value", clip_value=3.0)
-  variants = {
-      "cpu": dict(num_tasks=8, truncation_length=20, horizon=200, num_steps=600,
-                  outer_lr=0.003, eval_every=100, eval_tasks=4, eval_horizon=200,
-                  log_every=10, checkpoint_every=100, run_dir="runs/mulo_digits_cpu"),
-      "pod": dict(num_tasks=256, truncation_length=50, horizon=1000, schedule="loguniform",
-                  min_horizon=200, num_steps=5000, outer_lr=0.001, lr_schedule="warmup_cosine",
-                  warmup_steps=200, eval_every=250, eval_tasks=16, eval_horizon=1000,
-                  log_every=10, checkpoint_every=250, run_dir="runs/mulo_digits_pod"),
-  }
-  if variant not in variants:
-    raise ValueError(f"Unknown variant {variant!r}; choose one of {sorted(variants)}.")
-  return MetaTrainConfig(**{**base, **variants[variant]})
+  return presets.experiment("mulo_digits", variant, COMMON, CHANGES)

@@ -16,8 +16,8 @@ shift || true
 PORT=${PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 export JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=2 WANDB_MODE=${WANDB_MODE:-disabled}
 ARGS=(meta-train "$CONFIG" --no-progress --distributed --coordinator "127.0.0.1:$PORT"
-      --num-processes 2 --set run_dir=runs/multihost_demo --set num_steps=20
-      --set num_tasks=8 --set eval_every=10 "$@")
+      --num-processes 2 --set run.run_dir=runs/multihost_demo
+      --set outer.num_steps=20 --set estimator.num_tasks=8 --set eval.every=10 "$@")
 python -m metaopt.cli "${ARGS[@]}" --process-id 1 > /tmp/multihost_demo_p1.log 2>&1 &
 P1=$!
 python -m metaopt.cli "${ARGS[@]}" --process-id 0

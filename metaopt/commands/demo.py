@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
   p.add_argument("--config", default=None,
                  help="meta-training config (default: the package's configs/mlp_digits.py:demo)")
   p.add_argument("--suite", default="demo", help="leaderboard suite")
-  p.add_argument("--meta-steps", type=int, default=None, help="override num_steps")
+  p.add_argument("--meta-steps", type=int, default=None, help="override outer.num_steps")
   p.add_argument("--no-progress", action="store_true")
   p.set_defaults(func=run)
 
@@ -41,12 +41,12 @@ def run(args) -> int:
   from metaopt.meta import load_config, meta_train  # pylint: disable=import-outside-toplevel
 
   t0 = time.time()
-  overrides = [f"run_dir={os.path.join(args.out, 'meta_train')}"]
+  overrides = [f"run.run_dir={os.path.join(args.out, 'meta_train')}"]
   if args.meta_steps is not None:
-    overrides.append(f"num_steps={args.meta_steps}")
+    overrides.append(f"outer.num_steps={args.meta_steps}")
   config = load_config(args.config or default_config_path(), overrides)
   print(f"[1/3] meta-training {config.lopt!r} on {config.family!r} "
-        f"({config.num_steps} outer steps, {config.estimator})")
+        f"({config.outer.num_steps} outer steps, {config.estimator.name})")
   result = meta_train(config, progress=not args.no_progress)
   if result.interrupted:
     print("interrupted: re-run the same command to resume")
@@ -65,6 +65,6 @@ def run(args) -> int:
   page = leaderboard.write_report(db, suite, os.path.join(args.out, "report"),
                                   command="metaopt demo")
   print(f"HTML leaderboard: {os.path.abspath(page)}")
-  print(f"meta-training curves: {os.path.join(config.run_dir, 'meta_loss.png')}")
+  print(f"meta-training curves: {os.path.join(config.run.run_dir, 'meta_loss.png')}")
   print(f"done in {time.time() - t0:.0f}s")
   return 0

@@ -15,10 +15,11 @@ def add_parser(subparsers) -> None:
   p = subparsers.add_parser(
       "meta-train", help="meta-train a learned optimizer from a config file",
       description=__doc__.split("\n\n", 1)[1] if "\n\n" in __doc__ else None)
-  p.add_argument("config", help="config file, e.g. configs/mlp_digits.py or "
-                 "configs/mlp_digits.py:pod (variant after the colon)")
+  p.add_argument("config", help="config file (executed Python: trusted files only), e.g. "
+                 "configs/mlp_digits.py or configs/mlp_digits.py:pod (variant after the colon)")
   p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                 help="override a config field (repeatable), e.g. --set num_steps=200")
+                 help="override a config field (repeatable), e.g. --set outer.num_steps=200 "
+                 "--set estimator.sigma=0.02")
   p.add_argument("--print-config", action="store_true", help="print the config and exit")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--distributed", action="store_true",

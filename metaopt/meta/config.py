@@ -1,22 +1,35 @@
-"""Meta-training configuration: a typed dataclass, validated on load.
+"""Meta-training configuration: nested frozen dataclasses, each validated once.
 
-A config file ``configs/<experiment>.py`` defines ``get_config(variant=...)`` returning
-a ``MetaTrainConfig``; ``load_config(path, overrides)`` imports it and applies
-``--set key=value`` overrides (values parsed as Python/JSON literals and checked
-against the field's type). Unknown keys fail with the list of valid ones.
+A run is a ``MetaTrainConfig``: the task family, the learned-optimizer architecture
+(and its config), the seed, and one section per concern::
+
+  MetaTrainConfig
+    family, lopt, lopt_config, seed
+    schedule:  ScheduleConfig   truncations and inner-run horizons
+    estimator: EstimatorConfig  meta-gradient estimator, in-flight tasks, meta-loss
+    outer:     OuterConfig      optax optimizer on theta, clipping, outer steps
+    eval:      EvalConfig       periodic held-out evaluation against Adam
+    run:       RunConfig        bookkeeping: name, directory, logging, checkpoints
+
+Every section checks its own fields in ``__post_init__`` (so a config file, a
+``--set`` override and ``--print-config`` all reject the same bad values).
+
+A config file ``configs/<experiment>.py`` defines ``get_config(variant=...)``;
+``load_config("configs/x.py:pod", ["estimator.sigma=0.02"])`` executes it (trusted
+Python only) and applies typed overrides (``metaopt.typed_config``).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import difflib
 import hashlib
-import importlib.util
 import json
-import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence
 
+import tasks as task_registry
+from metaopt import lopt as lopt_lib
+from metaopt import typed_config
 from metaopt.meta.estimators import ESTIMATORS, FULL_ES_LOSSES
 from metaopt.meta.truncation import SCHEDULES
 from metaopt.meta.unroll import META_LOSSES
@@ -24,119 +37,7 @@ from metaopt.meta.unroll import META_LOSSES
 OUTER_OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 GRAD_CLIPS = ("value", "global_norm", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class MetaTrainConfig:
-  """Everything that defines a meta-training run (same config + seed = same numbers).
-
-  Task and optimizer:
-    family: task family registry name (``tasks.get_family``).
-    lopt: learned-optimizer architecture (``metaopt.lopt.arch_names()``).
-    lopt_config: fields of that architecture's config.
-
-  Estimator and truncations:
-    estimator: one of ``ESTIMATORS``, or ``"mix"`` with ``mix_weights``.
-    mix_weights: ``{estimator: weight}`` for ``"mix"``.
-    num_tasks: in-flight inner tasks (sharded over devices; divisible by their count).
-    sigma: ES/PES perturbation std.
-    full_es_loss: ``avg``, ``min`` or ``last`` (full-unroll ES only).
-    meta_loss: ``train`` (mean over truncation), ``final`` or ``valid``.
-    schedule: truncation schedule (``SCHEDULES``).
-    truncation_length: inner steps per outer step.
-    horizon / min_horizon: inner-run length (max / min for ``loguniform``).
-    random_offsets: desynchronize restarts of the in-flight tasks.
-
-  Outer loop:
-    num_steps: outer (meta) steps.
-    outer_optimizer / outer_lr / lr_schedule / warmup_steps: optax optimizer on theta.
-    grad_clip / clip_value: ``value`` (elementwise, as learned_optimization) or
-      ``global_norm`` clipping of the meta-gradient before the optimizer.
-    grad_accum: meta-gradient estimates averaged per outer update.
-    resample_every: restart every in-flight task every this many outer steps (0: only
-      when runs reach their horizon).
-
-  Evaluation, logging, checkpoints:
-    eval_every: evaluate theta on ``eval_tasks`` held-out tasks every this many steps
-      (0: never), training ``eval_horizon`` inner steps, against Adam ``eval_adam_lr``.
-    log_every: metrics window / progress refresh (outer steps).
-    checkpoint_every / keep_checkpoints: checkpoint period and how many to keep.
-    run_dir: output directory (metrics, curves, checkpoints, exported theta).
-    wandb_mode / wandb_project: wandb settings (offline by default).
-    seed: the one seed of the run.
-  """
-  name: str = "meta_train"
-  family: str = "mlp_digits_w32_d2_family"
-  lopt: str = "mlp"
-  lopt_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
-
-  estimator: str = "pes"
-  mix_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
-  num_tasks: int = 8
-  sigma: float = 0.01
-  full_es_loss: str = "avg"
-  meta_loss: str = "train"
-  schedule: str = "constant"
-  truncation_length: int = 20
-  horizon: int = 200
-  min_horizon: int = 0
-  random_offsets: bool = True
-
-  num_steps: int = 1000
-  outer_optimizer: str = "adam"
-  outer_lr: float = 1e-3
-  lr_schedule: str = "constant"
-  warmup_steps: int = 0
-  grad_clip: str = "value"
-  clip_value: float = 3.0
-  grad_accum: int = 1
-  resample_every: int = 0
-
-  eval_every: int = 100
-  eval_tasks: int = 4
-  eval_horizon: int = 200
-  eval_adam_lr: float = 1e-3
-  log_every: int = 10
-  checkpoint_every: int = 100
-  keep_checkpoints: int = 3
-  run_dir: str = "runs/meta_train"
-  wandb_mode: str = "offline"
-  wandb_project: str = "metaopt"
-  seed: int = 0
-
-  def __post_init__(self):
-    _check_choice("estimator", self.estimator, ESTIMATORS + ("mix",))
-    _check_choice("meta_loss", self.meta_loss, META_LOSSES)
-    _check_choice("schedule", self.schedule, SCHEDULES)
-    _check_choice("full_es_loss", self.full_es_loss, FULL_ES_LOSSES)
-    _check_choice("outer_optimizer", self.outer_optimizer, OUTER_OPTIMIZERS)
-    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-    _check_choice("grad_clip", self.grad_clip, GRAD_CLIPS)
-    if self.estimator == "mix":
-      if not self.mix_weights:
-        raise ValueError("estimator='mix' needs mix_weights, e.g. {'pes': 0.5, 'tbptt': 0.5}.")
-      for name in self.mix_weights:
-        _check_choice("mix_weights key", name, ESTIMATORS)
-    for name in ("num_tasks", "num_steps", "truncation_length", "horizon", "grad_accum",
-                 "log_every", "checkpoint_every", "keep_checkpoints"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-    if self.sigma <= 0:
-      raise ValueError(f"sigma must be positive, got {self.sigma}.")
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Hash of everything that changes the numbers (run bookkeeping excluded), used
-    to refuse resuming a checkpoint written by a different config."""
-    keep = {k: v for k, v in self.to_dict().items() if k not in _BOOKKEEPING}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-#: Fields that may change between a run and its resume.
-_BOOKKEEPING = ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "run_dir",
-                "wandb_mode", "wandb_project", "name", "eval_every")
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def _check_choice(field: str, value: str, known: Sequence[str]) -> None:
@@ -144,88 +45,283 @@ def _check_choice(field: str, value: str, known: Sequence[str]) -> None:
     raise ValueError(f"Unknown {field} {value!r}; choose one of {tuple(known)}.")
 
 
-def field_names() -> Tuple[str, ...]:
-  return tuple(f.name for f in dataclasses.fields(MetaTrainConfig))
+def _check_at_least(section: str, obj: Any, names: Sequence[str], low: int) -> None:
+  for name in names:
+    if getattr(obj, name) < low:
+      raise ValueError(f"{section}.{name} must be >= {low}, got {getattr(obj, name)}.")
 
 
-def from_dict(values: Dict[str, Any], base: Optional[MetaTrainConfig] = None) -> MetaTrainConfig:
-  """A config from ``values`` (over ``base`` or the defaults); unknown keys fail."""
-  base = base or MetaTrainConfig()
-  known = field_names()
+def _check_positive(key: str, value: float) -> None:
+  if not (math.isfinite(value) and value > 0):
+    raise ValueError(f"{key} must be finite and > 0, got {value}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+  """Truncations of the inner runs.
+
+  Attributes:
+    name: truncation schedule (``SCHEDULES``): ``constant`` horizon, ``loguniform``
+      in ``[min_horizon, horizon]``, or ``never_ending``.
+    truncation_length: inner steps per outer step.
+    horizon: inner-run length (maximum for ``loguniform``).
+    min_horizon: smallest horizon of ``loguniform``.
+    random_offsets: desynchronize restarts of the in-flight tasks.
+  """
+  name: str = "constant"
+  truncation_length: int = 20
+  horizon: int = 200
+  min_horizon: int = 0
+  random_offsets: bool = True
+
+  def __post_init__(self):
+    _check_choice("schedule.name", self.name, SCHEDULES)
+    _check_at_least("schedule", self, ("truncation_length", "horizon"), 1)
+    _check_at_least("schedule", self, ("min_horizon",), 0)
+    if self.horizon < self.truncation_length:
+      raise ValueError(f"schedule.horizon ({self.horizon}) must be >= schedule.truncation_length "
+                       f"({self.truncation_length}); raise the horizon or shorten the truncation.")
+    if self.min_horizon > self.horizon:
+      raise ValueError(f"schedule.min_horizon ({self.min_horizon}) must be <= schedule.horizon "
+                       f"({self.horizon}).")
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorConfig:
+  """The meta-gradient estimate of one outer step.
+
+  Attributes:
+    name: one of ``ESTIMATORS``, or ``"mix"`` with ``mix_weights``.
+    mix_weights: ``{estimator: weight}`` for ``"mix"``.
+    num_tasks: in-flight inner tasks (sharded over devices; divisible by their count).
+    sigma: ES/PES perturbation std.
+    full_es_loss: ``avg``, ``min`` or ``last`` (full-unroll ES only).
+    meta_loss: ``train`` (mean over truncation), ``final`` or ``valid``.
+  """
+  name: str = "pes"
+  mix_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+  num_tasks: int = 8
+  sigma: float = 0.01
+  full_es_loss: str = "avg"
+  meta_loss: str = "train"
+
+  def __post_init__(self):
+    _check_choice("estimator.name", self.name, ESTIMATORS + ("mix",))
+    _check_choice("estimator.meta_loss", self.meta_loss, META_LOSSES)
+    _check_choice("estimator.full_es_loss", self.full_es_loss, FULL_ES_LOSSES)
+    if self.name == "mix" and not self.mix_weights:
+      raise ValueError("estimator.name='mix' needs estimator.mix_weights, "
+                       "e.g. {'pes': 0.5, 'tbptt': 0.5}.")
+    for name, weight in self.mix_weights.items():
+      _check_choice("estimator.mix_weights key", name, ESTIMATORS)
+      _check_positive(f"estimator.mix_weights[{name!r}]", weight)
+    _check_at_least("estimator", self, ("num_tasks",), 1)
+    _check_positive("estimator.sigma", self.sigma)
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterConfig:
+  """The outer (meta) optimizer on theta.
+
+  Attributes:
+    optimizer: optax optimizer (``OUTER_OPTIMIZERS``).
+    lr: its peak learning rate.
+    lr_schedule: ``constant``, ``cosine`` (decay over ``num_steps``) or
+      ``warmup_cosine`` (linear warm-up over ``warmup_steps``, then cosine).
+    warmup_steps: warm-up length of ``warmup_cosine``.
+    grad_clip: ``value`` (elementwise, as learned_optimization), ``global_norm`` or
+      ``none``: clipping of the meta-gradient before the optimizer.
+    clip_value: the clipping threshold.
+    grad_accum: meta-gradient estimates averaged per outer update.
+    num_steps: outer steps of the run.
+    resample_every: restart every in-flight task every this many outer steps (0: only
+      when runs reach their horizon).
+  """
+  optimizer: str = "adam"
+  lr: float = 1e-3
+  lr_schedule: str = "constant"
+  warmup_steps: int = 0
+  grad_clip: str = "value"
+  clip_value: float = 3.0
+  grad_accum: int = 1
+  num_steps: int = 1000
+  resample_every: int = 0
+
+  def __post_init__(self):
+    _check_choice("outer.optimizer", self.optimizer, OUTER_OPTIMIZERS)
+    _check_choice("outer.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+    _check_choice("outer.grad_clip", self.grad_clip, GRAD_CLIPS)
+    _check_positive("outer.lr", self.lr)
+    _check_positive("outer.clip_value", self.clip_value)
+    _check_at_least("outer", self, ("grad_accum", "num_steps"), 1)
+    _check_at_least("outer", self, ("warmup_steps", "resample_every"), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Held-out evaluation during meta-training.
+
+  Attributes:
+    every: evaluate theta every this many outer steps (0: never) and at the end.
+    tasks: held-out tasks (a fixed key) trained ...
+    horizon: ... for this many inner steps, with theta and with Adam at ``adam_lr``.
+    adam_lr: learning rate of the Adam baseline.
+  """
+  every: int = 100
+  tasks: int = 4
+  horizon: int = 200
+  adam_lr: float = 1e-3
+
+  def __post_init__(self):
+    _check_at_least("eval", self, ("every",), 0)
+    _check_at_least("eval", self, ("tasks", "horizon"), 1)
+    _check_positive("eval.adam_lr", self.adam_lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Bookkeeping: may change between a run and its resume (not in ``fingerprint()``).
+
+  Attributes:
+    name: run name (progress bar, wandb, exported ``<name>.safetensors``).
+    run_dir: output directory (metrics, curves, checkpoints, exported theta).
+    log_every: metrics window / progress refresh (outer steps).
+    checkpoint_every / keep_checkpoints: checkpoint period and how many to keep.
+    wandb_mode / wandb_project: wandb settings (offline by default).
+  """
+  name: str = "meta_train"
+  run_dir: str = "runs/meta_train"
+  log_every: int = 10
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 3
+  wandb_mode: str = "offline"
+  wandb_project: str = "metaopt"
+
+  def __post_init__(self):
+    _check_at_least("run", self, ("log_every", "checkpoint_every", "keep_checkpoints"), 1)
+    _check_choice("run.wandb_mode", self.wandb_mode, WANDB_MODES)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+  """Everything that defines a meta-training run (same config + seed = same numbers).
+
+  Attributes:
+    family: task family registry name (``tasks.family_names()``).
+    lopt: learned-optimizer architecture (``metaopt.lopt.arch_names()``).
+    lopt_config: fields of that architecture's config dataclass (checked against it).
+    seed: the one seed of the run.
+    schedule / estimator / outer / eval / run: the sections above.
+  """
+  family: str = "mlp_digits_w32_d2_family"
+  lopt: str = "mlp"
+  lopt_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  seed: int = 0
+  schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+  estimator: EstimatorConfig = dataclasses.field(default_factory=EstimatorConfig)
+  outer: OuterConfig = dataclasses.field(default_factory=OuterConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+  def __post_init__(self):
+    if self.family not in task_registry.family_names():
+      raise ValueError(task_registry.unknown_name_message(
+          "task family", self.family, task_registry.family_names()))
+    if self.lopt not in lopt_lib.arch_names():
+      raise ValueError(task_registry.unknown_name_message(
+          "learned-optimizer architecture (lopt)", self.lopt, lopt_lib.arch_names()))
+    # Fields of the architecture's config, typed like them (JSON lists become tuples).
+    arch_config = type(lopt_lib.build(self.lopt).config)
+    object.__setattr__(self, "lopt_config", _checked_lopt_config(arch_config, self.lopt_config))
+
+  def to_dict(self) -> Dict[str, Any]:
+    """Nested dict (``from_dict`` reads it back)."""
+    return typed_config.to_dict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of everything that changes the numbers (run bookkeeping excluded), used
+    to refuse resuming a checkpoint written by a different config."""
+    keep = self.to_dict()
+    del keep["run"]
+    for section, name in _BOOKKEEPING:
+      del keep[section][name]
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: Fields outside ``run`` that may change between a run and its resume.
+_BOOKKEEPING = (("outer", "num_steps"), ("eval", "every"))
+
+
+def _checked_lopt_config(arch_config: type, values: Mapping[str, Any]) -> Dict[str, Any]:
+  """The given fields of ``values`` checked against ``arch_config``'s types."""
+  types = typed_config.field_types(arch_config)
   for key in values:
-    if key not in known:
-      close = difflib.get_close_matches(key, known, n=3)
-      hint = f" Did you mean {', '.join(close)}?" if close else ""
-      raise ValueError(f"Unknown meta-training config key {key!r}.{hint} "
-                       f"Valid keys: {', '.join(known)}.")
-  types = {f.name: f.type for f in dataclasses.fields(MetaTrainConfig)}
-  checked = {k: _coerce(k, v, types[k]) for k, v in values.items()}
-  return dataclasses.replace(base, **checked)
+    if key not in types:
+      raise typed_config.unknown_key(f"lopt_config.{key}", [f"lopt_config.{n}" for n in types])
+  return {k: typed_config.check_value(f"lopt_config.{k}", v, types[k]) for k, v in values.items()}
 
 
-def _coerce(key: str, value: Any, type_name: str) -> Any:
-  expected = {"int": int, "float": float, "str": str, "bool": bool}.get(type_name)
-  if expected is None:  # Dict fields.
-    if not isinstance(value, dict):
-      raise ValueError(f"Config key {key!r} expects a dict, got {value!r}.")
-    return value
-  if expected is float and isinstance(value, int) and not isinstance(value, bool):
-    return float(value)
-  if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-    raise ValueError(f"Config key {key!r} expects {type_name}, got {value!r} "
-                     f"({type(value).__name__}).")
-  return value
+#: Where each key of the flat (pre-sections) config lives now.
+LEGACY_KEYS = {
+    "name": ("run", "name"), "run_dir": ("run", "run_dir"), "log_every": ("run", "log_every"),
+    "checkpoint_every": ("run", "checkpoint_every"),
+    "keep_checkpoints": ("run", "keep_checkpoints"), "wandb_mode": ("run", "wandb_mode"),
+    "wandb_project": ("run", "wandb_project"),
+    "estimator": ("estimator", "name"), "mix_weights": ("estimator", "mix_weights"),
+    "num_tasks": ("estimator", "num_tasks"), "sigma": ("estimator", "sigma"),
+    "full_es_loss": ("estimator", "full_es_loss"), "meta_loss": ("estimator", "meta_loss"),
+    "schedule": ("schedule", "name"), "truncation_length": ("schedule", "truncation_length"),
+    "horizon": ("schedule", "horizon"), "min_horizon": ("schedule", "min_horizon"),
+    "random_offsets": ("schedule", "random_offsets"),
+    "num_steps": ("outer", "num_steps"), "outer_optimizer": ("outer", "optimizer"),
+    "outer_lr": ("outer", "lr"), "lr_schedule": ("outer", "lr_schedule"),
+    "warmup_steps": ("outer", "warmup_steps"), "grad_clip": ("outer", "grad_clip"),
+    "clip_value": ("outer", "clip_value"), "grad_accum": ("outer", "grad_accum"),
+    "resample_every": ("outer", "resample_every"),
+    "eval_every": ("eval", "every"), "eval_tasks": ("eval", "tasks"),
+    "eval_horizon": ("eval", "horizon"), "eval_adam_lr": ("eval", "adam_lr"),
+}
 
 
-def parse_override(text: str) -> Tuple[str, Any]:
-  """``"key=value"`` -> ``(key, value)``; the value is a Python literal when it
-  parses as one (``3``, ``1e-3``, ``True``, ``{'a': 1}``), else a string.
-  Dotted keys set one field of a dict field: ``lopt_config.hidden_sizes=(16,16)``."""
-  if "=" not in text:
-    raise ValueError(f"Override {text!r} must look like key=value.")
-  key, raw = text.split("=", 1)
-  try:
-    value = ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    value = raw
-  return key.strip(), value
+def is_legacy(values: Mapping[str, Any]) -> bool:
+  """True for a flat config dict (written before the sections, e.g. in the header of
+  ``metaopt/pretrained/mlp-digits-v1.safetensors``)."""
+  return isinstance(values.get("estimator"), str) or any(
+      k in LEGACY_KEYS and k not in ("estimator", "schedule") for k in values)
+
+
+def from_legacy(values: Mapping[str, Any]) -> Dict[str, Any]:
+  """A flat config dict as a nested one."""
+  out: Dict[str, Any] = {}
+  for key, value in values.items():
+    if key in LEGACY_KEYS:
+      section, name = LEGACY_KEYS[key]
+      out.setdefault(section, {})[name] = value
+    else:
+      out[key] = value
+  return out
+
+
+def from_dict(values: Mapping[str, Any], base: Optional[MetaTrainConfig] = None) -> MetaTrainConfig:
+  """A config from a nested dict (``to_dict``'s form) or dotted keys
+  (``{"estimator.sigma": 0.02}``) over ``base`` or the defaults; a flat pre-sections
+  dict is read too. Unknown keys and wrong types fail."""
+  if is_legacy(values):
+    values = from_legacy(values)
+  values = typed_config.nest(values)
+  if base is None:
+    return typed_config.from_dict(MetaTrainConfig, values)
+  return typed_config.replace(base, values)
 
 
 def apply_overrides(config: MetaTrainConfig, overrides: Sequence[str]) -> MetaTrainConfig:
-  values: Dict[str, Any] = {}
-  for text in overrides:
-    key, value = parse_override(text)
-    if "." in key:
-      top, sub = key.split(".", 1)
-      current = dict(values.get(top, getattr(config, top, None) or {}))
-      if not isinstance(getattr(config, top, None), dict):
-        raise ValueError(f"{top!r} is not a dict config field; cannot set {key!r}.")
-      current[sub] = value
-      values[top] = current
-    else:
-      values[key] = value
-  return from_dict(values, config)
+  """``config`` with ``key=value`` overrides (``estimator.sigma=0.02``,
+  ``lopt_config.hidden_sizes=(16,16)``) applied."""
+  return typed_config.apply_overrides(config, overrides)
 
 
 def load_config(path: str, overrides: Sequence[str] = (), variant: Optional[str] = None
                 ) -> MetaTrainConfig:
-  """Imports ``path`` (a ``.py`` file defining ``get_config``) and applies overrides.
-
-  ``path`` may end with ``:variant`` (e.g. ``configs/mlp_digits.py:pod``).
-  """
-  if variant is None and ":" in os.path.basename(path):
-    path, variant = path.rsplit(":", 1)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"Config file {path!r} does not exist.")
-  spec = importlib.util.spec_from_file_location("metaopt_user_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"Config file {path!r} must define get_config().")
-  config = module.get_config(variant) if variant is not None else module.get_config()
-  if isinstance(config, dict):
-    config = from_dict(config)
-  if not isinstance(config, MetaTrainConfig):
-    raise TypeError(f"{path}: get_config() returned {type(config).__name__}, "
-                    f"expected MetaTrainConfig or a dict.")
-  return apply_overrides(config, overrides)
+  """Executes config file ``path`` (``configs/x.py`` or ``configs/x.py:variant``;
+  trusted Python only), calls its ``get_config`` and applies ``overrides``."""
+  return typed_config.load_file(path, MetaTrainConfig, overrides, variant)

@@ -32,7 +32,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import tasks as task_registry
-from metaopt import checkpoint
+from metaopt import checkpoint, inner
 from metaopt import lopt as lopt_lib
 from metaopt.logging import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 from metaopt.meta import estimators as est_lib
@@ -94,30 +94,31 @@ class MetaTrainResult:
 
 def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
   """Clipping followed by the outer optimizer with its learning-rate schedule."""
-  if config.lr_schedule == "constant":
-    lr = config.outer_lr
-  elif config.lr_schedule == "cosine":
-    lr = optax.cosine_decay_schedule(config.outer_lr, config.num_steps)
+  if config.outer.lr_schedule == "constant":
+    lr = config.outer.lr
+  elif config.outer.lr_schedule == "cosine":
+    lr = optax.cosine_decay_schedule(config.outer.lr, config.outer.num_steps)
   else:
-    lr = optax.warmup_cosine_decay_schedule(0.0, config.outer_lr, max(config.warmup_steps, 1),
-                                            config.num_steps)
-  opt = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}[config.outer_optimizer](lr)
-  if config.grad_clip == "value":
-    return optax.chain(optax.clip(config.clip_value), opt)
-  if config.grad_clip == "global_norm":
-    return optax.chain(optax.clip_by_global_norm(config.clip_value), opt)
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, config.outer.lr, max(config.outer.warmup_steps, 1), config.outer.num_steps)
+  opt = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}[config.outer.optimizer](lr)
+  if config.outer.grad_clip == "value":
+    return optax.chain(optax.clip(config.outer.clip_value), opt)
+  if config.outer.grad_clip == "global_norm":
+    return optax.chain(optax.clip_by_global_norm(config.outer.clip_value), opt)
   return opt
 
 
 def make_estimator(config: MetaTrainConfig, problem: InnerProblem) -> est_lib.GradientEstimator:
   def one(name):
-    return est_lib.build_estimator(name, problem, config.num_tasks, config.sigma,
-                                   config.full_es_loss)
+    est = config.estimator
+    return est_lib.build_estimator(name, problem, est.num_tasks, est.sigma, est.full_es_loss)
 
-  if config.estimator == "mix":
-    names = sorted(config.mix_weights)
-    return est_lib.MixedEstimator([one(n) for n in names], [config.mix_weights[n] for n in names])
-  return one(config.estimator)
+  if config.estimator.name == "mix":
+    names = sorted(config.estimator.mix_weights)
+    return est_lib.MixedEstimator([one(n) for n in names],
+                                  [config.estimator.mix_weights[n] for n in names])
+  return one(config.estimator.name)
 
 
 def default_mesh() -> Mesh:
@@ -131,10 +132,6 @@ def check_task_split(num_tasks: int, num_devices: int) -> None:
     raise ValueError(
         f"num_tasks={num_tasks} must be divisible by the number of devices "
         f"({num_devices}); set num_tasks to a multiple of {num_devices}.")
-
-
-def _tree_where(pred, a, b):
-  return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
 def _to_host(tree):
@@ -171,13 +168,15 @@ class MetaTrainer:
         jax.random.split(key, 6))
     self.static = self.family.sample_static(k_static)
     self.data = shared_data(self.family, self.static, k_data)
-    schedule = TruncationSchedule(config.schedule, config.truncation_length, config.horizon,
-                                  config.min_horizon, config.random_offsets)
-    self.problem = InnerProblem(self.family, self.static, self.lopt, schedule, config.meta_loss)
+    sched = config.schedule
+    schedule = TruncationSchedule(sched.name, sched.truncation_length, sched.horizon,
+                                  sched.min_horizon, sched.random_offsets)
+    self.problem = InnerProblem(self.family, self.static, self.lopt, schedule,
+                                config.estimator.meta_loss)
     self.estimator = make_estimator(config, self.problem)
     self.outer = make_outer_optimizer(config)
     self.mesh = mesh if mesh is not None else default_mesh()
-    check_task_split(config.num_tasks, self.mesh.size)
+    check_task_split(config.estimator.num_tasks, self.mesh.size)
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P(AXIS))
     abstract = jax.eval_shape(self._init_state)
@@ -218,9 +217,9 @@ class MetaTrainer:
     key = jax.random.fold_in(state.key, state.step)
     k_resample, k_grad = jax.random.split(key)
     worker = state.worker_state
-    if cfg.resample_every:
+    if cfg.outer.resample_every:
       worker = jax.lax.cond(
-          (state.step > 0) & (state.step % cfg.resample_every == 0),
+          (state.step > 0) & (state.step % cfg.outer.resample_every == 0),
           lambda: self.estimator.init_worker_state(state.theta, k_resample), lambda: worker)
       worker = jax.lax.with_sharding_constraint(worker, self.state_sharding.worker_state)
 
@@ -228,18 +227,19 @@ class MetaTrainer:
       g, ws, m = self.estimator.compute_gradient(state.theta, ws, data, k)
       return ws, (g, m)
 
-    worker, (grads, metrics) = jax.lax.scan(micro, worker, jax.random.split(k_grad, cfg.grad_accum))
+    worker, (grads, metrics) = jax.lax.scan(micro, worker,
+                                            jax.random.split(k_grad, cfg.outer.grad_accum))
     grad = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
     metrics = {k: (jnp.sum(v) if k in COUNT_METRICS else jnp.mean(v)) for k, v in metrics.items()}
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
     # A non-finite meta-gradient is skipped (theta and the optimizer state unchanged).
-    safe_grad = _tree_where(finite, grad, jax.tree_util.tree_map(jnp.zeros_like, grad))
+    safe_grad = inner.tree_where(finite, grad, jax.tree_util.tree_map(jnp.zeros_like, grad))
     updates, opt_state = self.outer.update(safe_grad, state.opt_state, state.theta)
-    theta = _tree_where(finite, optax.apply_updates(state.theta, updates), state.theta)
-    opt_state = _tree_where(finite, opt_state, state.opt_state)
+    theta = inner.tree_where(finite, optax.apply_updates(state.theta, updates), state.theta)
+    opt_state = inner.tree_where(finite, opt_state, state.opt_state)
     metrics["grad_norm"] = optax.tree.norm(safe_grad)
     metrics["skipped"] = (~finite).astype(jnp.float32)
-    fresh_window = state.step % cfg.log_every == 0
+    fresh_window = state.step % cfg.run.log_every == 0
     window = {k: jnp.where(fresh_window, 0.0, state.window[k]) + metrics[k].astype(jnp.float32)
               for k in state.window}
     new = MetaState(theta, opt_state, worker, state.step + 1, state.key, window,
@@ -251,7 +251,7 @@ class MetaTrainer:
   def _eval_curves(self, opt_theta, data):
     """(eval_tasks, eval_horizon) training losses of held-out tasks (fixed key)."""
     if opt_theta is None:
-      opt = optax.adam(self.config.eval_adam_lr)
+      opt = optax.adam(self.config.eval.adam_lr)
     else:
       def opt(param_info):
         if param_info is None:
@@ -259,10 +259,10 @@ class MetaTrainer:
         return self.lopt.transform(opt_theta, param_info=param_info)
     k_tasks, k_runs = jax.random.split(self._k_eval)
     dyn = jax.vmap(lambda k: self.family.sample_dynamic(k, self.static))(
-        jax.random.split(k_tasks, self.config.eval_tasks))
-    keys = jax.random.split(k_runs, self.config.eval_tasks)
+        jax.random.split(k_tasks, self.config.eval.tasks))
+    keys = jax.random.split(k_runs, self.config.eval.tasks)
     run = lambda d, k: train_curve(self.family, self.static, opt, d, data, k,  # noqa: E731
-                                   self.config.eval_horizon)
+                                   self.config.eval.horizon)
     return jax.vmap(run)(dyn, keys)
 
   @staticmethod
@@ -285,18 +285,18 @@ class MetaTrainer:
   def _expect(self) -> Dict[str, Any]:
     cfg = self.config
     return {"fingerprint": cfg.fingerprint(), "lopt": cfg.lopt, "family": cfg.family,
-            "estimator": cfg.estimator}
+            "estimator": cfg.estimator.name}
 
   @property
   def checkpoint_dir(self) -> str:
-    return os.path.join(self.config.run_dir, "checkpoints")
+    return os.path.join(self.config.run.run_dir, "checkpoints")
 
   def save(self, state: MetaState, wall_time: float) -> None:
     host = _to_host(state)  # Collective on multi-host: every process calls it.
     if jax.process_index() == 0:
       meta = dict(self._expect(), wall_time_s=wall_time, num_devices=jax.device_count())
       checkpoint.save(self.checkpoint_dir, int(host.step), host, meta,
-                      keep=self.config.keep_checkpoints)
+                      keep=self.config.run.keep_checkpoints)
 
   def restore(self):
     """``(state, wall_time_s)`` from the latest checkpoint, or ``None``."""
@@ -312,29 +312,29 @@ class MetaTrainer:
   # -- the loop ---------------------------------------------------------------------
 
   def run(self, progress: bool = True) -> MetaTrainResult:
-    """Meta-trains to ``config.num_steps`` (resuming from the latest checkpoint)."""
+    """Meta-trains to ``config.outer.num_steps`` (resuming from the latest checkpoint)."""
     cfg = self.config
     lead = jax.process_index() == 0
     restored = self.restore()
     state, wall = restored if restored else (self.init_state(), 0.0)
     start = int(_to_host(state.step))
-    metrics_path = os.path.join(cfg.run_dir, "metrics.jsonl")
+    metrics_path = os.path.join(cfg.run.run_dir, "metrics.jsonl")
     logger = None
     if lead:
       if restored:
         truncate_metrics(metrics_path, start)
-      logger = MetricsLogger(cfg.run_dir, cfg.to_dict(), project=cfg.wandb_project,
-                             mode=cfg.wandb_mode, name=cfg.name, resume=bool(restored))
+      logger = MetricsLogger(cfg.run.run_dir, cfg.to_dict(), project=cfg.run.wandb_project,
+                             mode=cfg.run.wandb_mode, name=cfg.run.name, resume=bool(restored))
     stop = _StopFlag()
     bar = None
     if progress and lead:
       from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-      bar = tqdm(total=cfg.num_steps, initial=start, desc=cfg.name, unit="step")
+      bar = tqdm(total=cfg.outer.num_steps, initial=start, desc=cfg.run.name, unit="step")
     step, t_window, steps_window = start, time.perf_counter(), 0
     interrupted = False
     try:
       with stop:
-        while step < cfg.num_steps:
+        while step < cfg.outer.num_steps:
           t0 = time.perf_counter()
           state, meta_loss = self.step(state, self.data)
           step += 1
@@ -344,9 +344,9 @@ class MetaTrainer:
             meta_loss.block_until_ready()
             t_window, steps_window = time.perf_counter(), 0
           row = {}
-          if step % cfg.log_every == 0 or step == cfg.num_steps:
+          if step % cfg.run.log_every == 0 or step == cfg.outer.num_steps:
             window = _to_host(state.window)  # Blocks: the only host sync of the loop.
-            count = (step - 1) % cfg.log_every + 1
+            count = (step - 1) % cfg.run.log_every + 1
             row = {k: float(v) / (1 if k in COUNT_METRICS or k == "skipped" else count)
                    for k, v in window.items()}
             dt = time.perf_counter() - t_window
@@ -354,7 +354,7 @@ class MetaTrainer:
             row["inner_steps_per_sec"] = per_step * steps_window / dt if steps_window else 0.0
             row["num_skipped_total"] = float(_to_host(state.num_skipped))
             t_window, steps_window = time.perf_counter(), 0
-          if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.num_steps):
+          if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.outer.num_steps):
             row.update(self.evaluate(state.theta))
             t_window, steps_window = time.perf_counter(), 0
           wall += time.perf_counter() - t0
@@ -367,7 +367,7 @@ class MetaTrainer:
                                 steps_s=f"{row.get('inner_steps_per_sec', 0):.0f}")
           if bar is not None:
             bar.update(1)
-          if step % cfg.checkpoint_every == 0 or step == cfg.num_steps or stop.flag:
+          if step % cfg.run.checkpoint_every == 0 or step == cfg.outer.num_steps or stop.flag:
             self.save(state, wall)
             if lead:
               self._plot()
@@ -385,13 +385,13 @@ class MetaTrainer:
     return MetaTrainResult(theta, rows, step, interrupted, export_path)
 
   def _plot(self) -> None:
-    rows = read_metrics(os.path.join(self.config.run_dir, "metrics.jsonl"))
-    plot_curves(rows, ["meta_loss"], os.path.join(self.config.run_dir, "meta_loss.png"),
-                title=f"{self.config.name}: meta-loss")
+    rows = read_metrics(os.path.join(self.config.run.run_dir, "metrics.jsonl"))
+    plot_curves(rows, ["meta_loss"], os.path.join(self.config.run.run_dir, "meta_loss.png"),
+                title=f"{self.config.run.name}: meta-loss")
     if any("eval/lopt_final_loss" in r for r in rows):
       plot_curves(rows, ["eval/lopt_final_loss", "eval/adam_final_loss"],
-                  os.path.join(self.config.run_dir, "eval_loss.png"),
-                  title=f"{self.config.name}: held-out final training loss")
+                  os.path.join(self.config.run.run_dir, "eval_loss.png"),
+                  title=f"{self.config.run.name}: held-out final training loss")
 
   def export(self, theta, wall_time: float) -> Optional[str]:
     """Writes theta as ``<run_dir>/<name>.safetensors`` (loadable by ``metaopt.load``)."""
@@ -399,12 +399,12 @@ class MetaTrainer:
       return None
     from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
     cfg = self.config
-    path = os.path.join(cfg.run_dir, f"{cfg.name}.safetensors")
+    path = os.path.join(cfg.run.run_dir, f"{cfg.run.name}.safetensors")
     io.save(path, self.lopt, theta, {
         "trained_on": [cfg.family],
         "meta_training_device_hours": wall_time * jax.device_count() / 3600.0,
-        "meta_training_steps": cfg.num_steps,
-        "estimator": cfg.estimator,
+        "meta_training_steps": cfg.outer.num_steps,
+        "estimator": cfg.estimator.name,
         "config": cfg.to_dict(),
     })
     return path

@@ -14,14 +14,17 @@ import sys
 
 
 def config(run_dir, num_steps=12, **overrides):
-  from metaopt.meta.config import MetaTrainConfig  # pylint: disable=import-outside-toplevel
-  values = dict(name="tiny", family="test_quadratic", lopt="test_lr_momentum", estimator="pes",
-                num_tasks=8, truncation_length=4, horizon=10, sigma=0.05, num_steps=num_steps,
-                outer_optimizer="sgd", outer_lr=0.3, grad_clip="none", log_every=2,
-                checkpoint_every=4, eval_every=6, eval_tasks=2, eval_horizon=10,
-                run_dir=run_dir, wandb_mode="disabled")
+  """The tiny config; ``overrides``: dotted keys (``estimator.sigma``) or nested dicts.
+  Needs ``helpers.registered_test_names()`` active."""
+  from metaopt.meta import config as config_lib  # pylint: disable=import-outside-toplevel
+  values = {"family": "test_quadratic", "lopt": "test_lr_momentum", "estimator.name": "pes",
+            "estimator.num_tasks": 8, "schedule.truncation_length": 4, "schedule.horizon": 10,
+            "estimator.sigma": 0.05, "outer.num_steps": num_steps, "outer.optimizer": "sgd",
+            "outer.lr": 0.3, "outer.grad_clip": "none", "run.name": "tiny", "run.log_every": 2,
+            "run.checkpoint_every": 4, "eval.every": 6, "eval.tasks": 2, "eval.horizon": 10,
+            "run.run_dir": run_dir, "run.wandb_mode": "disabled"}
   values.update(overrides)
-  return MetaTrainConfig(**values)
+  return config_lib.from_dict(values)
 
 
 def objects():
@@ -47,7 +50,10 @@ def main():
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
                                num_processes=args.num_processes, process_id=args.process_id)
   from metaopt.meta import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
-  trainer = trainer_lib.MetaTrainer(config(args.run_dir, args.num_steps), **objects())
+  from tests.meta.helpers import registered_test_names  # pylint: disable=import-outside-toplevel
+  with registered_test_names():
+    cfg = config(args.run_dir, args.num_steps)
+  trainer = trainer_lib.MetaTrainer(cfg, **objects())
   if args.kill_after:
     step, calls = trainer.step, [0]
 

@@ -28,3 +28,11 @@ def compilation_cache():
       os.environ.pop(k, None)
     else:
       os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def test_names():
+  """The test family and optimizer registered under the names the tiny config uses."""
+  from tests.meta.helpers import registered_test_names  # pylint: disable=import-outside-toplevel
+  with registered_test_names():
+    yield

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from metaopt.lopt import base as lopt_base
 from metaopt.lopt.base import LearnedOptimizer
+from tasks import registry
 from tasks.base import Task, TaskFamily
 
 DIAG = (0.3, 1.0, 2.0, 3.5)
@@ -83,3 +86,22 @@ def quadratic_family(fixed: bool = True, diverge_scale: float = 0.0,
                 abstract_batch={}, normalize_loss=lambda l: l)
 
   return TaskFamily(name, lambda key: None, sample_dynamic, make_task)
+
+
+@contextlib.contextmanager
+def registered_test_names():
+  """Registers ``test_quadratic`` (non-fixed) and ``test_lr_momentum`` while active: a
+  ``MetaTrainConfig`` checks that its family and lopt names exist."""
+  new_family = "test_quadratic" not in registry.FAMILIES
+  new_arch = LrMomentum.arch not in lopt_base.ARCHS
+  if new_family:
+    registry.FAMILIES.register("test_quadratic", lambda: quadratic_family(fixed=False))
+  if new_arch:
+    lopt_base.register(LrMomentum)
+  try:
+    yield
+  finally:
+    if new_family:
+      registry.FAMILIES.unregister("test_quadratic")
+    if new_arch:
+      lopt_base.ARCHS.unregister(LrMomentum.arch)

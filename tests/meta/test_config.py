@@ -1,50 +1,152 @@
-"""Configs: files, variants, overrides and clear errors."""
+"""Configs: nested sections, typed overrides, validation at load, presets, old dicts."""
 
 import glob
+import json
 import os
 
 import pytest
 
 from metaopt import lopt as lopt_lib
+from metaopt import typed_config
 from metaopt.meta import config as C
+from metaopt.meta import presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Meta-training configs (other config files in configs/ belong to other commands).
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                       if "MetaTrainConfig" in open(p).read())
+# to_dict() of every config file and variant, written by the flat config before the
+# sections and shared presets (to check that they changed no number).
+BEFORE = os.path.join(os.path.dirname(__file__), "data", "flat_configs_before_nesting.json")
 
 
-def test_unknown_key_names_it_and_lists_valid_ones():
-  with pytest.raises(ValueError, match=r"'num_task'.*Did you mean num_tasks.*Valid keys:"):
-    C.from_dict({"num_task": 4})
+def flatten_to_legacy(nested):
+  """A nested ``to_dict()`` in the flat pre-sections form (inverse of LEGACY_KEYS)."""
+  out = {k: v for k, v in nested.items() if not isinstance(v, dict) or k == "lopt_config"}
+  for old, (section, name) in C.LEGACY_KEYS.items():
+    out[old] = nested[section][name]
+  return out
 
 
-def test_overrides_are_typed():
-  cfg = C.apply_overrides(C.MetaTrainConfig(), ["num_tasks=16", "outer_lr=1e-2",
-                                                "estimator=tbptt", "random_offsets=False",
-                                                "lopt_config.hidden_sizes=(16, 16)"])
-  assert cfg.num_tasks == 16 and cfg.outer_lr == 0.01 and cfg.estimator == "tbptt"
-  assert cfg.random_offsets is False and cfg.lopt_config == {"hidden_sizes": (16, 16)}
-  assert C.apply_overrides(cfg, ["outer_lr=1"]).outer_lr == 1.0  # int widened to float
-  with pytest.raises(ValueError, match="'num_tasks' expects int"):
-    C.apply_overrides(cfg, ["num_tasks=many"])
+def test_presets_reproduce_every_config_exactly():
+  before = json.load(open(BEFORE))
+  assert len(before) == 15
+  for key, old in before.items():
+    new = C.load_config(os.path.join(ROOT, key))
+    flat = json.loads(json.dumps(flatten_to_legacy(new.to_dict())))  # tuples -> lists
+    assert flat == old, key
+
+
+def test_nested_overrides_are_typed():
+  cfg = C.apply_overrides(C.MetaTrainConfig(), [
+      "estimator.num_tasks=16", "outer.lr=1e-2", "estimator.name=tbptt",
+      "schedule.random_offsets=False", "lopt_config.hidden_sizes=(16, 16)"])
+  assert cfg.estimator.num_tasks == 16 and cfg.outer.lr == 0.01
+  assert cfg.estimator.name == "tbptt" and cfg.schedule.random_offsets is False
+  assert cfg.lopt_config == {"hidden_sizes": (16, 16)}
+  widened = C.apply_overrides(cfg, ["outer.lr=1", "lopt_config.timescales=[1, 3]"])
+  assert widened.outer.lr == 1.0 and isinstance(widened.outer.lr, float)
+  assert widened.lopt_config["timescales"] == (1.0, 3.0)  # list -> tuple of float
+  assert widened.estimator.num_tasks == 16  # other fields of the section kept
+
+
+@pytest.mark.parametrize("override, match", [
+    ("estimator.num_tasks=many", r"'estimator.num_tasks' expects int, got 'many' \(str\)"),
+    ("estimator.sigma=True", r"'estimator.sigma' expects float"),
+    ("lopt_config.hidden_sizes=(16, 'a')", r"'lopt_config.hidden_sizes\[1\]' expects int"),
+    ("estimator.mix_weights={'pes': 'x'}", r"'estimator.mix_weights.pes' expects float"),
+    ("schedule=3", r"'schedule' expects a ScheduleConfig"),
+])
+def test_wrong_types_name_the_key_and_type(override, match):
+  with pytest.raises(ValueError, match=match):
+    C.apply_overrides(C.MetaTrainConfig(), [override])
+
+
+def test_unknown_keys_suggest_close_matches():
+  with pytest.raises(ValueError, match=r"'estimator.sigm'.*Did you mean estimator.sigma\?"):
+    C.apply_overrides(C.MetaTrainConfig(), ["estimator.sigm=0.1"])
+  with pytest.raises(ValueError, match=r"'sigma'.*Did you mean estimator.sigma"):
+    C.apply_overrides(C.MetaTrainConfig(), ["sigma=0.1"])
+  with pytest.raises(ValueError, match=r"'lopt_config.hidden_size'.*lopt_config.hidden_sizes"):
+    C.apply_overrides(C.MetaTrainConfig(), ["lopt_config.hidden_size=(4,)"])
   with pytest.raises(ValueError, match="key=value"):
-    C.apply_overrides(cfg, ["num_tasks"])
+    C.apply_overrides(C.MetaTrainConfig(), ["estimator.num_tasks"])
+  for message in ("a", "b"):  # one line, whatever the key
+    try:
+      C.apply_overrides(C.MetaTrainConfig(), [f"outer.{message}x=1"])
+    except ValueError as e:
+      assert "\n" not in str(e)
 
 
-def test_bad_choices_are_explained():
-  with pytest.raises(ValueError, match="estimator 'pse'.*'pes'"):
-    C.MetaTrainConfig(estimator="pse")
-  with pytest.raises(ValueError, match="mix_weights"):
-    C.MetaTrainConfig(estimator="mix")
-  with pytest.raises(ValueError, match="num_tasks must be >= 1"):
-    C.MetaTrainConfig(num_tasks=0)
+@pytest.mark.parametrize("override, match", [
+    ("estimator.name=pse", r"estimator.name 'pse'.*'pes'"),
+    ("estimator.name=mix", "mix_weights"),
+    ("estimator.num_tasks=0", r"estimator.num_tasks must be >= 1"),
+    ("estimator.sigma=0.0", r"estimator.sigma must be finite and > 0"),
+    ("outer.lr=-1e-3", r"outer.lr must be finite and > 0"),
+    ("outer.clip_value=1e999", r"outer.clip_value must be finite"),
+    ("schedule.horizon=10", r"schedule.horizon \(10\) must be >= schedule.truncation_length"),
+    ("eval.tasks=0", r"eval.tasks must be >= 1"),
+    ("run.wandb_mode=onlin", r"run.wandb_mode 'onlin'"),
+    ("family=mlp_digits_w32_family", r"Unknown task family.*Did you mean"),
+    ("lopt=mpl", r"Unknown learned-optimizer architecture.*Did you mean mlp"),
+])
+def test_invalid_values_rejected_at_load(override, match):
+  path = os.path.join(ROOT, "configs", "mlp_digits.py")
+  with pytest.raises(ValueError, match=match):
+    C.load_config(path, [override])
+
+
+def test_sections_validate_on_their_own():
+  with pytest.raises(ValueError, match="estimator.sigma"):
+    C.EstimatorConfig(sigma=float("nan"))
+  with pytest.raises(ValueError, match="schedule.min_horizon"):
+    C.ScheduleConfig(horizon=100, min_horizon=200)
 
 
 def test_fingerprint_ignores_bookkeeping_only():
   a = C.MetaTrainConfig()
-  assert a.fingerprint() == C.from_dict({"num_steps": 5, "run_dir": "x"}).fingerprint()
-  assert a.fingerprint() != C.from_dict({"sigma": 0.02}).fingerprint()
+  assert a.fingerprint() == C.from_dict({"outer.num_steps": 5, "run.run_dir": "x",
+                                         "eval.every": 3}).fingerprint()
+  assert a.fingerprint() != C.from_dict({"estimator.sigma": 0.02}).fingerprint()
+  assert a.fingerprint() != C.from_dict({"eval.horizon": 50}).fingerprint()
+
+
+def test_to_dict_round_trips_through_json():
+  cfg = C.load_config(os.path.join(ROOT, "configs", "mlp_digits.py:pod"),
+                      ["lopt_config.hidden_sizes=(8, 8)"])
+  again = C.from_dict(json.loads(json.dumps(cfg.to_dict())))
+  assert again == cfg and again.fingerprint() == cfg.fingerprint()
+
+
+def test_reads_the_flat_config_of_the_shipped_weights():
+  flat = _shipped_metadata()["config"]
+  assert "outer_lr" in flat  # written before the sections
+  cfg = C.from_dict(flat)
+  assert cfg.outer.lr == flat["outer_lr"] and cfg.estimator.num_tasks == flat["num_tasks"]
+  assert cfg.run.name == flat["name"] and cfg.schedule.horizon == flat["horizon"]
+  assert flatten_to_legacy(cfg.to_dict()).items() >= {
+      k: v for k, v in flat.items() if k != "lopt_config"}.items()
+
+
+def _shipped_metadata():
+  import struct  # pylint: disable=import-outside-toplevel
+  path = os.path.join(ROOT, "metaopt", "pretrained", "mlp-digits-v1.safetensors")
+  with open(path, "rb") as f:
+    size = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(size))
+  return json.loads(header["__metadata__"]["metaopt"])["metadata"]
+
+
+def test_presets_are_shared_and_variants_checked():
+  cpu = presets.experiment("x", "cpu", {"family": "quadratic_family", "lopt": "lstm"})
+  assert cpu.run.name == "x_cpu" and cpu.run.run_dir == "runs/x_cpu"
+  assert cpu.eval.horizon == cpu.schedule.horizon == presets.CPU["schedule.horizon"]
+  pod = presets.experiment("x", "pod", {"family": "quadratic_family", "lopt": "lstm"},
+                           changes={"pod": {"schedule.horizon": 1000}})
+  assert pod.eval.horizon == 1000 and pod.estimator.num_tasks == presets.POD["estimator.num_tasks"]
+  with pytest.raises(ValueError, match=r"variant 'demo'.*\['cpu', 'pod'\]"):
+    presets.experiment("x", "demo", {"family": "quadratic_family", "lopt": "lstm"})
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
@@ -63,16 +165,46 @@ def test_every_architecture_has_an_experiment():
   assert not missing, f"no configs/*.py meta-trains {sorted(missing)}"
 
 
-def test_missing_file():
+def test_missing_file_and_wrong_return_type(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     C.load_config("configs/nope.py")
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config(variant=None):\n  return 3\n")
+  with pytest.raises(TypeError, match="expected MetaTrainConfig"):
+    C.load_config(str(bad))
+
+
+def test_typed_config_handles_optional_and_nested_dataclasses():
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from typing import Optional, Tuple  # pylint: disable=import-outside-toplevel
+
+  @dataclasses.dataclass(frozen=True)
+  class Inner:
+    width: Optional[int] = None
+    sizes: Tuple[int, ...] = ()
+
+  @dataclasses.dataclass(frozen=True)
+  class Outer:
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    flag: bool = False
+
+  cfg = typed_config.apply_overrides(Outer(), ["inner.width=3", "flag=True", "inner.sizes=[1]"])
+  assert cfg == Outer(Inner(3, (1,)), True)
+  assert typed_config.apply_overrides(cfg, ["inner.width=None"]).inner.width is None
+  with pytest.raises(ValueError, match=r"'inner.width' expects int or None"):
+    typed_config.apply_overrides(cfg, ["inner.width=1.5"])
+  with pytest.raises(ValueError, match=r"'flag' expects bool"):
+    typed_config.apply_overrides(cfg, ["flag=1"])
 
 
 def test_cli_reports_config_errors_and_prints_config(capsys):
   from metaopt import cli  # pylint: disable=import-outside-toplevel
   path = os.path.join(ROOT, "configs", "mlp_digits.py")
-  assert cli.main(["meta-train", path, "--set", "num_task=3"]) == 2
-  assert "num_tasks" in capsys.readouterr().err
+  assert cli.main(["meta-train", path, "--set", "estimator.num_task=3"]) == 2
+  err = capsys.readouterr().err
+  assert "estimator.num_tasks" in err and len(err.strip().splitlines()) == 1
+  assert cli.main(["meta-train", path, "--set", "estimator.sigma=-1", "--print-config"]) == 2
+  assert "estimator.sigma must be finite and > 0" in capsys.readouterr().err
   assert cli.main(["meta-train", f"{path}:pod", "--set", "seed=3", "--print-config"]) == 0
-  out = capsys.readouterr().out
-  assert '"seed": 3' in out and '"num_tasks": 256' in out
+  printed = json.loads(capsys.readouterr().out)
+  assert printed["seed"] == 3 and printed["estimator"]["num_tasks"] == 256

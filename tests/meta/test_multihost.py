@@ -21,6 +21,7 @@ def free_port():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("test_names")
 def test_two_processes_match_one_device(tmp_path):
   port = free_port()
   env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")

@@ -18,6 +18,7 @@ from metaopt.meta import trainer as trainer_lib
 from tests.meta import _meta_script as script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.usefixtures("test_names")
 
 
 def run_script(run_dir, *args, check=True):
@@ -43,7 +44,7 @@ def in_process(run_dir, **overrides):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
+def full_run(tmp_path_factory, test_names):
   """The reference: 12 uninterrupted outer steps on this process's one device."""
   return in_process(tmp_path_factory.mktemp("full"))
 
@@ -81,7 +82,7 @@ def test_eight_devices_match_one(tmp_path, full_run):
 def test_mismatched_config_refused(full_run):
   run_dir = os.path.dirname(full_run.export_path)
   with pytest.raises(CheckpointError, match="fingerprint"):
-    in_process(run_dir, num_steps=16, sigma=0.1)
+    in_process(run_dir, num_steps=16, **{"estimator.sigma": 0.1})
 
 
 def test_sigterm_checkpoints_and_stops(tmp_path, full_run):
@@ -106,7 +107,7 @@ def test_sigterm_checkpoints_and_stops(tmp_path, full_run):
 def test_non_finite_meta_gradient_is_skipped(tmp_path):
   """The outer NaN guard: a non-finite estimate leaves theta and the optimizer state
   unchanged and is counted."""
-  cfg = script.config(str(tmp_path / "nan"), num_steps=2, eval_every=0, log_every=1)
+  cfg = script.config(str(tmp_path / "nan"), num_steps=2, **{"eval.every": 0, "run.log_every": 1})
   trainer = trainer_lib.MetaTrainer(cfg, **script.objects())
   estimate = trainer.estimator.compute_gradient
 
@@ -133,8 +134,8 @@ def test_num_tasks_must_divide_devices():
 def test_grad_accum_and_resampling(tmp_path):
   """Two estimates per update (twice the inner steps) and all tasks restarted every
   2 outer steps; theta stays finite and moves."""
-  res = in_process(tmp_path / "acc", num_steps=4, eval_every=0, log_every=1, grad_accum=2,
-                   resample_every=2)
+  res = in_process(tmp_path / "acc", num_steps=4, **{
+      "eval.every": 0, "run.log_every": 1, "outer.grad_accum": 2, "outer.resample_every": 2})
   assert [r["inner_steps"] for r in res.rows] == [2 * 8 * 2 * 4] * 4
   start = script.objects()["lopt"].init_meta_params(None)
   assert all(np.isfinite(v) and v != float(start[k]) for k, v in res.theta.items())

@@ -1,0 +1,275 @@
+"""Typed dataclass configs: config files, nested dicts and ``--set key=value`` overrides.
+
+One machinery for every command that reads a config (``metaopt meta-train``,
+``metaopt amortized train``):
+
+* ``load_file(path[:variant], expected)`` executes a Python config file and calls its
+  ``get_config(variant)``. Config files are executed Python: load trusted files only.
+* ``from_dict(cls, values)`` builds a (nested) frozen dataclass from a nested dict,
+  checking every value against the field's type (``typing.get_type_hints``); unknown
+  keys and wrongly typed values fail with one line naming the dotted key, the
+  expected type and close matches.
+* ``apply_overrides(config, ["estimator.sigma=0.01", ...])`` parses each value as a
+  Python literal (else a string) and rebuilds the config once, so every
+  ``__post_init__`` check runs on the final values.
+
+A dataclass may define a classmethod ``field_types(values) -> {field: type}`` to give
+a field a type that depends on its siblings' values (e.g. a section whose dataclass
+depends on ``method``).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import os
+import types
+import typing
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+  """A config value or key that cannot be used; the message says which and why."""
+
+
+# -- types ----------------------------------------------------------------------------
+
+
+def field_types(cls: type, values: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+  """``{field name: resolved type}`` of dataclass ``cls`` (given sibling ``values``)."""
+  hints = typing.get_type_hints(cls)
+  names = [f.name for f in dataclasses.fields(cls)]
+  out = {n: hints[n] for n in names}
+  if hasattr(cls, "field_types"):
+    out.update(cls.field_types(dict(values or {})))
+  return out
+
+
+def type_name(tp: Any) -> str:
+  """Readable name of a type hint: ``int``, ``tuple of int``, ``dict``, ``int or None``."""
+  if tp is Any:
+    return "any value"
+  if dataclasses.is_dataclass(tp):
+    return f"a {tp.__name__} (dict of its fields)"
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (typing.Union, types.UnionType):
+    return " or ".join("None" if a is type(None) else type_name(a) for a in args)
+  if origin is tuple:
+    if len(args) == 2 and args[1] is Ellipsis:
+      return f"tuple of {type_name(args[0])}"
+    return "tuple (" + ", ".join(type_name(a) for a in args) + ")"
+  if origin in (list, Sequence, typing.Sequence):
+    return f"list of {type_name(args[0])}" if args else "list"
+  if origin is dict or origin is Mapping:
+    return f"dict of {type_name(args[0])} -> {type_name(args[1])}" if args else "dict"
+  if origin is typing.Literal:
+    return "one of " + ", ".join(repr(a) for a in args)
+  return getattr(tp, "__name__", str(tp))
+
+
+def _wrong(key: str, tp: Any, value: Any) -> ConfigError:
+  return ConfigError(f"Config key {key!r} expects {type_name(tp)}, got {value!r} "
+                     f"({type(value).__name__}).")
+
+
+def check_value(key: str, value: Any, tp: Any) -> Any:
+  """``value`` checked against type hint ``tp`` and normalized: ints widen to float,
+  lists become tuples for tuple fields, dicts become nested dataclasses."""
+  if tp is Any:
+    return value
+  if dataclasses.is_dataclass(tp):
+    if isinstance(value, tp):
+      return value
+    if isinstance(value, Mapping):
+      return from_dict(tp, value, prefix=key + ".")
+    raise _wrong(key, tp, value)
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  if origin in (typing.Union, types.UnionType):
+    if value is None and type(None) in args:
+      return None
+    for arm in (a for a in args if a is not type(None)):
+      try:
+        return check_value(key, value, arm)
+      except ConfigError:
+        continue
+    raise _wrong(key, tp, value)
+  if origin is typing.Literal:
+    if value in args:
+      return value
+    raise _wrong(key, tp, value)
+  if origin is tuple:
+    if not isinstance(value, (tuple, list)):
+      raise _wrong(key, tp, value)
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if args and len(args) != len(value):
+      raise _wrong(key, tp, value)
+    return tuple(check_value(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args))
+                 ) if args else tuple(value)
+  if origin in (list, Sequence, typing.Sequence):
+    if not isinstance(value, (tuple, list)):
+      raise _wrong(key, tp, value)
+    return [check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)] if args else list(value)
+  if origin in (dict, Mapping) or tp in (dict, Dict):
+    if not isinstance(value, Mapping):
+      raise _wrong(key, tp, value)
+    if not args:
+      return dict(value)
+    return {check_value(f"{key}.{k}", k, args[0]): check_value(f"{key}.{k}", v, args[1])
+            for k, v in value.items()}
+  if tp is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    raise _wrong(key, tp, value)
+  if tp is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    raise _wrong(key, tp, value)
+  if isinstance(tp, type):
+    if isinstance(value, tp):
+      return value
+    raise _wrong(key, tp, value)
+  return value
+
+
+# -- dicts ----------------------------------------------------------------------------
+
+
+def unknown_key(key: str, known: Sequence[str], where: str = "config") -> ConfigError:
+  """One-line error for an unknown (dotted) ``key``: close matches of its last part
+  first (``sigma`` -> ``estimator.sigma``), then the valid keys."""
+  by_leaf: Dict[str, list] = {}
+  for k in known:
+    by_leaf.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+  leaf = key.rsplit(".", 1)[-1]
+  close = [k for name in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6)
+           for k in by_leaf[name]]
+  close = list(dict.fromkeys(close + difflib.get_close_matches(key, known, n=3, cutoff=0.8)))
+  hint = f" Did you mean {', '.join(close[:3])}?" if close else ""
+  return ConfigError(f"Unknown {where} key {key!r}.{hint} Valid keys: {', '.join(known)}.")
+
+
+def from_dict(cls: Type[T], values: Mapping[str, Any], prefix: str = "") -> T:
+  """Dataclass ``cls`` from a nested dict (missing fields take their defaults)."""
+  types_ = field_types(cls, values)
+  for key in values:
+    if key not in types_:
+      raise unknown_key(f"{prefix}{key}", _all_keys(cls, prefix, values))
+  checked = {k: check_value(f"{prefix}{k}", v, types_[k]) for k, v in values.items()}
+  return cls(**checked)
+
+
+def _all_keys(cls: type, prefix: str, values: Mapping[str, Any]) -> Tuple[str, ...]:
+  """Every settable key of ``cls``, nested sections as ``section.field``."""
+  out = []
+  for name, tp in field_types(cls, values).items():
+    out.append(f"{prefix}{name}")
+    if dataclasses.is_dataclass(tp):
+      sub = values.get(name) if isinstance(values.get(name), Mapping) else {}
+      out.extend(_all_keys(tp, f"{prefix}{name}.", sub))
+  return tuple(out)
+
+
+def to_dict(config: Any) -> Dict[str, Any]:
+  """Nested dict of a (nested) dataclass config."""
+  return dataclasses.asdict(config)
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
+  """``base`` with ``update`` merged in, recursively for dict values."""
+  out = dict(base)
+  for k, v in update.items():
+    if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+      out[k] = merge(out[k], v)
+    else:
+      out[k] = v
+  return out
+
+
+def nest(dotted: Mapping[str, Any]) -> Dict[str, Any]:
+  """``{"a.b": 1, "c": 2}`` -> ``{"a": {"b": 1}, "c": 2}``."""
+  out: Dict[str, Any] = {}
+  for key, value in dotted.items():
+    *path, last = key.split(".")
+    node = out
+    for part in path:
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ConfigError(f"Config key {key!r} sets a field inside {part!r}, which is "
+                          "given a non-dict value too.")
+    node[last] = merge(node[last], value) if isinstance(node.get(last), dict) and isinstance(
+        value, Mapping) else value
+  return out
+
+
+def replace(config: T, values: Mapping[str, Any]) -> T:
+  """``config`` with the nested or dotted ``values`` applied (all at once, checked)."""
+  return from_dict(type(config), merge(_shallow_dict(config), nest(values)))
+
+
+def _shallow_dict(config: Any) -> Dict[str, Any]:
+  """Nested dict of a dataclass whose nested dataclasses stay dicts (for merging) but
+  whose leaves keep their Python types."""
+  out = {}
+  for f in dataclasses.fields(config):
+    v = getattr(config, f.name)
+    out[f.name] = _shallow_dict(v) if dataclasses.is_dataclass(v) else v
+  return out
+
+
+# -- overrides and files --------------------------------------------------------------
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+  """``"key=value"`` -> ``(key, value)``; the value is a Python literal when it
+  parses as one (``3``, ``1e-3``, ``True``, ``(16, 16)``, ``{'a': 1}``), else a string."""
+  if "=" not in text:
+    raise ConfigError(f"Override {text!r} must look like key=value (e.g. estimator.sigma=0.01).")
+  key, raw = text.split("=", 1)
+  try:
+    value = ast.literal_eval(raw.strip())
+  except (ValueError, SyntaxError):
+    value = raw
+  return key.strip(), value
+
+
+def apply_overrides(config: T, overrides: Sequence[str]) -> T:
+  """``config`` with ``--set``-style ``key=value`` strings applied (dotted keys)."""
+  if not overrides:
+    return config
+  return replace(config, dict(parse_override(t) for t in overrides))
+
+
+def split_variant(path: str) -> Tuple[str, Optional[str]]:
+  """``"configs/x.py:pod"`` -> ``("configs/x.py", "pod")``."""
+  if ":" in os.path.basename(path):
+    path, variant = path.rsplit(":", 1)
+    return path, variant
+  return path, None
+
+
+def load_file(path: str, expected: Type[T], overrides: Sequence[str] = (),
+              variant: Optional[str] = None) -> T:
+  """Executes config file ``path[:variant]`` (trusted Python), calls its
+  ``get_config([variant])``, checks it returns an ``expected`` (a nested dict is
+  converted) and applies ``overrides``."""
+  if variant is None:
+    path, variant = split_variant(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Config file {path!r} does not exist.")
+  spec = importlib.util.spec_from_file_location("metaopt_user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"Config file {path!r} must define get_config(variant=...).")
+  config = module.get_config(variant) if variant is not None else module.get_config()
+  if isinstance(config, Mapping):
+    config = from_dict(expected, config)
+  if not isinstance(config, expected):
+    raise TypeError(f"{path}: get_config() returned {type(config).__name__}, "
+                    f"expected {expected.__name__}.")
+  return apply_overrides(config, overrides)
