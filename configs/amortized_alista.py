@@ -1,10 +1,12 @@
 """ALISTA (analytic W, learned per-layer step and threshold), K=16."""
 
-CONFIG = {
-    "method": "alista",
-    "problem": "lasso_m64_n128_p0.1_snr40",
-    "num_layers": 16,
-    "steps": 2000,
-    "batch_size": 64,
-    "num_test": 1000,
-}
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+from metaopt.amortized.lista import LISTAConfig
+
+
+def get_config(variant: str = "cpu") -> ExperimentConfig:
+  del variant  # One size.
+  return ExperimentConfig(
+      method="alista", problem="lasso_m64_n128_p0.1_snr40",
+      train=LISTAConfig(num_layers=16, steps=2000, batch_size=64),
+      eval=EvalConfig(num_test=1000))

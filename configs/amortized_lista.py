@@ -1,13 +1,15 @@
 """LISTA (untied, K=16) on the CPU-sized LASSO problem; `metaopt amortized train
 --config configs/amortized_lista.py --out runs/lista`. Use method "lista_cp" or
-"alista" for the other variants, problem "lasso_m250_n500_p0.1_snr40" for the
-classic size."""
+"alista" for the other variants (``--set method=lista_cp``), problem
+"lasso_m250_n500_p0.1_snr40" for the classic size."""
 
-CONFIG = {
-    "method": "lista",
-    "problem": "lasso_m64_n128_p0.1_snr40",
-    "num_layers": 16,
-    "steps": 2000,
-    "batch_size": 64,
-    "num_test": 1000,
-}
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+from metaopt.amortized.lista import LISTAConfig
+
+
+def get_config(variant: str = "cpu") -> ExperimentConfig:
+  del variant  # One size.
+  return ExperimentConfig(
+      method="lista", problem="lasso_m64_n128_p0.1_snr40",
+      train=LISTAConfig(num_layers=16, steps=2000, batch_size=64),
+      eval=EvalConfig(num_test=1000))

@@ -1,13 +1,13 @@
 """Amortized entropic OT (Meta OT): an MLP predicts the dual potential from the two
 histograms and warm-starts Sinkhorn."""
 
-CONFIG = {
-    "method": "amortized",
-    "problem": "entropic_ot_n32_eps0.01",
-    "loss": "objective",
-    "solver": "native",
-    "hidden": [256, 256],
-    "steps": 2000,
-    "eval_iters": 50,
-    "num_test": 256,
-}
+from metaopt.amortized.amortize import AmortizedConfig
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+
+
+def get_config(variant: str = "cpu") -> ExperimentConfig:
+  del variant  # One size.
+  return ExperimentConfig(
+      method="amortized", problem="entropic_ot_n32_eps0.01",
+      train=AmortizedConfig(loss="objective", solver="native", hidden=(256, 256), steps=2000),
+      eval=EvalConfig(iters=50, num_test=256))

@@ -1,10 +1,19 @@
 """One amortized / L2O experiment: train, save, load, evaluate against the iterative
 baselines, and report (markdown table + PNG plot). Used by ``metaopt amortized``.
 
-An experiment config is a plain dict: ``method`` (one of ``METHODS``), ``problem``
-(a name from ``tasks.problems.problem_names()``) and the fields of the method's
-config dataclass (``LISTAConfig``, ``AmortizedConfig`` or ``UnrollConfig``; for
-``math_l2o`` also ``lopt``: overrides of the ``math_l2o`` config).
+An experiment is an ``ExperimentConfig``: ``method`` (one of ``METHODS``), ``problem``
+(a name from ``tasks.problems.problem_names()``), ``train``: the method's config
+dataclass (``LISTAConfig`` for ``lista``/``lista_cp``/``alista``, whose ``variant``
+follows ``method``; ``AmortizedConfig``; ``UnrollConfig`` for ``math_l2o``), ``lopt``
+(overrides of the ``math_l2o`` optimizer config) and ``eval`` (``EvalConfig``). A
+config file ``configs/amortized_*.py`` defines ``get_config(variant=...)`` returning
+one; ``load_config`` reads it with the same loader and ``--set`` overrides as
+meta-training (``metaopt.typed_config``). Config files are executed Python: trusted
+files only.
+
+A saved run holds no pickle: ``experiment.json`` (the config), ``result.json`` (the
+result's scalars and the structure of its arrays) and ``result.npz`` (the arrays,
+read with ``allow_pickle=False``), so loading a run directory executes no code.
 
 Evaluation on held-out instances (the ``test`` key stream, never trained on):
 
@@ -13,7 +22,7 @@ Evaluation on held-out instances (the ``test`` key stream, never trained on):
 * ``amortized``: relative objective gap ``(F(x_k) - F*) / (F(0) - F*)`` after ``k``
   solver steps from the prediction versus from zero (``k = 0`` is the fully amortized
   prediction); ``F*`` from the reference solver;
-* ``math_l2o``: ``F(x_k) - F*`` for ``k`` up to ``eval_factor`` (10) x the training
+* ``math_l2o``: ``F(x_k) - F*`` for ``k`` up to ``eval.factor`` (10) x the training
   horizon, against ISTA and FISTA with the per-instance step ``1/L``; ``F*`` from a
   long FISTA run.
 """
@@ -23,97 +32,202 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
-import runpy
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metaopt import typed_config
 from metaopt.amortized import amortize, lista, solvers, unroll
-from tasks.problems import Problem, get_problem
+from tasks.problems import Problem, get_problem, problem_names
 
 METHODS = ("lista", "lista_cp", "alista", "amortized", "math_l2o")
-_COMMON = ("method", "problem", "num_test", "eval_iters", "eval_factor", "reference_iters",
-           "lopt")
 
 
-def load_config_file(path: str) -> Dict[str, Any]:
-  """``CONFIG`` dict of a Python config file (``configs/amortized_*.py``)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"Config file {path!r} does not exist.")
-  ns = runpy.run_path(path)
-  if "CONFIG" not in ns or not isinstance(ns["CONFIG"], dict):
-    raise ValueError(f"Config file {path!r} must define a dict named CONFIG.")
-  return dict(ns["CONFIG"])
-
-
-def _method_config(config: Dict[str, Any]):
-  method = config.get("method")
-  if method not in METHODS:
-    raise ValueError(f"Unknown method {method!r}; known: {', '.join(METHODS)}.")
-  fields = {k: v for k, v in config.items() if k not in _COMMON}
+def train_config_class(method: str) -> type:
+  """The ``train`` section's dataclass of ``method``."""
   if method in lista.VARIANTS:
-    fields["variant"] = method
-    cls = lista.LISTAConfig
-  elif method == "amortized":
-    cls = amortize.AmortizedConfig
-  else:
-    cls = unroll.UnrollConfig
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(fields) - known)
-  if unknown:
-    raise ValueError(f"Unknown config key(s) {unknown} for method {method!r}; known: "
-                     f"{sorted(known | set(_COMMON))}.")
-  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-  return cls(**fields)
+    return lista.LISTAConfig
+  if method == "amortized":
+    return amortize.AmortizedConfig
+  return unroll.UnrollConfig
 
 
-def _opt_for(problem: Problem, config: Dict[str, Any]):
-  return unroll.math_l2o_for(problem, **dict(config.get("lopt") or {}))
+def result_class(method: str) -> type:
+  if method in lista.VARIANTS:
+    return lista.LISTAResult
+  if method == "amortized":
+    return amortize.AmortizedResult
+  return unroll.UnrollResult
 
 
-def validate(config: Dict[str, Any]) -> None:
-  """Raises a clear error for an unknown method, problem or config key."""
-  _method_config(config)
-  get_problem(config.get("problem", ""))
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Held-out evaluation.
+
+  Attributes:
+    num_test: held-out instances.
+    iters: solver steps after the prediction (``amortized``).
+    factor: evaluate ``math_l2o`` over ``factor`` x its training horizon.
+    reference_iters: iterations of the reference solver giving ``x*`` / ``F*``.
+  """
+  num_test: int = 256
+  iters: int = 50
+  factor: int = 10
+  reference_iters: int = 5000
+
+  def __post_init__(self):
+    for name in ("num_test", "iters", "factor", "reference_iters"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"eval.{name} must be >= 1, got {getattr(self, name)}.")
 
 
-def train(config: Dict[str, Any], callback=None):
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """One amortized / L2O experiment (see the module docstring).
+
+  Attributes:
+    method: one of ``METHODS``.
+    problem: problem family name (``tasks.problems.problem_names()``).
+    train: the method's training config (``train_config_class(method)``; default:
+      its defaults). For the LISTA family ``train.variant`` is set to ``method``.
+    lopt: ``math_l2o`` optimizer config overrides (``math_l2o`` only).
+    eval: held-out evaluation.
+  """
+  method: str = "lista"
+  problem: str = "lasso_m64_n128_p0.1_snr40"
+  train: Optional[Any] = None
+  lopt: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+  @classmethod
+  def field_types(cls, values: Mapping[str, Any]) -> Dict[str, Any]:
+    """``train``'s type depends on ``method`` (for ``typed_config``)."""
+    method = values.get("method", cls.method)
+    return {"train": train_config_class(method)} if method in METHODS else {}
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
+    if self.problem not in problem_names():
+      get_problem(self.problem)  # Raises the registry's error with close matches.
+    cls = train_config_class(self.method)
+    train = cls() if self.train is None else self.train
+    if not isinstance(train, cls):
+      raise ValueError(f"method {self.method!r} trains with a {cls.__name__}, got "
+                       f"{type(train).__name__}.")
+    if self.method in lista.VARIANTS:
+      train = dataclasses.replace(train, variant=self.method)
+    object.__setattr__(self, "train", train)
+    if self.lopt and self.method != "math_l2o":
+      raise ValueError(f"lopt overrides apply to method 'math_l2o' only, not {self.method!r}.")
+
+  def to_dict(self) -> Dict[str, Any]:
+    return typed_config.to_dict(self)
+
+
+def from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
+  """An ``ExperimentConfig`` from a nested (or dotted) dict; every value type-checked."""
+  return typed_config.from_dict(ExperimentConfig, typed_config.nest(values))
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
+  """Executes ``configs/amortized_*.py[:variant]`` (trusted Python only), calls its
+  ``get_config`` and applies ``key=value`` overrides (``train.steps=500``)."""
+  return typed_config.load_file(path, ExperimentConfig, overrides)
+
+
+def _opt_for(problem: Problem, config: ExperimentConfig):
+  return unroll.math_l2o_for(problem, **config.lopt)
+
+
+def train(config: ExperimentConfig, callback=None):
   """Trains the experiment's learned solver; returns the method's result object."""
-  problem = get_problem(config.get("problem", ""))
-  mcfg = _method_config(config)
-  if config["method"] in lista.VARIANTS:
-    return lista.train(problem, mcfg, callback=callback)
-  if config["method"] == "amortized":
-    return amortize.train(problem, mcfg, callback=callback)
-  return unroll.train(problem, _opt_for(problem, config), mcfg, callback=callback)
+  problem = get_problem(config.problem)
+  if config.method in lista.VARIANTS:
+    return lista.train(problem, config.train, callback=callback)
+  if config.method == "amortized":
+    return amortize.train(problem, config.train, callback=callback)
+  return unroll.train(problem, _opt_for(problem, config), config.train, callback=callback)
 
 
-def save(run_dir: str, config: Dict[str, Any], result) -> None:
-  """``config.json`` and ``result.pkl`` (numpy arrays only) in ``run_dir``."""
+# -- saved runs: JSON + npz, no pickle ------------------------------------------------
+
+_RUN_FILES = ("experiment.json", "result.json", "result.npz")
+
+
+def _encode(tree, arrays: Dict[str, np.ndarray], path: str):
+  """JSON description of a pytree of dicts / lists / tuples / None / scalars / arrays;
+  each array goes to ``arrays`` under a fresh name that the description records."""
+  if tree is None or isinstance(tree, (bool, str)):
+    return {"value": tree}
+  if isinstance(tree, (int, float)):
+    return {"value": tree}
+  if isinstance(tree, Mapping):
+    for k in tree:
+      if not isinstance(k, str):
+        raise TypeError(f"cannot save key {k!r} under {path!r}: keys must be str.")
+    return {"dict": {k: _encode(v, arrays, f"{path}/{k}") for k, v in tree.items()}}
+  if isinstance(tree, (list, tuple)):
+    kind = "tuple" if isinstance(tree, tuple) else "list"
+    return {kind: [_encode(v, arrays, f"{path}/{i}") for i, v in enumerate(tree)]}
+  array = np.asarray(jax.device_get(tree))
+  if array.dtype == object:
+    raise TypeError(f"cannot save {type(tree).__name__} at {path!r} as an array.")
+  name = f"a{len(arrays)}"  # npz member names; `path` (haiku keys hold '/') is for errors.
+  arrays[name] = array
+  return {"array": name}
+
+
+def _decode(node, arrays):
+  if not isinstance(node, dict) or len(node) != 1:
+    raise ValueError(f"malformed result.json node {node!r}.")
+  (kind, value), = node.items()
+  if kind == "value":
+    return value
+  if kind == "array":
+    return arrays[value]
+  if kind == "dict":
+    return {k: _decode(v, arrays) for k, v in value.items()}
+  if kind in ("list", "tuple"):
+    items = [_decode(v, arrays) for v in value]
+    return tuple(items) if kind == "tuple" else items
+  raise ValueError(f"malformed result.json node kind {kind!r}.")
+
+
+def save(run_dir: str, config: ExperimentConfig, result) -> None:
+  """``experiment.json``, ``result.json`` and ``result.npz`` in ``run_dir``."""
   os.makedirs(run_dir, exist_ok=True)
   with open(os.path.join(run_dir, "experiment.json"), "w") as f:
-    json.dump(config, f, indent=2)
-  host = dataclasses.replace(result, **{
-      f.name: jax.device_get(getattr(result, f.name)) for f in dataclasses.fields(result)})
-  with open(os.path.join(run_dir, "result.pkl"), "wb") as f:
-    pickle.dump(host, f)
+    json.dump(config.to_dict(), f, indent=2)
+  arrays: Dict[str, np.ndarray] = {}
+  fields = {f.name: _encode(getattr(result, f.name), arrays, f.name)
+            for f in dataclasses.fields(result) if f.name != "config"}
+  with open(os.path.join(run_dir, "result.json"), "w") as f:
+    json.dump({"type": type(result).__name__, "fields": fields}, f, indent=1)
+  np.savez(os.path.join(run_dir, "result.npz"), **arrays)
 
 
 def load(run_dir: str):
-  """``(config, result)`` saved by ``save``."""
-  paths = [os.path.join(run_dir, n) for n in ("experiment.json", "result.pkl")]
+  """``(config, result)`` saved by ``save``; reads JSON and arrays only."""
+  paths = [os.path.join(run_dir, n) for n in _RUN_FILES]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
     raise FileNotFoundError(f"{missing} not found: is {run_dir!r} a directory written by "
                             f"`metaopt amortized train`?")
   with open(paths[0]) as f:
-    config = json.load(f)
-  with open(paths[1], "rb") as f:
-    result = pickle.load(f)
-  return config, result
+    config = from_dict(json.load(f))
+  with open(paths[1]) as f:
+    saved = json.load(f)
+  cls = result_class(config.method)
+  if saved.get("type") != cls.__name__:
+    raise ValueError(f"{paths[1]} holds a {saved.get('type')!r}, expected {cls.__name__} "
+                     f"for method {config.method!r}.")
+  with np.load(paths[2], allow_pickle=False) as npz:
+    arrays = {k: npz[k] for k in npz.files}
+  fields = {k: _decode(v, arrays) for k, v in saved["fields"].items()}
+  return config, cls(config=config.train, **fields)
 
 
 def _objective_curves(problem, xs, insts):
@@ -129,11 +243,11 @@ def _baseline(problem, insts, num_iters):
   return out
 
 
-def evaluate(config: Dict[str, Any], result, seed: int = 0) -> Dict[str, Any]:
+def evaluate(config: ExperimentConfig, result, seed: int = 0) -> Dict[str, Any]:
   """Curves on held-out instances: ``{"metric", "xlabel", "k", "curves": {label: (K+1,)}}``."""
-  problem = get_problem(config["problem"])
-  method = config["method"]
-  num_test = int(config.get("num_test", 256))
+  problem = get_problem(config.problem)
+  method = config.method
+  num_test = config.eval.num_test
   insts = problem.sample_batch(problem.split_key(jax.random.PRNGKey(seed), "test"), num_test)
   if method in lista.VARIANTS:
     k = result.config.num_layers
@@ -142,11 +256,11 @@ def evaluate(config: Dict[str, Any], result, seed: int = 0) -> Dict[str, Any]:
     curves[method.upper().replace("_", "-")] = lista.evaluate(problem, result, insts)
     return {"metric": "NMSE (dB)", "xlabel": "iterations / layers", "log": False,
             "k": np.arange(k + 1), "curves": curves}
-  ref_iters = int(config.get("reference_iters", 5000))
+  ref_iters = config.eval.reference_iters
   x_star = amortize.solve_batch(problem, insts, ref_iters)
   if method == "amortized":
     mcfg = result.config
-    k = int(config.get("eval_iters", 50))
+    k = config.eval.iters
     pred = amortize.predict(problem, result, insts)
     cold = amortize.evaluate(problem, None, insts, x_star, k, mcfg.solver)
     warm = amortize.evaluate(problem, pred, insts, x_star, k, mcfg.solver)
@@ -157,7 +271,7 @@ def evaluate(config: Dict[str, Any], result, seed: int = 0) -> Dict[str, Any]:
                        f"amortized ({mcfg.loss}) + {mcfg.solver}": warm["rel_gap"]},
             "dist_db": {"cold": cold["dist_db"], "warm": warm["dist_db"]}}
   # math_l2o
-  k = int(config.get("eval_factor", 10)) * result.config.horizon
+  k = config.eval.factor * result.config.horizon
   f_star = jax.vmap(problem.objective)(x_star, insts)
   curves = {name: np.asarray(jnp.mean(_objective_curves(problem, xs, insts) - f_star, 1))
             for name, xs in _baseline(problem, insts, k).items()}

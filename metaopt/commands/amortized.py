@@ -2,54 +2,44 @@
 
     metaopt amortized train --config configs/amortized_lista.py --out runs/lista
     metaopt amortized train --method alista --problem lasso_m64_n128_p0.1_snr40 \\
-        --set steps=1000 --out runs/alista
+        --set train.steps=1000 --out runs/alista
     metaopt amortized eval --run runs/lista
 
-``train`` trains, saves ``experiment.json`` + ``result.pkl`` + ``metrics.jsonl`` to
-``--out`` and (unless ``--no-eval``) evaluates; ``eval`` evaluates a saved run. The
-evaluation writes ``results.md`` (a markdown table) and ``curves.png`` to the run
-directory and prints the table.
+``--config FILE[:variant]`` is a Python file defining ``get_config(variant=...)``
+returning an ``ExperimentConfig`` (executed: trusted files only); ``--set key=value``
+overrides its fields with the same typed machinery as ``metaopt meta-train``.
+``train`` trains, saves ``experiment.json`` + ``result.json`` + ``result.npz`` +
+``metrics.jsonl`` to ``--out`` and (unless ``--no-eval``) evaluates; ``eval``
+evaluates a saved run (JSON and arrays only: no pickle, no code). The evaluation
+writes ``results.md`` (a markdown table) and ``curves.png`` to the run directory and
+prints the table.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 
+from metaopt import typed_config
 from metaopt.amortized import experiment
 
 
-def _parse_set(items):
-  out = {}
-  for item in items or []:
-    if "=" not in item:
-      raise SystemExit(f"--set expects key=value, got {item!r}.")
-    key, value = item.split("=", 1)
-    try:
-      out[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key] = value  # Plain strings need no quotes.
-  return out
-
-
-def _config(args):
-  config = experiment.load_config_file(args.config) if args.config else {}
-  if args.method:
-    config["method"] = args.method
-  if args.problem:
-    config["problem"] = args.problem
-  config.update(_parse_set(args.set))
-  if "method" not in config or "problem" not in config:
-    raise SystemExit("Give --method and --problem (or a --config file defining them). "
+def _config(args) -> experiment.ExperimentConfig:
+  overrides = [f"method={args.method}"] if args.method else []
+  overrides += [f"problem={args.problem}"] if args.problem else []
+  overrides += list(args.set or [])
+  if args.config:
+    return experiment.load_config(args.config, overrides)
+  if not (args.method and args.problem):
+    raise SystemExit("Give --method and --problem (or a --config file). "
                      f"Methods: {', '.join(experiment.METHODS)}.")
-  return config
+  return typed_config.apply_overrides(experiment.ExperimentConfig(), overrides)
 
 
 def _report(config, result, run_dir, seed):
   report = experiment.evaluate(config, result, seed=seed)
   md = experiment.table(report)
-  title = f"{config['method']} on {config['problem']} (held-out instances)"
+  title = f"{config.method} on {config.problem} (held-out instances)"
   png = experiment.plot(report, os.path.join(run_dir, "curves.png"), title)
   with open(os.path.join(run_dir, "results.md"), "w") as f:
     f.write(f"## {title}\n\n{md}\n")
@@ -61,17 +51,16 @@ def _report(config, result, run_dir, seed):
 
 def _train(args):
   from metaopt.logging import MetricsLogger  # pylint: disable=import-outside-toplevel
-  config = _config(args)
   try:  # Fail on a bad method, problem or key before any work, without a traceback.
-    experiment.validate(config)
-  except (ValueError, KeyError) as e:
+    config = _config(args)
+  except (ValueError, KeyError, FileNotFoundError) as e:
     raise SystemExit(f"metaopt amortized train: {e}") from None
-  logger = MetricsLogger(args.out, config=config, mode=args.wandb,
-                         name=f"amortized-{config['method']}")
+  logger = MetricsLogger(args.out, config=config.to_dict(), mode=args.wandb,
+                         name=f"amortized-{config.method}")
   result = experiment.train(config, callback=logger.log)
   logger.close()
   experiment.save(args.out, config, result)
-  print(f"trained {config['method']} on {config['problem']} in {result.wall_time:.1f}s; "
+  print(f"trained {config.method} on {config.problem} in {result.wall_time:.1f}s; "
         f"saved to {args.out}")
   if not args.no_eval:
     _report(config, result, args.out, args.seed)
@@ -81,9 +70,10 @@ def _train(args):
 def _eval(args):
   try:
     config, result = experiment.load(args.run)
-  except FileNotFoundError as e:
+    config = typed_config.apply_overrides(
+        config, [s if s.startswith("eval.") else f"eval.{s}" for s in args.set or []])
+  except (FileNotFoundError, ValueError, KeyError) as e:
     raise SystemExit(f"metaopt amortized eval: {e}") from None
-  config.update(_parse_set(args.set))
   _report(config, result, args.run, args.seed)
   return 0
 
@@ -95,11 +85,13 @@ def add_parser(subparsers):
   sub = parser.add_subparsers(dest="amortized_command", metavar="{train,eval}")
   sub.required = True
   tr = sub.add_parser("train", help="train a learned solver, then evaluate it")
-  tr.add_argument("--config", help="configs/amortized_*.py defining CONFIG (a dict)")
+  tr.add_argument("--config", help="configs/amortized_*.py[:variant] defining get_config() "
+                  "(executed Python: trusted files only)")
   tr.add_argument("--method", choices=experiment.METHODS)
   tr.add_argument("--problem", help="problem family name (tasks.problems.problem_names())")
   tr.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                  help="override config fields, e.g. steps=500 num_layers=16")
+                  help="override config fields, e.g. train.steps=500 train.num_layers=16 "
+                  "eval.num_test=512")
   tr.add_argument("--out", required=True, help="run directory")
   tr.add_argument("--seed", type=int, default=0, help="seed of the held-out instances")
   tr.add_argument("--no-eval", action="store_true")
@@ -108,6 +100,6 @@ def add_parser(subparsers):
   ev = sub.add_parser("eval", help="evaluate a saved run: table + PNG")
   ev.add_argument("--run", required=True, help="run directory written by train")
   ev.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                  help="override evaluation fields, e.g. num_test=512 eval_iters=100")
+                  help="override evaluation fields (eval.*), e.g. num_test=512 iters=100")
   ev.add_argument("--seed", type=int, default=0)
   ev.set_defaults(func=_eval)

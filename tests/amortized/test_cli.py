@@ -1,25 +1,39 @@
-"""`metaopt amortized train/eval` end to end on a tiny run."""
+"""`metaopt amortized train/eval` end to end on a tiny run; config files in the
+``get_config`` form; saved runs hold no pickle."""
 
+import glob
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from metaopt import cli
-from metaopt.amortized import experiment
+from metaopt.amortized import amortize, experiment, lista, unroll
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AMORTIZED_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "amortized_*.py")))
+TINY = ["--method", "alista", "--problem", "lasso_m64_n128_p0.1_snr40", "--set",
+        "train.steps=5", "train.num_layers=4", "eval.num_test=32", "--wandb", "disabled"]
 
 
-def test_train_then_eval_writes_table_and_plot(tmp_path, capsys):
-  out = str(tmp_path / "run")
-  rc = cli.main(["amortized", "train", "--method", "alista", "--problem",
-                 "lasso_m64_n128_p0.1_snr40", "--set", "steps=5", "num_layers=4",
-                 "num_test=32", "--out", out, "--wandb", "disabled"])
-  assert rc == 0
-  for name in ("experiment.json", "result.pkl", "metrics.jsonl", "results.md", "curves.png"):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("amortized") / "run")
+  assert cli.main(["amortized", "train", *TINY, "--out", out]) == 0
+  return out
+
+
+def test_train_then_eval_writes_table_and_plot(tiny_run, capsys):
+  out = tiny_run
+  for name in ("experiment.json", "result.json", "result.npz", "metrics.jsonl", "results.md",
+               "curves.png"):
     assert os.path.exists(os.path.join(out, name)), name
   first = json.load(open(os.path.join(out, "curves.json")))
   assert set(first) == {"ISTA", "FISTA", "ALISTA"} and len(first["ALISTA"]) == 5
   os.remove(os.path.join(out, "curves.png"))
+  capsys.readouterr()
   assert cli.main(["amortized", "eval", "--run", out]) == 0
   assert os.path.exists(os.path.join(out, "curves.png"))
   # Same saved model, same held-out seed: the same numbers.
@@ -27,12 +41,90 @@ def test_train_then_eval_writes_table_and_plot(tmp_path, capsys):
   assert "| ALISTA |" in capsys.readouterr().out
 
 
-def test_config_file_and_bad_inputs(tmp_path):
-  cfg = experiment.load_config_file("configs/amortized_lista.py")
-  assert cfg["method"] == "lista"
-  with pytest.raises(SystemExit, match="known"):
+def test_no_pickle_and_the_saved_result_round_trips(tiny_run):
+  assert not [p for p in os.listdir(tiny_run) if p.endswith((".pkl", ".pickle"))]
+  with np.load(os.path.join(tiny_run, "result.npz"), allow_pickle=False) as npz:
+    assert npz.files and all(npz[k].dtype != object for k in npz.files)
+  config, result = experiment.load(tiny_run)
+  assert config.method == "alista" and config.train.num_layers == 4
+  assert isinstance(result, lista.LISTAResult) and result.config == config.train
+  again = str(os.path.join(os.path.dirname(tiny_run), "again"))
+  experiment.save(again, config, result)
+  _, reread = experiment.load(again)
+  for name in ("losses", "w_alista"):
+    np.testing.assert_array_equal(getattr(reread, name), getattr(result, name))
+  assert (jax.tree_util.tree_structure(reread.params)
+          == jax.tree_util.tree_structure(result.params))
+  for a, b in zip(jax.tree_util.tree_leaves(result.params),
+                  jax.tree_util.tree_leaves(reread.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_every_result_type(tmp_path):
+  """Nested dicts, tuples, None and scalars of each result type survive JSON + npz."""
+  cases = [
+      (experiment.ExperimentConfig(method="amortized"),
+       amortize.AmortizedResult(params={"mlp/~/linear_0": {"w": np.ones((2, 3), np.float32)}},
+                                stats={"mean": np.zeros(3)}, config=amortize.AmortizedConfig(),
+                                losses=np.arange(4.0), wall_time=1.5)),
+      (experiment.ExperimentConfig(method="math_l2o", problem="l1_logreg_d50_n100_lam0.01_scaled2"),
+       unroll.UnrollResult(theta={"a": (np.ones(2), None, [np.int32(3)])},
+                           config=unroll.UnrollConfig(), losses=np.ones(2), wall_time=2.0)),
+  ]
+  for i, (config, result) in enumerate(cases):
+    run = str(tmp_path / str(i))
+    experiment.save(run, config, result)
+    loaded_config, loaded = experiment.load(run)
+    assert loaded_config == config and type(loaded) is type(result)
+    assert loaded.wall_time == result.wall_time
+    np.testing.assert_array_equal(loaded.losses, result.losses)
+  theta = loaded.theta["a"]
+  assert isinstance(theta, tuple) and theta[1] is None and int(theta[2][0]) == 3
+
+
+def test_crafted_run_dir_cannot_run_code(tiny_run, tmp_path):
+  """A pickle dropped into a run directory is never read; an object array in the npz
+  is refused by np.load(allow_pickle=False)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  crafted = str(tmp_path / "crafted")
+  shutil.copytree(tiny_run, crafted)
+  marker = tmp_path / "pwned"
+  with open(os.path.join(crafted, "result.pkl"), "wb") as f:
+    f.write(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+  experiment.load(crafted)
+  np.savez(os.path.join(crafted, "result.npz"), losses=np.array([object()], dtype=object))
+  with pytest.raises(ValueError, match="allow_pickle"):
+    experiment.load(crafted)
+  assert not marker.exists()
+
+
+@pytest.mark.parametrize("path", AMORTIZED_CONFIGS, ids=os.path.basename)
+def test_config_files_are_typed_get_config(path):
+  cfg = experiment.load_config(path)
+  assert isinstance(cfg, experiment.ExperimentConfig)
+  assert isinstance(cfg.train, experiment.train_config_class(cfg.method))
+  assert "CONFIG" not in open(path).read()
+
+
+def test_config_values_and_typed_overrides():
+  cfg = experiment.load_config(os.path.join(ROOT, "configs", "amortized_lista.py"))
+  assert (cfg.method, cfg.train.num_layers, cfg.train.steps, cfg.eval.num_test) == (
+      "lista", 16, 2000, 1000)
+  cp = experiment.load_config(os.path.join(ROOT, "configs", "amortized_lista.py"),
+                              ["method=lista_cp", "train.steps=7"])
+  assert cp.train.variant == "lista_cp" and cp.train.steps == 7
+  with pytest.raises(ValueError, match=r"'train.steps' expects int"):
+    experiment.load_config(os.path.join(ROOT, "configs", "amortized_lista.py"),
+                           ["train.steps=many"])
+  with pytest.raises(ValueError, match=r"'train.stepz'.*Did you mean train.steps"):
+    experiment.load_config(os.path.join(ROOT, "configs", "amortized_lista.py"),
+                           ["train.stepz=3"])
+
+
+def test_bad_inputs_fail_clearly(tmp_path):
+  with pytest.raises(SystemExit, match="Did you mean train.steps"):
     cli.main(["amortized", "train", "--method", "lista", "--problem",
-              "lasso_m64_n128_p0.1_snr40", "--set", "stepz=3", "--out", str(tmp_path)])
+              "lasso_m64_n128_p0.1_snr40", "--set", "train.stepz=3", "--out", str(tmp_path)])
   with pytest.raises(SystemExit, match="Unknown problem"):
     cli.main(["amortized", "train", "--method", "lista", "--problem", "lasso_tiny",
               "--out", str(tmp_path)])
