@@ -293,7 +293,7 @@ def run(task_name: str, optimizer: str, steps: int, seed: int = 0,
   # Imported here: the optimizer registry imports this module.
   import tasks  # pylint: disable=import-outside-toplevel
   from metaopt import optimizers  # pylint: disable=import-outside-toplevel
-  from metaopt.logging import (MetricsLogger, plot_curves,  # pylint: disable=import-outside-toplevel
+  from metaopt.runlog import (MetricsLogger, plot_curves,  # pylint: disable=import-outside-toplevel
                                read_metrics)
 
   task = tasks.get(task_name)

@@ -23,14 +23,27 @@ import numpy as np
 from tasks.problems import Problem, register_problem
 
 
-def gaussian_dictionary(m: int, n: int, seed: int = 0) -> np.ndarray:
-  """``A`` with i.i.d. ``N(0, 1/m)`` entries and columns normalized to unit norm."""
+def gaussian_dictionary(m: int, n: int, seed: int = 0,
+                        cond: Optional[float] = None) -> np.ndarray:
+  """``A`` with i.i.d. ``N(0, 1/m)`` entries and columns normalized to unit norm.
+
+  ``cond``: if given, the singular values of the Gaussian draw are replaced by a
+  geometric sequence from ``cond`` down to 1 before the columns are normalized (as in
+  the ill-conditioned tests of Chen et al. 2018); normalization moves the condition
+  number of the result slightly (by a few percent at 250 x 500).
+  """
   a = np.random.default_rng(seed).normal(0.0, 1.0 / np.sqrt(m), (m, n))
+  if cond is not None:
+    if cond < 1:
+      raise ValueError(f"gaussian_dictionary needs cond >= 1, got {cond}.")
+    u, _, vt = np.linalg.svd(a, full_matrices=False)
+    a = (u * np.geomspace(cond, 1.0, min(m, n))) @ vt
   return (a / np.linalg.norm(a, axis=0, keepdims=True)).astype(np.float32)
 
 
 def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: float = 0.1,
-          dict_seed: int = 0, name: Optional[str] = None) -> Problem:
+          dict_seed: int = 0, cond: Optional[float] = None,
+          name: Optional[str] = None) -> Problem:
   """LASSO / sparse recovery problem family (see the module docstring).
 
   Args:
@@ -40,11 +53,15 @@ def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: flo
     lam: L1 weight of the LASSO objective (used by ISTA/FISTA/LASSO solutions;
       LISTA-type models are trained on the ground-truth code instead).
     dict_seed: seed of the fixed dictionary.
+    cond: condition number of the dictionary (``gaussian_dictionary``); ``None`` is a
+      plain Gaussian dictionary (cond ~ (sqrt(n) + sqrt(m)) / (sqrt(n) - sqrt(m))).
   """
   if not (m > 0 and n > 0 and 0.0 < p <= 1.0 and lam >= 0):
     raise ValueError(f"lasso needs m, n > 0, 0 < p <= 1, lam >= 0; got m={m}, n={n}, "
                      f"p={p}, lam={lam}.")
-  a = jnp.asarray(gaussian_dictionary(m, n, dict_seed))
+  a = jnp.asarray(gaussian_dictionary(m, n, dict_seed, cond))
+  snr_tag = "noiseless" if np.isinf(snr) else f"snr{snr:g}"
+  cond_tag = "" if cond is None else f"_cond{cond:g}"
   data = {"A": a, "L": jnp.float32(np.linalg.norm(np.asarray(a), 2) ** 2)}
   noise_scale = 10.0 ** (-snr / 20.0)
 
@@ -57,13 +74,13 @@ def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: flo
     return {"y": y, "x_true": x, "context": y}
 
   return Problem(
-      name=name or f"lasso_m{m}_n{n}_p{p:g}_snr{snr:g}",
+      name=name or f"lasso_m{m}_n{n}_p{p:g}_{snr_tag}{cond_tag}",
       dim=n, data=data, sample=sample,
       smooth=lambda x, data, inst: 0.5 * jnp.sum((data["A"] @ x - inst["y"]) ** 2),
       lipschitz=lambda data, inst: data["L"],
       l1=lam, truth="x_true",
       metadata={"kind": "lasso", "m": m, "n": n, "p": p, "snr": snr, "lam": lam,
-                "dict_seed": dict_seed})
+                "dict_seed": dict_seed, "cond": cond})
 
 
 def l1_logreg(d: int = 50, num_samples: int = 100, lam: float = 0.05, p: float = 0.2,
@@ -104,6 +121,14 @@ def l1_logreg(d: int = 50, num_samples: int = 100, lam: float = 0.05, p: float =
 
 register_problem("lasso_m64_n128_p0.1_snr40", lambda: lasso(64, 128, 0.1, 40.0))
 register_problem("lasso_m250_n500_p0.1_snr40", lambda: lasso(250, 500, 0.1, 40.0))
+# The classic LISTA / ALISTA setting (Chen et al. 2018; Liu et al. 2019): noiseless, noisy
+# and ill-conditioned dictionaries; the small noiseless one for quick experiments.
+register_problem("lasso_m64_n128_p0.1_noiseless", lambda: lasso(64, 128, 0.1, np.inf))
+register_problem("lasso_m250_n500_p0.1_noiseless", lambda: lasso(250, 500, 0.1, np.inf))
+register_problem("lasso_m250_n500_p0.1_snr20", lambda: lasso(250, 500, 0.1, 20.0))
+for _cond in (5, 30, 50):
+  register_problem(f"lasso_m250_n500_p0.1_noiseless_cond{_cond}",
+                   lambda c=_cond: lasso(250, 500, 0.1, np.inf, cond=float(c)))
 register_problem("l1_logreg_d50_n100_lam0.05", lambda: l1_logreg(50, 100, 0.05))
 register_problem("l1_logreg_d50_n100_lam0.01_scaled2",
                  lambda: l1_logreg(50, 100, 0.01, scale_decades=2.0))

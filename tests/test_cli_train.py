@@ -4,7 +4,7 @@ import json
 import os
 
 from metaopt import cli, optimizers
-from metaopt.logging import read_metrics
+from metaopt.runlog import read_metrics
 from tests.optimizers.tiny_tasks import register_linreg
 
 

@@ -1,29 +1,43 @@
-"""Unrolled sparse coding: LISTA, LISTA-CP and ALISTA.
+"""Unrolled sparse coding: LISTA, LISTA-CP, LISTA-CPSS and ALISTA.
 
 For ``y = A x + w`` with a fixed dictionary ``A`` (``m x n``), a ``K``-layer network
 maps ``y`` to estimates ``x_1 .. x_K`` (``x_0 = 0``), each layer a learned ISTA step
-with soft threshold ``eta(v, t) = sign(v) max(|v| - t, 0)``:
+followed by a shrinkage ``eta``:
 
 * ``lista`` (Gregor & LeCun 2010, untied): ``x_{k+1} = eta(W1_k y + W2_k x_k, t_k)``,
   ``W1_k`` (n x m), ``W2_k`` (n x n), initialized at ISTA: ``A'/L``, ``I - A'A/L``.
 * ``lista_cp`` (Chen et al. 2018, coupled weights): ``x_{k+1} = eta(x_k + W_k'(y - A x_k),
   t_k)`` with ``W_k`` (m x n), initialized at ``A/L``.
+* ``lista_cpss`` (Chen et al. 2018): ``lista_cp`` with support selection.
 * ``alista`` (Liu et al. 2019): ``x_{k+1} = eta(x_k - g_k W'(A x_k - y), t_k)`` with the
-  *analytic* weight ``W`` computed once from ``A`` (``alista_weight``) and only the
-  ``2K`` scalars ``g_k`` (step) and ``t_k`` (threshold) learned.
+  *analytic* weight ``W`` computed once from ``A`` (``alista_weight``), only the ``2K``
+  scalars ``g_k`` (step, initialized at 1 as in the paper's code) and ``t_k`` (threshold)
+  learned, and support selection.
 
-Training is supervised on the ground-truth code (the standard LISTA objective):
-the loss averages ``||x_k - x||^2`` over layers ``k = 1..K`` (all layers, so every
-prefix of the network is itself a good solver and NMSE per layer is meaningful),
-on fresh instances each step; evaluation reports NMSE (dB) per layer on held-out
-instances from a disjoint key stream.
+``eta`` is the soft threshold ``sign(v) max(|v| - t, 0)``, or with *support selection*
+(``support_select``): in layer ``k`` (1-based) the ``round(p_k n)`` entries of largest
+magnitude (``p_k = min(p_max, k p_step)``) that also exceed ``t_k`` pass unshrunk, the
+others are soft-thresholded. Any variant can switch it on (``LISTAConfig.support_selection``).
+
+Training is supervised on the ground-truth code (the standard LISTA objective), on fresh
+instances each step, in one of two ways (``LISTAConfig.training``):
+
+* ``"end_to_end"``: all layers at once, loss averaged over all layers (``loss_layers="all"``)
+  or the output only, Adam with cosine decay over ``steps``.
+* ``"stagewise"`` (the papers' schedule): for layer ``t = 1..K``, a stage training layer ``t``
+  alone at ``lr``, then stages training layers ``1..t`` at ``lr * d`` for each further
+  ``d`` in ``stage_lr_decays`` (default 0.2, 0.02); the loss is the NMSE of layer ``t``;
+  each stage runs at most ``stage_steps`` steps and stops early after ``patience``
+  validations without improvement, keeping its best parameters.
+
+Evaluation reports NMSE (dB) per layer on held-out instances from a disjoint key stream.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +47,12 @@ import optax
 from metaopt.amortized.solvers import nmse_db, soft_threshold
 from tasks.problems import Problem
 
-VARIANTS = ("lista", "lista_cp", "alista")
-DEFAULT_LR = {"lista": 3e-3, "lista_cp": 3e-3, "alista": 1e-2}
+VARIANTS = ("lista", "lista_cp", "lista_cpss", "alista")
+TRAINING = ("end_to_end", "stagewise")
+DEFAULT_LR = {"lista": 3e-3, "lista_cp": 3e-3, "lista_cpss": 3e-3, "alista": 1e-2}
+# Stage-wise training starts lower, as in the papers' code (5e-4 for the weight matrices).
+DEFAULT_STAGEWISE_LR = {"lista": 5e-4, "lista_cp": 5e-4, "lista_cpss": 5e-4, "alista": 1e-2}
+_SS_BY_DEFAULT = ("lista_cpss", "alista")
 
 
 def alista_weight(a: jax.Array) -> jax.Array:
@@ -54,6 +72,29 @@ def alista_weight(a: jax.Array) -> jax.Array:
   return ginv_a / jnp.sum(a * ginv_a, axis=0, keepdims=True)
 
 
+def support_counts(num_layers: int, n: int, p_step: float, p_max: float) -> np.ndarray:
+  """Entries passed unshrunk per layer: ``round(min(p_max, k p_step) n)``, ``k = 1..K``."""
+  frac = np.minimum(p_max, p_step * np.arange(1, num_layers + 1))
+  return np.round(frac * n).astype(np.int32)
+
+
+def support_select(v: jax.Array, theta, count) -> jax.Array:
+  """Soft threshold with support selection over the last axis of ``v`` (``(..., n)``).
+
+  The ``count`` entries of largest ``|v|`` (ties included) that also exceed ``theta``
+  are kept as they are (no shrinkage bias on the likely support); the rest are
+  soft-thresholded by ``theta``. ``count`` may be traced; ``count = 0`` is plain soft
+  thresholding. The selection carries no gradient (as in LISTA-CPSS).
+  """
+  mag = jnp.abs(v)
+  n = v.shape[-1]
+  ranked = jnp.sort(mag, axis=-1)
+  kth = jnp.take(ranked, jnp.clip(n - count, 0, n - 1), axis=-1)[..., None]
+  keep = (count > 0) & (mag >= kth) & (mag > theta)
+  keep = jax.lax.stop_gradient(keep)
+  return jnp.where(keep, v, soft_threshold(v, theta))
+
+
 @dataclasses.dataclass(frozen=True)
 class LISTAConfig:
   """Architecture and training settings.
@@ -61,14 +102,24 @@ class LISTAConfig:
   Attributes:
     variant: one of ``VARIANTS``.
     num_layers: ``K``.
-    steps: Adam steps (fresh batch of instances each step).
+    steps: Adam steps of end-to-end training (fresh batch of instances each step).
     batch_size: instances per step.
-    learning_rate: peak Adam learning rate (cosine decay to 1% over ``steps``);
-      ``None`` picks ``DEFAULT_LR[variant]`` (ALISTA learns only 2K scalars and takes
-      a larger rate).
-    loss_layers: ``"all"`` averages the error of every layer, ``"last"`` uses the
-      output layer only.
+    learning_rate: peak Adam learning rate; ``None`` picks ``DEFAULT_LR[variant]``
+      (end-to-end, cosine decay to 1% over ``steps``) or ``DEFAULT_STAGEWISE_LR``.
+    loss_layers: end-to-end only: ``"all"`` averages the error of every layer,
+      ``"last"`` uses the output layer only.
     seed: seeds training instances.
+    support_selection: ``None`` = the variant's default (on for ``lista_cpss`` and
+      ``alista``, off otherwise); ``True``/``False`` forces it.
+    ss_p_step, ss_p_max: support selection passes ``min(p_max, k p_step)`` of the ``n``
+      entries in layer ``k`` (Chen et al. 2018: 1.2% and 13% for sparsity 10%).
+    training: ``"end_to_end"`` or ``"stagewise"`` (see the module docstring).
+    stage_lr_decays: stage-wise learning-rate multipliers per layer; the first stage
+      trains the new layer alone, the others all layers so far.
+    stage_steps: maximum steps per stage.
+    patience: validations without improvement that end a stage (0: never early).
+    val_every: steps between validations (stage-wise).
+    val_size: validation instances (from the ``outer_valid`` key stream).
   """
   variant: str = "lista"
   num_layers: int = 16
@@ -77,15 +128,47 @@ class LISTAConfig:
   learning_rate: Optional[float] = None
   loss_layers: str = "all"
   seed: int = 0
+  support_selection: Optional[bool] = None
+  ss_p_step: float = 0.012
+  ss_p_max: float = 0.13
+  training: str = "end_to_end"
+  stage_lr_decays: Tuple[float, ...] = (1.0, 0.2, 0.02)
+  stage_steps: int = 300
+  patience: int = 4
+  val_every: int = 50
+  val_size: int = 1000
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
       raise ValueError(f"Unknown LISTA variant {self.variant!r}; known: {VARIANTS}.")
     if self.loss_layers not in ("all", "last"):
       raise ValueError(f"loss_layers must be 'all' or 'last', got {self.loss_layers!r}.")
+    if self.training not in TRAINING:
+      raise ValueError(f"training must be one of {TRAINING}, got {self.training!r}.")
     if self.num_layers < 1 or self.steps < 0 or self.batch_size < 1:
       raise ValueError(f"LISTAConfig needs num_layers >= 1, steps >= 0, batch_size >= 1; "
                        f"got {self}.")
+    if not (0.0 <= self.ss_p_step <= 1.0 and 0.0 <= self.ss_p_max <= 1.0):
+      raise ValueError(f"ss_p_step and ss_p_max are fractions in [0, 1] (0.012 = 1.2%); "
+                       f"got {self.ss_p_step}, {self.ss_p_max}.")
+    if (not self.stage_lr_decays or self.stage_steps < 1 or self.val_every < 1
+        or self.val_size < 1 or self.patience < 0):
+      raise ValueError(f"Stage-wise training needs non-empty stage_lr_decays, "
+                       f"stage_steps, val_every, val_size >= 1 and patience >= 0; got "
+                       f"{self}.")
+
+  @property
+  def uses_support_selection(self) -> bool:
+    if self.support_selection is None:
+      return self.variant in _SS_BY_DEFAULT
+    return bool(self.support_selection)
+
+  @property
+  def lr(self) -> float:
+    if self.learning_rate is not None:
+      return self.learning_rate
+    table = DEFAULT_STAGEWISE_LR if self.training == "stagewise" else DEFAULT_LR
+    return table[self.variant]
 
 
 def _dictionary(problem: Problem) -> jax.Array:
@@ -96,7 +179,8 @@ def _dictionary(problem: Problem) -> jax.Array:
 
 
 def init_params(problem: Problem, variant: str, num_layers: int) -> Dict[str, jax.Array]:
-  """Parameters initialized so the network equals ISTA with ``lam = problem.l1``."""
+  """Parameters initialized at ISTA with ``lam = problem.l1`` (every leaf has the layer
+  axis first). Without support selection LISTA(-CP) then equals ISTA exactly."""
   a = _dictionary(problem)
   m, n = a.shape
   lip = float(problem.data.get("L", np.linalg.norm(np.asarray(a), 2) ** 2))
@@ -105,62 +189,88 @@ def init_params(problem: Problem, variant: str, num_layers: int) -> Dict[str, ja
   if variant == "lista":
     return {"W1": jnp.tile(a.T[None] / lip, (k, 1, 1)),
             "W2": jnp.tile((jnp.eye(n) - a.T @ a / lip)[None], (k, 1, 1)), "theta": theta}
-  if variant == "lista_cp":
+  if variant in ("lista_cp", "lista_cpss"):
     return {"W": jnp.tile(a[None] / lip, (k, 1, 1)), "theta": theta}
   if variant == "alista":
-    # ALISTA's W has W_i'A_i = 1, so a step of 1/L in A' units is about 1/L here too.
-    return {"gamma": jnp.full((k,), 1.0 / lip, jnp.float32), "theta": theta}
+    # diag(W'A) = 1, so the unit step of the paper's code is ISTA's natural scale here.
+    return {"gamma": jnp.ones((k,), jnp.float32), "theta": theta}
   raise ValueError(f"Unknown LISTA variant {variant!r}; known: {VARIANTS}.")
 
 
 def apply(params: Dict[str, jax.Array], variant: str, a: jax.Array, y: jax.Array,
-          w_alista: Optional[jax.Array] = None) -> jax.Array:
+          w_alista: Optional[jax.Array] = None, ss_counts=None) -> jax.Array:
   """Runs the network on observations ``y`` (``(..., m)``).
 
-  Returns ``(K + 1, ..., n)``: ``x_0 = 0`` then the output of every layer.
-  ``w_alista`` (from ``alista_weight(a)``) is required for ``alista``.
+  Returns ``(K + 1, ..., n)``: ``x_0 = 0`` then the output of every layer (``K`` is the
+  leading size of ``params``' leaves). ``w_alista`` (from ``alista_weight(a)``) is
+  required for ``alista``; ``ss_counts`` (``(K,)`` ints, from ``support_counts``)
+  switches on support selection, ``None`` is plain soft thresholding.
   """
   x0 = jnp.zeros(y.shape[:-1] + (a.shape[1],), y.dtype)
   if variant == "lista":
-    def layer(x, p):
-      x = soft_threshold(y @ p["W1"].T + x @ p["W2"].T, p["theta"])
-      return x, x
-  elif variant == "lista_cp":
-    def layer(x, p):
-      x = soft_threshold(x + (y - x @ a.T) @ p["W"], p["theta"])
-      return x, x
+    pre = lambda x, p: y @ p["W1"].T + x @ p["W2"].T
+  elif variant in ("lista_cp", "lista_cpss"):
+    pre = lambda x, p: x + (y - x @ a.T) @ p["W"]
   elif variant == "alista":
     if w_alista is None:
       raise ValueError("variant 'alista' needs w_alista=alista_weight(A).")
-
-    def layer(x, p):
-      x = soft_threshold(x - p["gamma"] * ((x @ a.T - y) @ w_alista), p["theta"])
-      return x, x
+    pre = lambda x, p: x - p["gamma"] * ((x @ a.T - y) @ w_alista)
   else:
     raise ValueError(f"Unknown LISTA variant {variant!r}; known: {VARIANTS}.")
-  _, xs = jax.lax.scan(layer, x0, params)
+  num_layers = jax.tree_util.tree_leaves(params)[0].shape[0]
+  counts = (jnp.zeros((num_layers,), jnp.int32) if ss_counts is None
+            else jnp.asarray(ss_counts, jnp.int32))
+
+  def layer(x, pc):
+    p, c = pc
+    v = pre(x, p)
+    x = soft_threshold(v, p["theta"]) if ss_counts is None else support_select(
+        v, p["theta"], c)
+    return x, x
+
+  _, xs = jax.lax.scan(layer, x0, (params, counts))
   return jnp.concatenate([x0[None], xs])
 
 
 @dataclasses.dataclass
 class LISTAResult:
-  """A trained network: ``params``, its config, the loss curve and train wall time."""
+  """A trained network: ``params``, its config, the loss curve and train wall time.
+
+  ``stages`` (stage-wise only): one dict per stage with ``layer``, ``lr``, ``steps``
+  run and the best validation NMSE (dB) of that layer.
+  """
   params: Dict[str, Any]
   config: LISTAConfig
   losses: np.ndarray
   wall_time: float
   w_alista: Optional[jax.Array] = None
+  stages: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
   def predict(self, problem: Problem, y: jax.Array) -> jax.Array:
     """Per-layer estimates ``(K + 1, batch, n)`` for observations ``y`` (batch, m)."""
-    return apply(self.params, self.config.variant, _dictionary(problem), y, self.w_alista)
+    a = _dictionary(problem)
+    return apply(self.params, self.config.variant, a, y, self.w_alista,
+                 _counts_for(self.config, a.shape[1]))
+
+
+def _counts_for(config: LISTAConfig, n: int):
+  if not config.uses_support_selection:
+    return None
+  return support_counts(config.num_layers, n, config.ss_p_step, config.ss_p_max)
+
+
+def _nmse(xs, x_true):
+  """Normalized MSE ``E||x_hat - x||^2 / E||x||^2`` (linear), broadcast over layers."""
+  return jnp.mean(jnp.sum((xs - x_true) ** 2, axis=-1)) / jnp.mean(
+      jnp.sum(x_true ** 2, axis=-1))
 
 
 def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
           callback=None, log_every: int = 100) -> LISTAResult:
   """Trains a LISTA-type network on ``problem``'s ground-truth codes.
 
-  ``callback(step, {"loss": ...})`` is called every ``log_every`` steps.
+  ``callback(step, {"loss": ...})`` is called every ``log_every`` steps (stage-wise:
+  also ``layer`` and ``stage``).
   """
   if problem.truth is None:
     raise ValueError(f"LISTA training needs ground-truth codes; problem {problem.name!r} "
@@ -168,18 +278,30 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
   a = _dictionary(problem)
   w_alista = alista_weight(a) if config.variant == "alista" else None
   params = init_params(problem, config.variant, config.num_layers)
-  lr = config.learning_rate or DEFAULT_LR[config.variant]
-  sched = optax.cosine_decay_schedule(lr, max(config.steps, 1), 0.01)
+  counts = _counts_for(config, a.shape[1])
+  key = problem.split_key(jax.random.PRNGKey(config.seed), "train")
+  t0 = time.perf_counter()
+  if config.training == "stagewise":
+    params, losses, stages = _train_stagewise(problem, config, params, a, w_alista, counts,
+                                              key, callback, log_every)
+  else:
+    params, losses = _train_end_to_end(problem, config, params, a, w_alista, counts, key,
+                                       callback, log_every)
+    stages = []
+  return LISTAResult(params, config, losses, time.perf_counter() - t0, w_alista, stages)
+
+
+def _train_end_to_end(problem, config, params, a, w_alista, counts, key, callback,
+                      log_every):
+  sched = optax.cosine_decay_schedule(config.lr, max(config.steps, 1), 0.01)
   opt = optax.adam(sched)
   opt_state = opt.init(params)
-  key = problem.split_key(jax.random.PRNGKey(config.seed), "train")
 
   def loss_fn(params, inst):
-    xs = apply(params, config.variant, a, inst["y"], w_alista)[1:]
+    xs = apply(params, config.variant, a, inst["y"], w_alista, counts)[1:]
     if config.loss_layers == "last":
       xs = xs[-1:]
-    err = jnp.sum((xs - inst[problem.truth]) ** 2, axis=-1)
-    return jnp.mean(err) / jnp.mean(jnp.sum(inst[problem.truth] ** 2, axis=-1))
+    return _nmse(xs, inst[problem.truth])
 
   @jax.jit
   def step(params, opt_state, k):
@@ -189,14 +311,80 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
     return optax.apply_updates(params, updates), opt_state, loss
 
   losses = []
-  t0 = time.perf_counter()
   for i in range(config.steps):
     params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i))
     losses.append(loss)
     if callback is not None and (i + 1) % log_every == 0:
       callback(i + 1, {"loss": float(loss)})
-  losses = np.asarray(jax.device_get(losses), np.float64)
-  return LISTAResult(params, config, losses, time.perf_counter() - t0, w_alista)
+  return params, np.asarray(jax.device_get(losses), np.float64)
+
+
+def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback,
+                     log_every):
+  """The papers' schedule (module docstring). Each stage gets a fresh Adam state; the
+  first stage of a layer masks the gradient of the earlier layers to zero (Adam then
+  leaves them exactly unchanged)."""
+  truth = problem.truth
+  val = problem.sample_batch(
+      problem.split_key(jax.random.PRNGKey(config.seed), "outer_valid"), config.val_size)
+  adam = optax.scale_by_adam()
+  num_layers = config.num_layers
+  all_counts = (np.zeros((num_layers,), np.int32) if counts is None else counts)
+
+  def prefix_loss(prefix, ys, x_true, t):
+    c = None if counts is None else all_counts[:t]
+    return _nmse(apply(prefix, config.variant, a, ys, w_alista, c)[-1], x_true)
+
+  compiled = {}
+
+  def fns(t):
+    if t not in compiled:
+      def chunk(prefix, opt_state, keys, lr, new_only):
+        def body(carry, k):
+          prefix, opt_state = carry
+          inst = problem.sample_batch(k, config.batch_size)
+          loss, grads = jax.value_and_grad(prefix_loss)(prefix, inst["y"], inst[truth], t)
+          mask = jnp.where(new_only, (jnp.arange(t) == t - 1), True).astype(jnp.float32)
+          grads = jax.tree_util.tree_map(
+              lambda g: g * mask.reshape((t,) + (1,) * (g.ndim - 1)), grads)
+          updates, opt_state = adam.update(grads, opt_state, prefix)
+          prefix = jax.tree_util.tree_map(lambda p, u: p - lr * u, prefix, updates)
+          return (prefix, opt_state), loss
+        (prefix, opt_state), losses = jax.lax.scan(body, (prefix, opt_state), keys)
+        return prefix, opt_state, losses
+
+      compiled[t] = (jax.jit(chunk),
+                     jax.jit(lambda prefix: prefix_loss(prefix, val["y"], val[truth], t)))
+    return compiled[t]
+
+  losses, stages, step = [], [], 0
+  for t in range(1, num_layers + 1):
+    run_chunk, val_loss = fns(t)
+    for s, decay in enumerate(config.stage_lr_decays):
+      prefix = jax.tree_util.tree_map(lambda p: p[:t], params)
+      opt_state = adam.init(prefix)
+      best, best_prefix, bad, done = float(val_loss(prefix)), prefix, 0, 0
+      lr = config.lr * decay
+      while done < config.stage_steps and (config.patience == 0 or bad < config.patience):
+        n = min(config.val_every, config.stage_steps - done)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(step, step + n))
+        prefix, opt_state, chunk_losses = run_chunk(prefix, opt_state, keys,
+                                                    jnp.float32(lr), s == 0)
+        losses.append(np.asarray(chunk_losses, np.float64))
+        done, step = done + n, step + n
+        v = float(val_loss(prefix))
+        if np.isfinite(v) and v < best:
+          best, best_prefix, bad = v, prefix, 0
+        else:
+          bad += 1
+        if callback is not None and step % log_every < n:
+          callback(step, {"loss": float(chunk_losses[-1]), "layer": t, "stage": s,
+                          "val_nmse_db": 10 * np.log10(best)})
+      params = jax.tree_util.tree_map(lambda p, b: p.at[:t].set(b), params, best_prefix)
+      stages.append({"layer": t, "lr": lr, "steps": done,
+                     "val_nmse_db": float(10 * np.log10(best))})
+  losses = np.concatenate(losses) if losses else np.zeros((0,))
+  return params, losses, stages
 
 
 def evaluate(problem: Problem, result: Optional[LISTAResult], instances) -> np.ndarray:

@@ -50,7 +50,7 @@ def _report(config, result, run_dir, seed):
 
 
 def _train(args):
-  from metaopt.logging import MetricsLogger  # pylint: disable=import-outside-toplevel
+  from metaopt.runlog import MetricsLogger  # pylint: disable=import-outside-toplevel
   try:  # Fail on a bad method, problem or key before any work, without a traceback.
     config = _config(args)
   except (ValueError, KeyError, FileNotFoundError) as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metaopt.logging import WANDB_MODES
+from metaopt.runlog import WANDB_MODES
 
 
 def add_parser(subparsers) -> None:

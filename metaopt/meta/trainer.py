@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import tasks as task_registry
 from metaopt import checkpoint, inner
 from metaopt import lopt as lopt_lib
-from metaopt.logging import MetricsLogger, plot_curves, read_metrics, truncate_metrics
+from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 from metaopt.meta import estimators as est_lib
 from metaopt.meta.config import MetaTrainConfig
 from metaopt.meta.truncation import TruncationSchedule

@@ -13,7 +13,7 @@ import pytest
 
 from metaopt import checkpoint
 from metaopt.checkpoint import CheckpointError
-from metaopt.logging import read_metrics
+from metaopt.runlog import read_metrics
 from metaopt.meta import trainer as trainer_lib
 from tests.meta import _meta_script as script
 

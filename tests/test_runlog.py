@@ -1,4 +1,4 @@
-"""metaopt.logging: JSONL rows, config, resume/truncate, wandb off paths, plots."""
+"""metaopt.runlog: JSONL rows, config, resume/truncate, wandb off paths, plots."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from metaopt.logging import MetricsLogger, plot_curves, read_metrics, truncate_metrics
+from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 
 
 def test_rows_round_trip(tmp_path):

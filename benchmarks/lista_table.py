@@ -1,0 +1,96 @@
+"""NMSE (dB) per layer of ISTA, FISTA, LISTA, LISTA-CPSS and ALISTA on held-out instances.
+
+Trains each learned variant with ``metaopt.amortized.lista.train`` (stage-wise, the
+papers' schedule, unless ``--training end_to_end``), evaluates all of them and the
+ISTA/FISTA baselines (16 iterations, lambda = the problem's l1) on the same held-out
+instances (``test`` key stream, never seen in training) and writes a markdown table
+with one row per method, one column per layer k, and the training wall time.
+
+    python benchmarks/lista_table.py                 # classic: 250 x 500, noiseless
+    python benchmarks/lista_table.py --quick         # 64 x 128, short stages (minutes)
+    python benchmarks/lista_table.py --problem lasso_m250_n500_p0.1_snr20 \\
+        --variants alista --out /tmp/alista_snr20.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metaopt.amortized import lista, solvers
+from tasks.problems import get_problem
+
+LABELS = {"ista": "ISTA", "fista": "FISTA", "lista": "LISTA", "lista_cp": "LISTA-CP",
+          "lista_cpss": "LISTA-CPSS", "alista": "ALISTA"}
+# Stage-wise settings per variant: (learning rate, max steps per stage).
+FULL = {"lista": (5e-4, 150), "lista_cpss": (5e-4, 150), "alista": (1e-3, 300)}
+QUICK = {"lista": (5e-4, 60), "lista_cpss": (5e-4, 60), "alista": (1e-3, 100)}
+
+
+def baseline(problem, name, insts, k):
+  xs = jax.jit(jax.vmap(lambda i: solvers.SOLVERS[name](problem, i, k)))(insts)
+  return np.asarray(solvers.nmse_db(jnp.swapaxes(xs, 0, 1), insts[problem.truth]))
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--quick", action="store_true", help="64 x 128 problem, short stages")
+  ap.add_argument("--problem", default=None,
+                  help="problem name (default lasso_m250_n500_p0.1_noiseless, "
+                       "quick: lasso_m64_n128_p0.1_noiseless)")
+  ap.add_argument("--variants", default="lista,lista_cpss,alista")
+  ap.add_argument("--layers", type=int, default=16)
+  ap.add_argument("--num-test", type=int, default=1000)
+  ap.add_argument("--training", default="stagewise", choices=lista.TRAINING)
+  ap.add_argument("--stage-steps", type=int, default=None,
+                  help="override the per-variant max steps per stage")
+  ap.add_argument("--steps", type=int, default=3000, help="end-to-end steps")
+  ap.add_argument("--out", default="lista_table.md")
+  args = ap.parse_args(argv)
+
+  name = args.problem or ("lasso_m64_n128_p0.1_noiseless" if args.quick
+                          else "lasso_m250_n500_p0.1_noiseless")
+  problem = get_problem(name)
+  k = args.layers
+  insts = problem.sample_batch(problem.split_key(jax.random.PRNGKey(0), "test"),
+                               args.num_test)
+  rows = {m: (baseline(problem, m, insts, k), None) for m in ("ista", "fista")}
+  settings = QUICK if args.quick else FULL
+  for variant in [v for v in args.variants.split(",") if v]:
+    lr, stage_steps = settings.get(variant, (5e-4, 150))
+    cfg = lista.LISTAConfig(variant=variant, num_layers=k, training=args.training,
+                            learning_rate=lr if args.training == "stagewise" else None,
+                            stage_steps=args.stage_steps or stage_steps, steps=args.steps,
+                            val_every=25 if args.quick else 50)
+    result = lista.train(problem, cfg, callback=lambda s, m: print(
+        f"  {variant} step {s} {m}", flush=True), log_every=1000)
+    rows[variant] = (lista.evaluate(problem, result, insts), result.wall_time)
+    print(f"{variant}: {rows[variant][0][-1]:.1f} dB at layer {k}, "
+          f"{result.wall_time:.0f} s, {len(result.losses)} steps", flush=True)
+
+  cols = sorted({1, 2, 4, 6, 8, 10, 12, 14, k} & set(range(1, k + 1)))
+  lines = [f"**{name}**, {args.num_test} held-out instances, {args.training} training "
+           f"({platform.processor() or platform.machine()}, {jax.default_backend()})", "",
+           "| NMSE (dB) \\ k | " + " | ".join(map(str, cols)) + " | train time (s) |",
+           "|---" * (len(cols) + 2) + "|"]
+  for m, (curve, secs) in rows.items():
+    label = LABELS.get(m, m) + (f" (lambda = {problem.l1:g})" if secs is None else "")
+    lines.append(f"| {label} | " + " | ".join(f"{curve[c]:.1f}" for c in cols)
+                 + f" | {'-' if secs is None else f'{secs:.0f}'} |")
+  table = "\n".join(lines) + "\n"
+  with open(args.out, "w") as f:
+    f.write(table)
+  with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
+    json.dump({m: {"nmse_db": [float(x) for x in c], "train_s": s}
+               for m, (c, s) in rows.items()}, f, indent=1)
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
