@@ -40,7 +40,7 @@ def main():
 
   t0 = time.perf_counter()
   naive = [train(task, optimizers.get(args.optimizer, learning_rate=lr), args.steps, seed=s,
-                 eval_every=args.eval_every, chunk=args.eval_every).train_loss
+                 eval_every=args.eval_every).train_loss
            for lr, s in jobs]
   t_naive = time.perf_counter() - t0
 

@@ -7,7 +7,8 @@ import pytest
 from optax import contrib
 
 from metaopt import optimizers
-from metaopt.train import _chunk_sizes, eval_params, train
+from metaopt.inner import eval_params, eval_schedule
+from metaopt.train import train
 from tests.optimizers.tiny_tasks import diag_quadratic, linreg
 
 
@@ -31,7 +32,7 @@ def test_same_seed_same_numbers_and_loss_decreases(task):
 
 
 def test_divergence_is_detected_and_flagged(task):
-  res = train(task, optimizers.get("sgd", learning_rate=1e3), 100, eval_every=10, chunk=10)
+  res = train(task, optimizers.get("sgd", learning_rate=1e3), 100, eval_every=10)
   assert res.diverged
   first_bad = int(np.argmax(~np.isfinite(res.train_loss)))
   assert 0 < first_bad < 100
@@ -41,10 +42,10 @@ def test_divergence_is_detected_and_flagged(task):
 
 
 def test_evaluations_land_on_eval_every(task):
-  assert _chunk_sizes(100, 50, 30) == [30, 30, 30, 10]
-  assert _chunk_sizes(7, 5, 100) == [5, 2]
+  np.testing.assert_array_equal(eval_schedule(100, 30), [30, 60, 90, 100])
+  np.testing.assert_array_equal(eval_schedule(7, 100), [7])
   rows = []
-  res = train(task, optimizers.get("sgd"), 23, eval_every=10, chunk=5,
+  res = train(task, optimizers.get("sgd"), 23, eval_every=10,
               callback=lambda step, m: rows.append((step, m)))
   np.testing.assert_array_equal(res.eval_steps, [10, 20, 23])
   assert [s for s, _ in rows] == [10, 20, 23]

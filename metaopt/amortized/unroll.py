@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from metaopt import inner
 from metaopt.lopt.base import LearnedOptimizer
 from tasks.problems import Instance, Problem
 
@@ -66,13 +67,9 @@ def _iterate(state, params):
 def _unroll(problem: Problem, tx, inst: Instance, y, state, num_steps: int):
   """``num_steps`` learned steps on one instance from ``(y, state)``; returns the final
   ``(y, state)`` and ``F`` of each iterate, shape ``(num_steps,)``."""
-  grad_f = jax.value_and_grad(problem.smooth)
 
   def body(carry, _):
-    y, s = carry
-    f, g = grad_f(y, problem.data, inst)
-    u, s = tx.update(g, s, y, value=f)
-    y = optax.apply_updates(y, u)
+    y, s, _ = inner.apply_step(tx, lambda x: problem.smooth(x, problem.data, inst), *carry)
     return (y, s), problem.objective(_iterate(s, y), inst)
 
   return jax.lax.scan(body, (y, state), None, length=num_steps)

@@ -1,12 +1,10 @@
 """Executes leaderboard runs: one compiled program per (task, optimizer, static config).
 
-A run trains ``task`` for ``steps`` steps with the same seed rule as
-``metaopt.train.train`` (``PRNGKey(seed)`` split into init / train / eval keys,
-one train key per step, validation after every ``eval_every`` steps with
-``fold_in(eval_key, step)``), so its curves match ``train`` for the same optimizer
-and seed. The whole run is one ``lax.scan`` (an outer scan over evaluation chunks
-around an inner scan over steps), compiled ahead of time, so the measured wall time
-excludes compilation and Python overhead.
+A run is ``metaopt.inner.run`` (the seed rule and divergence rule of every inner
+loop), so its curves match ``metaopt.train.train`` for the same optimizer and seed.
+The whole run is one compiled program (an outer scan over evaluation periods around
+an inner scan over steps), compiled ahead of time, so the measured wall time excludes
+compilation and Python overhead.
 
 The float hyper-parameters (learning rate, b1, ...) and a learned optimizer's theta
 are *arguments* of the compiled program: a whole learning-rate sweep and every
@@ -17,7 +15,6 @@ config, transparently.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import traceback
@@ -28,97 +25,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metaopt import inner
 from metaopt.eval.entrants import Entrant
 from metaopt.eval.store import config_key
-from metaopt.train import eval_params, make_step
 from tasks.base import Task
-
-
-@dataclasses.dataclass
-class RunOutput:
-  """One finished (or failed) run.
-
-  Attributes:
-    status: ``ok``, ``diverged`` (a non-finite train loss; the curve is NaN from
-      there on) or ``error`` (an exception; ``error`` holds its message).
-    train_loss: (steps,) per-step train loss.
-    eval_steps: (E,) steps of the validation evaluations (``eval_every, 2*eval_every, ...``).
-    valid_loss: (E,) mean ``inner_valid`` loss at ``eval_steps``.
-    wall_time: seconds for the whole run (compilation excluded).
-  """
-  status: str
-  train_loss: Any = None
-  eval_steps: Any = None
-  valid_loss: Any = None
-  wall_time: float = float("nan")
-  error: str = ""
 
 
 def make_run_fn(task: Task, build: Callable[[Any, Any, Any], Any], steps: int, eval_every: int,
                 eval_batches: int) -> Callable:
-  """``run(hparams, aux, seed, data) -> (train_loss (steps,), valid_loss (steps//eval_every,))``.
+  """``run(hparams, aux, seed, data) -> (train_loss (steps,), valid_loss (E,))``:
+  ``inner.run`` with the optimizer built from traced arguments.
 
   Args:
     task: the task.
     build: ``(hparams, aux, param_info) -> optax transformation``.
-    steps, eval_every: budget and validation period (``eval_every`` divides ``steps``).
+    steps, eval_every: budget and validation period (``inner.eval_schedule``).
     eval_batches: ``inner_valid`` batches averaged per evaluation.
   """
-  if steps % eval_every:
-    raise ValueError(f"eval_every={eval_every} must divide steps={steps}.")
-  n_chunks = steps // eval_every
-
-  def evaluate(params, data, key):
-    # Same keys as metaopt.train.make_eval.
-    def one(k):
-      kb, kl = jax.random.split(k)
-      return task.loss(params, task.batch(data, kb, "inner_valid"), kl)
-    return jnp.mean(jax.lax.map(one, jax.random.split(key, eval_batches)))
 
   def run(hparams, aux, seed, data):
-    k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
-    params = task.init(k_init)
-    param_info = task.param_info(params) if task.param_info is not None else None
-    opt = build(hparams, aux, param_info)
-    step = make_step(task, opt)
-    keys = jax.random.split(k_train, steps)
-    keys = keys.reshape((n_chunks, eval_every) + keys.shape[1:])
-
-    def chunk(carry, xs):
-      chunk_keys, index = xs
-
-      def body(c, k):
-        p, s = c
-        p, s, loss = step(p, s, data, k)
-        return (p, s), loss
-
-      (p, s), losses = jax.lax.scan(body, carry, chunk_keys)
-      # Schedule-free optimizers are evaluated at their averaged iterate, as in train().
-      valid = evaluate(eval_params(s, p), data,
-                       jax.random.fold_in(k_eval, (index + 1) * eval_every))
-      return (p, s), (losses, valid)
-
-    _, (losses, valid) = jax.lax.scan(chunk, (params, opt.init(params)),
-                                      (keys, jnp.arange(n_chunks)))
-    return losses.reshape(steps), valid
+    _, losses, valid = inner.run(task, lambda info: build(hparams, aux, info), seed, data,
+                                 steps, eval_every, eval_batches)
+    return losses, valid
 
   return run
-
-
-def _postprocess(train_loss: np.ndarray, valid: np.ndarray, eval_steps: np.ndarray,
-                 wall: float) -> RunOutput:
-  """Marks divergence: after the first non-finite train loss everything is NaN."""
-  train_loss = np.asarray(train_loss, np.float64).copy()
-  valid = np.asarray(valid, np.float64).copy()
-  bad = np.nonzero(~np.isfinite(train_loss))[0]
-  status = "ok"
-  if len(bad):
-    status = "diverged"
-    first = int(bad[0])
-    train_loss[first:] = np.nan
-    # The loss at 0-based step `first` was computed on the params after `first` updates.
-    valid[eval_steps >= first] = np.nan
-  return RunOutput(status, train_loss, eval_steps, valid, wall)
 
 
 class Runner:
@@ -207,8 +137,8 @@ class Runner:
       self._traced(task, entrant, config, steps, eval_every, eval_batches, self._pool)
 
   def execute(self, task: Task, entrant: Entrant, config: Dict[str, Any], seed: int,
-              steps: int, eval_every: int, eval_batches: int = 4) -> RunOutput:
-    """Trains one run; exceptions become an ``error`` RunOutput (never raised),
+              steps: int, eval_every: int, eval_batches: int = 4) -> inner.RunResult:
+    """Trains one run; exceptions become an ``error`` result (never raised),
     except ``KeyboardInterrupt``."""
     try:
       numeric, static = entrant.split_config(config)
@@ -236,10 +166,10 @@ class Runner:
       losses, valid = compiled(hp, aux, jnp.int32(seed), task.data)
       losses, valid = jax.block_until_ready((losses, valid))
       wall = time.perf_counter() - t0
-      eval_steps = np.arange(1, steps // eval_every + 1) * eval_every
-      return _postprocess(np.asarray(losses), np.asarray(valid), eval_steps, wall)
+      return inner.mark_divergence(np.asarray(losses), inner.eval_schedule(steps, eval_every),
+                                   np.asarray(valid), wall)
     except KeyboardInterrupt:
       raise
     except Exception as e:  # pylint: disable=broad-except
       tb = traceback.format_exc(limit=3)
-      return RunOutput("error", error=f"{type(e).__name__}: {e}\n{tb}"[:4000])
+      return inner.RunResult.failed(f"{type(e).__name__}: {e}\n{tb}"[:4000])

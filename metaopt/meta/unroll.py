@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metaopt import inner
 from metaopt.lopt.base import LearnedOptimizer
 from metaopt.meta.truncation import TruncationSchedule
 from tasks.base import TaskFamily
@@ -67,16 +68,6 @@ class UnrollOut(NamedTuple):
   loss: jax.Array
   finite: jax.Array
   reset: jax.Array
-
-
-def _update(opt, grads, state, params, loss):
-  if isinstance(opt, optax.GradientTransformationExtraArgs):
-    return opt.update(grads, state, params, value=loss)
-  return opt.update(grads, state, params)
-
-
-def _where(pred, a, b):
-  return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,10 +130,8 @@ class InnerProblem:
     task = self.task(state.dynamic)
     opt = self.optimizer(theta, task, state.params)
     k_batch, k_loss, k_valid, k_vloss = jax.random.split(key, 4)
-    batch = task.batch(data, k_batch, "train")
-    loss, grads = jax.value_and_grad(task.loss)(state.params, batch, k_loss)
-    updates, opt_state = _update(opt, grads, state.opt_state, state.params, loss)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, loss = inner.task_step(task, opt, state.params, state.opt_state, data,
+                                              k_batch, k_loss)
     if self.meta_loss == "valid":
       raw = task.loss(params, task.batch(data, k_valid, "outer_valid"), k_vloss)
     else:
@@ -173,35 +162,26 @@ class InnerProblem:
     def body(st, i):
       st, (meta_loss, loss, finite) = step(thetas, st, data, jax.random.fold_in(key, i))
       done = jnp.any(st.step >= st.horizon) | ~jnp.all(finite)
-      return _where(done, fresh, st), UnrollOut(meta_loss, loss, finite, done)
+      return inner.tree_where(done, fresh, st), UnrollOut(meta_loss, loss, finite, done)
 
     return jax.lax.scan(body, states, jnp.arange(num_steps))
 
 
-def train_curve(family: TaskFamily, static, opt: optax.GradientTransformation, dynamic,
-                data, key: jax.Array, num_steps: int) -> jax.Array:
+def train_curve(family: TaskFamily, static, opt: inner.OptimizerOrFactory, dynamic, data,
+                key: jax.Array, num_steps: int) -> jax.Array:
   """Trains one task from scratch with ``opt``: ``-> (num_steps,)`` training losses.
 
-  ``opt`` is an optax transformation or ``param_info -> transformation``.
-
-  Vmappable over ``dynamic`` and ``key``; used to evaluate theta on held-out tasks
-  against a hand-designed baseline inside one jitted call.
+  ``opt`` is an optax transformation or ``param_info -> transformation``. Vmappable
+  over ``dynamic`` and ``key``; used to evaluate theta on held-out tasks against a
+  hand-designed baseline inside one jitted call.
   """
   task = family.make_task(static, dynamic)
   k_init, k_steps = jax.random.split(key)
   params = task.init(k_init)
-  if callable(opt):  # A function of the task's param_info (μP learned optimizers).
+  if not isinstance(opt, optax.GradientTransformation):
     opt = opt(task.param_info(params) if task.param_info is not None else None)
-
-  def body(carry, k):
-    params, opt_state = carry
-    kb, kl = jax.random.split(k)
-    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(data, kb, "train"), kl)
-    updates, opt_state = _update(opt, grads, opt_state, params, loss)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-  _, losses = jax.lax.scan(body, (params, opt.init(params)),
-                           jax.random.split(k_steps, num_steps))
+  _, losses = inner.run_steps(task, opt, params, opt.init(params), data,
+                              jax.random.split(k_steps, num_steps))
   return losses
 
 

@@ -13,7 +13,6 @@ from optax import contrib
 
 from metaopt.optimizers.registry import BaselineSpec, register
 from metaopt.optimizers.space import Choice, LogUniform, Uniform
-from metaopt.train import TransformationWithObjective
 
 
 def _sgd(learning_rate):
@@ -64,13 +63,12 @@ def _lamb(learning_rate, b1, b2, eps, weight_decay):
 def _sophia(learning_rate, b1, b2, gamma, weight_decay, clip_threshold, update_interval,
             hutchinson_seed):
   # Sophia-H: the Hutchinson estimator needs ``obj_fn`` (params -> loss on the current
-  # batch); the marker type tells ``metaopt.train`` to pass it.
-  tx = contrib.sophia(
+  # batch), which every loop of ``metaopt.inner`` passes.
+  return contrib.sophia(
       learning_rate, b1=b1, b2=b2, gamma=gamma, weight_decay=weight_decay,
       clip_threshold=clip_threshold, update_interval=update_interval,
       hessian_diagonal_fn=contrib.hutchinson_estimator_diag_hessian(
           jax.random.PRNGKey(hutchinson_seed)))
-  return TransformationWithObjective(tx.init, tx.update)
 
 
 def _muon(learning_rate, beta, ns_steps, nesterov, weight_decay, adam_b1, adam_b2):

@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
+import tasks
+from metaopt import inner
 from metaopt.optimizers import registry
 from metaopt.optimizers.space import Choice
-from metaopt.train import (TransformationWithObjective, _chunk_sizes, eval_params, make_eval,
-                           make_step, seed_keys, train)
 from tasks.base import Task
 
 #: Tuning trains with seed ``TUNE_SEED_OFFSET + seed``; evaluation seeds stay below it.
@@ -139,84 +140,46 @@ def score_of(valid_loss: np.ndarray, diverged: bool, objective: str) -> float:
   return value if math.isfinite(value) else math.inf
 
 
-@dataclasses.dataclass
-class SweepRun:
-  """Curves of one learning rate of ``train_lr_batch`` (fields as in ``TrainResult``)."""
-  train_loss: np.ndarray
-  eval_steps: np.ndarray
-  valid_loss: np.ndarray
-  diverged: bool
+def _trial_result(run_out, steps: int, eval_every: int) -> inner.RunResult:
+  _, losses, valid = run_out
+  return inner.mark_divergence(np.asarray(losses), inner.eval_schedule(steps, eval_every),
+                               np.asarray(valid))
 
 
 def train_lr_batch(task: Task, name: str, learning_rates: Sequence[float], steps: int,
                    seed: int = 0, fixed: Optional[Dict[str, Any]] = None,
-                   schedule: str = "constant", eval_every: int = 50, eval_batches: int = 4,
-                   chunk: int = 50) -> List[SweepRun]:
-  """Trains one run per learning rate at once (``vmap`` over the learning rate, held
-  as a traced hyper-parameter with ``optax.inject_hyperparams``).
+                   schedule: str = "constant", eval_every: int = 50,
+                   eval_batches: int = 4) -> List[inner.RunResult]:
+  """Trains one run per learning rate at once: ``inner.run`` vmapped over the learning
+  rate, held as a traced hyper-parameter with ``optax.inject_hyperparams``.
 
-  Each run equals ``train(task, get(name, learning_rate=lr, **fixed), steps, seed)``:
-  same init, batches and evaluation keys; a diverged run's curve is cut like
-  ``train`` cuts it (NaN after the chunk where it diverged, NaN validation at
-  ``steps``). Returns one record per learning rate with ``train_loss``,
-  ``eval_steps``, ``valid_loss``, ``diverged``.
+  Each run equals ``metaopt.train.train(task, get(name, learning_rate=lr, **fixed),
+  steps, seed)``: same init, batches, evaluation keys and divergence rule. Memory:
+  one copy of the parameters and optimizer state per learning rate.
   """
   fixed = dict(fixed or {})
-  lrs = jnp.asarray(learning_rates, jnp.float32)
 
   def make(learning_rate):
     return registry.get(name, schedule=schedule, total_steps=steps,
                         learning_rate=learning_rate, **fixed)
 
-  opt = optax.inject_hyperparams(make)(learning_rate=1.0)
-  if isinstance(make(1.0), TransformationWithObjective):
-    opt = TransformationWithObjective(opt.init, opt.update)
-  k_init, step_keys, k_eval = seed_keys(seed, steps)
-  params = task.init(k_init)
-  # The update reads the learning rate from the state, so one ``opt`` serves all.
-  states = jax.vmap(lambda lr: optax.inject_hyperparams(make)(learning_rate=lr)
-                    .init(params))(lrs)
-  batch_params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, lrs.shape + x.shape),
-                                        params)
-  step = jax.vmap(make_step(task, opt), in_axes=(0, 0, None, None))
-  evaluate = make_eval(task, num_batches=eval_batches)
+  def one(lr, data):
+    opt = optax.inject_hyperparams(make)(learning_rate=lr)
+    return inner.run(task, opt, seed, data, steps, eval_every, eval_batches)
 
-  @jax.jit
-  def run_chunk(params, states, data, keys):
-    def body(carry, k):
-      p, s, loss = step(*carry, data, k)
-      return (p, s), loss
-    (params, states), losses = jax.lax.scan(body, (params, states), keys)
-    return params, states, losses.T
+  out = jax.jit(jax.vmap(one, in_axes=(0, None)))(
+      jnp.asarray(learning_rates, jnp.float32), task.data)
+  out = jax.device_get(out)
+  return [_trial_result(jax.tree_util.tree_map(lambda x, i=i: x[i], out), steps, eval_every)
+          for i in range(len(learning_rates))]
 
-  @jax.jit
-  def run_eval(params, states, data, key):
-    return jax.vmap(lambda p, s: evaluate(eval_params(s, p), data, key))(params, states)
 
-  losses, evals, done = [], [], 0
-  for n in _chunk_sizes(steps, min(chunk, eval_every), eval_every):
-    batch_params, states, chunk_losses = run_chunk(batch_params, states, task.data,
-                                                   step_keys[done:done + n])
-    losses.append(np.asarray(chunk_losses, np.float64))
-    done += n
-    if done % eval_every == 0 or done == steps:
-      v = run_eval(batch_params, states, task.data, jax.random.fold_in(k_eval, done))
-      evals.append((done, np.asarray(v, np.float64)))
-  losses = np.concatenate(losses, axis=1)
-
-  out, ends = [], np.cumsum(_chunk_sizes(steps, min(chunk, eval_every), eval_every))
-  for i in range(len(lrs)):
-    bad = np.flatnonzero(~np.isfinite(losses[i]))
-    if not len(bad):
-      out.append(SweepRun(losses[i], np.array([s for s, _ in evals]),
-                         np.array([v[i] for _, v in evals]), False))
-      continue
-    cut = int(ends[np.searchsorted(ends, bad[0], side="right")])  # End of that chunk.
-    curve = np.where(np.arange(steps) < cut, losses[i], np.nan)
-    kept = [(s, v[i]) for s, v in evals if s < cut]
-    out.append(SweepRun(curve, np.array([s for s, _ in kept] + [steps]),
-                       np.array([v for _, v in kept] + [np.nan]), True))
-  return out
+def train_config(task: Task, opt: optax.GradientTransformation, steps: int, seed: int,
+                 eval_every: int, eval_batches: int = 4) -> inner.RunResult:
+  """One trial: ``inner.run`` compiled for ``opt``."""
+  out = jax.jit(lambda data: inner.run(task, opt, seed, data, steps, eval_every,
+                                       eval_batches))(task.data)
+  return _trial_result(jax.device_get(out), steps, eval_every)
 
 
 def tune(task: Union[Task, str], name: str, steps: int, num_trials: Optional[int] = None,
@@ -240,10 +203,9 @@ def tune(task: Union[Task, str], name: str, steps: int, num_trials: Optional[int
     progress: a progress bar over trials (sequential path only).
     vectorize: when the trials differ only in ``learning_rate``, train them all at
       once with ``train_lr_batch`` (memory: one copy of params and optimizer state per
-      trial); otherwise one ``train`` call per trial.
+      trial); otherwise one compiled ``inner.run`` per trial.
   """
   if isinstance(task, str):
-    import tasks  # pylint: disable=import-outside-toplevel
     task = tasks.get(task)
   if objective not in OBJECTIVES:
     raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
@@ -266,12 +228,10 @@ def tune(task: Union[Task, str], name: str, steps: int, num_trials: Optional[int
     configs = []  # Done.
   iterator = configs
   if progress and configs:
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
     iterator = tqdm(configs, desc=f"tune {name}", unit="trial")
   for cfg in iterator:
     opt = registry.get(name, schedule=schedule, total_steps=steps, **fixed, **cfg)
-    res = train(task, opt, steps, seed=train_seed, eval_every=eval_every,
-                eval_batches=eval_batches)
+    res = train_config(task, opt, steps, train_seed, eval_every, eval_batches)
     trials.append(Trial(cfg, score_of(res.valid_loss, res.diverged, objective),
                         res.train_loss, res.eval_steps, res.valid_loss, res.diverged))
   best = min(range(len(trials)), key=lambda i: trials[i].score)

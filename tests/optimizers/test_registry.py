@@ -11,7 +11,6 @@ from optax import contrib
 
 from metaopt import optimizers
 from metaopt.optimizers import Choice, LogUniform, Uniform
-from metaopt.train import TransformationWithObjective
 
 # The same optimizer written directly against optax with every default spelled out:
 # an independent reference for the registry's builders and defaults.
@@ -87,11 +86,6 @@ def test_hparams_reach_the_optimizer():
   np.testing.assert_allclose(ours[-1]["w"], ref[-1]["w"], rtol=1e-6)
   default = _run(optimizers.get("adam"))
   assert not np.allclose(ours[-1]["w"], default[-1]["w"])
-
-
-def test_sophia_is_marked_as_needing_the_objective():
-  assert isinstance(optimizers.get("sophia"), TransformationWithObjective)
-  assert not isinstance(optimizers.get("adam"), TransformationWithObjective)
 
 
 def test_specs_are_consistent():

@@ -1,0 +1,271 @@
+"""The inner loop: advance a task with an optax transformation.
+
+Every place that trains something is a thin user of this module: ``metaopt.train``
+(runs with a progress bar and logging), the leaderboard runner (one compiled program
+per run), the vmapped sweep of ``metaopt.optimizers.tune``, the meta-training unroll
+(``metaopt.meta.unroll``) and the L2O unroll on problem instances
+(``metaopt.amortized.unroll``). An inner problem that needs something new extends
+this module instead of copying it.
+
+From small to large:
+
+* ``update``: one call convention for every optax transformation. The loss goes in as
+  ``value`` and the objective ``params -> loss`` as ``obj_fn`` (Sophia-H's Hessian
+  estimate needs it), through ``optax.with_extra_args_support``; transformations that
+  do not read them ignore them.
+* ``apply_step``: one step on an objective ``params -> loss``.
+* ``task_step``: one step on a task's training batch; ``run_steps`` scans it.
+* ``evaluate`` and ``eval_params``: the mean loss over batches of a split, at the
+  iterate to evaluate (the averaged iterate of a schedule-free optimizer).
+* ``run_periods``: a whole run as one traceable function: a scan over evaluation
+  periods, each a scan over steps followed by an evaluation. Pure and vmappable over
+  runs (a learning-rate sweep) or over seeds.
+* ``mark_divergence`` and ``RunResult``: the one divergence rule and the one record
+  of a run.
+
+Seed rule (``seed_keys``): ``PRNGKey(seed)`` splits into init, train and eval keys;
+step ``i`` uses the ``i``-th of ``split(train_key, steps)``, split again into a batch
+key and a loss key; the evaluation after ``s`` steps uses ``fold_in(eval_key, s)``.
+The same seed gives the same numbers in every user of the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from optax import contrib
+
+from tasks.base import Task
+
+Objective = Callable[[Any], jax.Array]
+
+
+def update(opt: optax.GradientTransformation, grads, state, params, value: jax.Array,
+           obj_fn: Optional[Objective] = None):
+  """``opt.update`` with the loss (``value``) and, when given, the objective
+  (``obj_fn``) as extra arguments; plain transformations get neither."""
+  extra = {"value": value}
+  if obj_fn is not None:
+    extra["obj_fn"] = obj_fn
+  return optax.with_extra_args_support(opt).update(grads, state, params, **extra)
+
+
+def apply_step(opt: optax.GradientTransformation, objective: Objective, params, opt_state):
+  """One step of ``opt`` on ``objective``: ``-> (params, opt_state, loss)``, where
+  ``loss = objective(params)`` before the update."""
+  loss, grads = jax.value_and_grad(objective)(params)
+  updates, opt_state = update(opt, grads, opt_state, params, loss, objective)
+  return optax.apply_updates(params, updates), opt_state, loss
+
+
+def task_step(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
+              batch_key: jax.Array, loss_key: jax.Array):
+  """One step on the ``train`` batch drawn with ``batch_key``:
+  ``-> (params, opt_state, loss)``."""
+  batch = task.batch(data, batch_key, "train")
+  return apply_step(opt, lambda p: task.loss(p, batch, loss_key), params, opt_state)
+
+
+def run_steps(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
+              step_keys: jax.Array):
+  """``len(step_keys)`` steps in one ``lax.scan``; step ``i`` splits ``step_keys[i]``
+  into its batch and loss keys. ``-> ((params, opt_state), losses (steps,))``."""
+
+  def body(carry, key):
+    k_batch, k_loss = jax.random.split(key)
+    p, s, loss = task_step(task, opt, *carry, data, k_batch, k_loss)
+    return (p, s), loss
+
+  return jax.lax.scan(body, (params, opt_state), step_keys)
+
+
+def evaluate(task: Task, params, data, key: jax.Array, split: str = "inner_valid",
+             num_batches: int = 4) -> jax.Array:
+  """Mean loss over ``num_batches`` batches of ``split`` (batch ``j`` from the ``j``-th
+  of ``split(key, num_batches)``)."""
+
+  def one(k):
+    k_batch, k_loss = jax.random.split(k)
+    return task.loss(params, task.batch(data, k_batch, split), k_loss)
+
+  return jnp.mean(jax.lax.map(one, jax.random.split(key, num_batches)))
+
+
+def eval_params(opt_state, params):
+  """The parameters to evaluate: ``params``, or for a schedule-free optimizer (its
+  state found anywhere in ``opt_state``) the averaged iterate."""
+  is_sf = lambda s: isinstance(s, contrib.ScheduleFreeState)  # noqa: E731
+  found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=is_sf) if is_sf(s)]
+  if len(found) == 1:
+    return contrib.schedule_free_eval_params(found[0], params)
+  return params
+
+
+def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
+                step_keys: jax.Array, eval_key: jax.Array, first_step=0,
+                eval_batches: int = 4):
+  """Evaluation periods of a run, as one traceable function.
+
+  Args:
+    step_keys: (P, E, 2) keys: P periods of E steps.
+    eval_key: the run's evaluation key; the evaluation after period ``i`` is at step
+      ``s = first_step + (i + 1) * E`` and uses ``fold_in(eval_key, s)``.
+    first_step: steps already taken (int or traced int32).
+    eval_batches: ``inner_valid`` batches averaged per evaluation.
+
+  Returns:
+    ``((params, opt_state), (losses (P, E), valid_loss (P,)))``.
+  """
+  period = step_keys.shape[1]
+
+  def one_period(carry, xs):
+    keys, index = xs
+    (p, s), losses = run_steps(task, opt, *carry, data, keys)
+    at = first_step + (index + 1) * period
+    valid = evaluate(task, eval_params(s, p), data, jax.random.fold_in(eval_key, at),
+                     num_batches=eval_batches)
+    return (p, s), (losses, valid)
+
+  return jax.lax.scan(one_period, (params, opt_state),
+                      (step_keys, jnp.arange(step_keys.shape[0])))
+
+
+def seed_keys(seed: int, steps: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """``(init_key, step_keys (steps, 2), eval_key)`` of a run with ``seed``."""
+  k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return k_init, jax.random.split(k_train, steps), k_eval
+
+
+def eval_schedule(steps: int, eval_every: int) -> np.ndarray:
+  """Steps after which a run is evaluated: every ``eval_every`` steps and at ``steps``."""
+  if steps <= 0:
+    raise ValueError(f"steps must be positive, got {steps}.")
+  if eval_every <= 0:
+    raise ValueError(f"eval_every must be positive, got {eval_every}.")
+  points = list(range(eval_every, steps + 1, eval_every))
+  if not points or points[-1] != steps:
+    points.append(steps)
+  return np.asarray(points)
+
+
+OptimizerOrFactory = Any  # optax transformation, or ``param_info -> transformation``
+
+
+def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every: int,
+        eval_batches: int = 4):
+  """A whole run from initialization, as one traceable function (jit it, vmap it over
+  seeds or over optimizers built from traced hyper-parameters).
+
+  Args:
+    task: the task.
+    opt: an optax transformation, or a function ``param_info -> transformation`` (μP
+      learned optimizers need the task's ``param_info`` of the initial parameters).
+    seed: int or traced int32 (seed rule in the module docstring).
+    data: the task's data (an argument, so that it is never a compile-time constant).
+    steps, eval_every: budget and validation period (``eval_schedule``).
+    eval_batches: ``inner_valid`` batches averaged per evaluation.
+
+  Returns:
+    ``((params, opt_state), train_loss (steps,), valid_loss (E,))`` with the
+    evaluations at ``eval_schedule(steps, eval_every)``; ``params`` are the last
+    iterate (``eval_params`` gives the one to evaluate).
+  """
+  k_init, step_keys, k_eval = seed_keys(seed, steps)
+  params = task.init(k_init)
+  if not isinstance(opt, optax.GradientTransformation):
+    opt = opt(task.param_info(params) if task.param_info is not None else None)
+  carry = (params, opt.init(params))
+  full = steps // eval_every
+  losses, valid = [], []
+  if full:
+    keys = step_keys[:full * eval_every].reshape((full, eval_every) + step_keys.shape[1:])
+    carry, (l, v) = run_periods(task, opt, *carry, data, keys, k_eval, 0, eval_batches)
+    losses.append(l.reshape(-1))
+    valid.append(v)
+  if steps % eval_every:
+    carry, (l, v) = run_periods(task, opt, *carry, data, step_keys[None, full * eval_every:],
+                                k_eval, full * eval_every, eval_batches)
+    losses.append(l.reshape(-1))
+    valid.append(v)
+  return carry, jnp.concatenate(losses), jnp.concatenate(valid)
+
+
+def tree_where(pred: jax.Array, on_true, on_false):
+  """Leafwise ``jnp.where(pred, on_true, on_false)`` over two pytrees of one structure."""
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+@dataclasses.dataclass
+class RunResult:
+  """The record of one inner run.
+
+  Attributes:
+    train_loss: (steps,) float64 per-step training loss; NaN from the divergence on.
+    eval_steps: (E,) steps after which the validation loss was measured.
+    valid_loss: (E,) mean ``inner_valid`` loss at ``eval_steps``; NaN from the
+      divergence on.
+    wall_time: seconds spent training (compilation and evaluation excluded where the
+      caller can separate them).
+    diverged_at: the 0-based step of the first non-finite training loss, or None.
+    params: final parameters (the evaluation iterate), when the caller keeps them.
+    error: the message of an exception that stopped the run ("" when none).
+  """
+  train_loss: np.ndarray
+  eval_steps: np.ndarray
+  valid_loss: np.ndarray
+  wall_time: float = float("nan")
+  diverged_at: Optional[int] = None
+  params: Any = None
+  error: str = ""
+
+  @property
+  def diverged(self) -> bool:
+    return self.diverged_at is not None
+
+  @property
+  def status(self) -> str:
+    """``ok``, ``diverged`` or ``error``."""
+    if self.error:
+      return "error"
+    return "diverged" if self.diverged else "ok"
+
+  @property
+  def final_train_loss(self) -> float:
+    return float(self.train_loss[-1])
+
+  @property
+  def final_valid_loss(self) -> float:
+    return float(self.valid_loss[-1]) if len(self.valid_loss) else float("nan")
+
+  @classmethod
+  def failed(cls, error: str) -> "RunResult":
+    """A run stopped by an exception: no curves."""
+    return cls(None, None, None, error=error)
+
+
+def mark_divergence(train_loss, eval_steps, valid_loss, wall_time: float = float("nan"),
+                    params: Any = None) -> RunResult:
+  """The divergence rule of every run: from the first non-finite training loss (0-based
+  step ``d``, the loss of the parameters after ``d`` updates) the training curve is
+  NaN, and so is every validation loss measured after ``>= d`` steps.
+
+  ``train_loss`` may be shorter than the run (a run stopped at its divergence); it is
+  padded with NaN to ``eval_steps[-1]`` steps.
+  """
+  eval_steps = np.asarray(eval_steps)
+  steps = int(eval_steps[-1]) if len(eval_steps) else len(train_loss)
+  curve = np.full((steps,), np.nan)
+  curve[:len(train_loss)] = np.asarray(train_loss, np.float64)
+  valid = np.full((len(eval_steps),), np.nan)
+  valid[:len(valid_loss)] = np.asarray(valid_loss, np.float64)
+  bad = np.flatnonzero(~np.isfinite(curve))
+  diverged_at = int(bad[0]) if len(bad) else None
+  if diverged_at is not None:
+    curve[diverged_at:] = np.nan
+    valid[eval_steps >= diverged_at] = np.nan
+  return RunResult(curve, eval_steps, valid, wall_time, diverged_at, params)
