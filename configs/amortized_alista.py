@@ -1,11 +1,11 @@
 """ALISTA (analytic W, learned per-layer step and threshold), K=16."""
 
-from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig, check_variant
 from metaopt.amortized.lista import LISTAConfig
 
 
 def get_config(variant: str = "cpu") -> ExperimentConfig:
-  del variant  # One size.
+  check_variant(variant)  # One size: 'cpu'.
   return ExperimentConfig(
       method="alista", problem="lasso_m64_n128_p0.1_snr40",
       train=LISTAConfig(num_layers=16, steps=2000, batch_size=64),

@@ -2,11 +2,11 @@
 FISTA fine-tuning at evaluation."""
 
 from metaopt.amortized.amortize import AmortizedConfig
-from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig, check_variant
 
 
 def get_config(variant: str = "cpu") -> ExperimentConfig:
-  del variant  # One size.
+  check_variant(variant)  # One size: 'cpu'.
   return ExperimentConfig(
       method="amortized", problem="lasso_m64_n128_p0.1_snr40",
       train=AmortizedConfig(loss="objective", solver="fista", hidden=(512, 512), steps=3000),

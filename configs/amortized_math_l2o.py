@@ -2,12 +2,12 @@
 L1-logistic regression: 100-step unrolls, 20-step truncations; evaluated over 1000
 steps (10x) against ISTA and FISTA."""
 
-from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig, check_variant
 from metaopt.amortized.unroll import UnrollConfig
 
 
 def get_config(variant: str = "cpu") -> ExperimentConfig:
-  del variant  # One size.
+  check_variant(variant)  # One size: 'cpu'.
   return ExperimentConfig(
       method="math_l2o", problem="l1_logreg_d50_n100_lam0.01_scaled2",
       train=UnrollConfig(horizon=100, truncation=20, meta_steps=200, batch_size=16,

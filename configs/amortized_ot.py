@@ -2,11 +2,11 @@
 histograms and warm-starts Sinkhorn."""
 
 from metaopt.amortized.amortize import AmortizedConfig
-from metaopt.amortized.experiment import EvalConfig, ExperimentConfig
+from metaopt.amortized.experiment import EvalConfig, ExperimentConfig, check_variant
 
 
 def get_config(variant: str = "cpu") -> ExperimentConfig:
-  del variant  # One size.
+  check_variant(variant)  # One size: 'cpu'.
   return ExperimentConfig(
       method="amortized", problem="entropic_ot_n32_eps0.01",
       train=AmortizedConfig(loss="objective", solver="native", hidden=(256, 256), steps=2000),

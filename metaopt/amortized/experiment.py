@@ -127,6 +127,12 @@ class ExperimentConfig:
     return typed_config.to_dict(self)
 
 
+def check_variant(variant: str, variants: Sequence[str] = ("cpu",)) -> None:
+  """For a config file's ``get_config``: ``variant`` is one it offers."""
+  if variant not in variants:
+    raise ValueError(f"Unknown variant {variant!r}; choose one of {list(variants)}.")
+
+
 def from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
   """An ``ExperimentConfig`` from a nested (or dotted) dict; every value type-checked."""
   return typed_config.from_dict(ExperimentConfig, typed_config.nest(values))

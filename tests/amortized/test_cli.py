@@ -104,6 +104,8 @@ def test_config_files_are_typed_get_config(path):
   assert isinstance(cfg, experiment.ExperimentConfig)
   assert isinstance(cfg.train, experiment.train_config_class(cfg.method))
   assert "CONFIG" not in open(path).read()
+  with pytest.raises(ValueError, match="variant 'pod'"):
+    experiment.load_config(f"{path}:pod")
 
 
 def test_config_values_and_typed_overrides():
