@@ -13,7 +13,8 @@ from metaopt.meta.config import MetaTrainConfig
 COMMON = {"family": "quadratic_family", "lopt": "lstm", "estimator.name": "tbptt"}
 CHANGES = {
     "cpu": {"schedule.horizon": 100, "outer.num_steps": 500},
-    "pod": {"schedule.truncation_length": 20, "schedule.horizon": 1000, "schedule.min_horizon": 100},
+    "pod": {"schedule.truncation_length": 20, "schedule.horizon": 1000,
+            "schedule.min_horizon": 100},
 }
 
 

@@ -106,14 +106,17 @@ def check_value(key: str, value: Any, tp: Any) -> Any:
       raise _wrong(key, tp, value)
     if len(args) == 2 and args[1] is Ellipsis:
       return tuple(check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
-    if args and len(args) != len(value):
+    if not args:
+      return tuple(value)
+    if len(args) != len(value):
       raise _wrong(key, tp, value)
-    return tuple(check_value(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args))
-                 ) if args else tuple(value)
+    return tuple(check_value(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
   if origin in (list, Sequence, typing.Sequence):
     if not isinstance(value, (tuple, list)):
       raise _wrong(key, tp, value)
-    return [check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)] if args else list(value)
+    if not args:
+      return list(value)
+    return [check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
   if origin in (dict, Mapping) or tp in (dict, Dict):
     if not isinstance(value, Mapping):
       raise _wrong(key, tp, value)
@@ -207,7 +210,8 @@ def nest(dotted: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def replace(config: T, values: Mapping[str, Any]) -> T:
-  """``config`` with the nested or dotted ``values`` applied (all at once, checked)."""
+  """``config`` with the nested or dotted ``values`` applied (all at once, checked).
+  A dict value given for a dict field is merged into it, key by key."""
   return from_dict(type(config), merge(_shallow_dict(config), nest(values)))
 
 
