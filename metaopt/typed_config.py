@@ -274,6 +274,6 @@ def load_file(path: str, expected: Type[T], overrides: Sequence[str] = (),
   if isinstance(config, Mapping):
     config = from_dict(expected, config)
   if not isinstance(config, expected):
-    raise TypeError(f"{path}: get_config() returned {type(config).__name__}, "
+    raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, "
                     f"expected {expected.__name__}.")
   return apply_overrides(config, overrides)

@@ -170,7 +170,7 @@ def test_missing_file_and_wrong_return_type(tmp_path):
     C.load_config("configs/nope.py")
   bad = tmp_path / "bad.py"
   bad.write_text("def get_config(variant=None):\n  return 3\n")
-  with pytest.raises(TypeError, match="expected MetaTrainConfig"):
+  with pytest.raises(ValueError, match="expected MetaTrainConfig"):
     C.load_config(str(bad))
 
 
