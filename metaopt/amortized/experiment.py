@@ -3,8 +3,8 @@ baselines, and report (markdown table + PNG plot). Used by ``metaopt amortized``
 
 An experiment is an ``ExperimentConfig``: ``method`` (one of ``METHODS``), ``problem``
 (a name from ``tasks.problems.problem_names()``), ``train``: the method's config
-dataclass (``LISTAConfig`` for ``lista``/``lista_cp``/``alista``, whose ``variant``
-follows ``method``; ``AmortizedConfig``; ``UnrollConfig`` for ``math_l2o``), ``lopt``
+dataclass (``LISTAConfig`` for the ``lista.VARIANTS``, whose ``variant`` follows
+``method``; ``AmortizedConfig``; ``UnrollConfig`` for ``math_l2o``), ``lopt``
 (overrides of the ``math_l2o`` optimizer config) and ``eval`` (``EvalConfig``). A
 config file ``configs/amortized_*.py`` defines ``get_config(variant=...)`` returning
 one; ``load_config`` reads it with the same loader and ``--set`` overrides as
@@ -17,7 +17,7 @@ read with ``allow_pickle=False``), so loading a run directory executes no code.
 
 Evaluation on held-out instances (the ``test`` key stream, never trained on):
 
-* ``lista``, ``lista_cp``, ``alista``: NMSE (dB) to the ground-truth code per layer
+* the LISTA family (``lista.VARIANTS``): NMSE (dB) to the ground-truth code per layer
   ``k = 0..K`` against ISTA and FISTA run for ``k`` iterations;
 * ``amortized``: relative objective gap ``(F(x_k) - F*) / (F(0) - F*)`` after ``k``
   solver steps from the prediction versus from zero (``k = 0`` is the fully amortized
@@ -42,7 +42,7 @@ from metaopt import typed_config
 from metaopt.amortized import amortize, lista, solvers, unroll
 from tasks.problems import Problem, get_problem, problem_names
 
-METHODS = ("lista", "lista_cp", "alista", "amortized", "math_l2o")
+METHODS = tuple(lista.VARIANTS) + ("amortized", "math_l2o")
 
 
 def train_config_class(method: str) -> type:
