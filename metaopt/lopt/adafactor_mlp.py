@@ -178,14 +178,14 @@ def _columns(config, feats, grad, param, momenta, rms, factored, step):
   n_mom, n_rms = momenta.shape[-1], rms.shape[-1]
   base = ([grad.reshape(shape), param.reshape(shape)]
           + [momenta[..., k].reshape(shape) for k in range(n_mom)]
-          + [F._rsqrt(rms[..., k].reshape(shape)) for k in range(n_rms)]  # pylint: disable=protected-access
-          + [F._rsqrt(v) for v in _reconstruct_columns(factored, shape)])  # pylint: disable=protected-access
+          + [F.rsqrt(rms[..., k].reshape(shape)) for k in range(n_rms)]
+          + [F.rsqrt(v) for v in _reconstruct_columns(factored, shape)])
   n_fac = len(base) - 2 - n_mom - n_rms
   ctx = {"grad": base[0], "param": base[1],
          "momenta": momenta.reshape(shape + (n_mom,)), "rms": rms.reshape(shape + (n_rms,)),
          "step": step, "timescales": jnp.asarray(config.timescales, jnp.float32)}
   specs, normalize = [], []
-  for f in F._ordered(feats):  # pylint: disable=protected-access
+  for f in F.column_order(feats):
     if f.name in _BUILTIN and F.FEATURES.get(f.name) is f:
       spec = _builtin_factors(f.name, n_mom, n_rms, n_fac)
     else:
@@ -202,7 +202,7 @@ def _columns(config, feats, grad, param, momenta, rms, factored, step):
   idx = [i for i, n in enumerate(normalize) if n]
   if idx:
     size = raw[idx[0]].size
-    sums = F._sums_of_squares([raw[i] for i in idx])  # pylint: disable=protected-access
+    sums = F.sums_of_squares([raw[i] for i in idx])
     for k, i in enumerate(idx):
       scales[i] = jax.lax.rsqrt(F.NORM_EPS + sums[k] / size)
   cols = [c * s if n else c for c, s, n in zip(raw, scales, normalize)]
@@ -250,7 +250,7 @@ def _make_factored_mlp(specs):
 
   def bwd(res, cts):
     layers, base, scales, cols = res
-    d_layers, d_cols = mlp._fused_mlp_bwd((layers, cols), cts)  # pylint: disable=protected-access
+    d_layers, d_cols = mlp.fused_mlp_bwd((layers, cols), cts)
     zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)
     return d_layers, zeros(base), zeros(scales), d_cols
 

@@ -90,7 +90,8 @@ def ema(acc: jax.Array, x: jax.Array, decays: jax.Array) -> jax.Array:
   return decays * acc + (1.0 - decays) * x[..., None]
 
 
-def _rsqrt(v):
+def rsqrt(v):
+  """``1 / sqrt(v + RSQRT_EPS)`` elementwise: the preconditioner of a second moment."""
   return jax.lax.rsqrt(v + RSQRT_EPS)
 
 
@@ -101,7 +102,7 @@ def _outer_last(a, b):
 
 
 @jax.custom_jvp
-def _sums_of_squares(cols):
+def sums_of_squares(cols):
   """``[sum(c**2) for c in cols]`` as one variadic reduction: XLA fuses the column
   computations into a single pass over the tensor (separate sums are separate passes)."""
   return list(jax.lax.reduce(tuple(jnp.square(c) for c in cols),
@@ -110,10 +111,10 @@ def _sums_of_squares(cols):
                              tuple(range(cols[0].ndim))))
 
 
-@_sums_of_squares.defjvp
+@sums_of_squares.defjvp
 def _sums_of_squares_jvp(primals, tangents):
   (cols,), (dcols,) = primals, tangents
-  return (_sums_of_squares(cols),
+  return (sums_of_squares(cols),
           [2.0 * jnp.sum(c * dc) for c, dc in zip(cols, dcols)])
 
 
@@ -122,19 +123,19 @@ _FEATURE_LIST = (
     Feature("param", lambda c: c["param"][..., None], ("param",)),
     Feature("momenta", lambda c: c["momenta"], ("momenta",)),
     # Adam-like preconditioner and its product with each momentum.
-    Feature("rsqrt_rms", lambda c: _rsqrt(c["rms"]), ("rms",)),
-    Feature("momenta_rsqrt_rms", lambda c: _outer_last(c["momenta"], _rsqrt(c["rms"])),
+    Feature("rsqrt_rms", lambda c: rsqrt(c["rms"]), ("rms",)),
+    Feature("momenta_rsqrt_rms", lambda c: _outer_last(c["momenta"], rsqrt(c["rms"])),
             ("momenta", "rms")),
-    Feature("grad_rsqrt_rms", lambda c: _outer_last(c["grad"][..., None], _rsqrt(c["rms"])),
+    Feature("grad_rsqrt_rms", lambda c: _outer_last(c["grad"][..., None], rsqrt(c["rms"])),
             ("grad", "rms")),
     # Adafactor features (AdafacMLPLOpt): factored preconditioner, its product with
     # the gradient and with each momentum.
-    Feature("rsqrt_factored", lambda c: _rsqrt(c["factored"]), ("factored",)),
+    Feature("rsqrt_factored", lambda c: rsqrt(c["factored"]), ("factored",)),
     Feature("grad_rsqrt_factored",
-            lambda c: _outer_last(c["grad"][..., None], _rsqrt(c["factored"])),
+            lambda c: _outer_last(c["grad"][..., None], rsqrt(c["factored"])),
             ("grad", "factored")),
     Feature("momenta_rsqrt_factored",
-            lambda c: _outer_last(c["momenta"], _rsqrt(c["factored"])),
+            lambda c: _outer_last(c["momenta"], rsqrt(c["factored"])),
             ("momenta", "factored")),
     Feature("time", lambda c: tanh_step_embedding(c["step"], c["timescales"]),
             ("step", "timescales"), per_tensor=True, normalize=False),
@@ -177,7 +178,7 @@ def check_context(features: Sequence[Feature], context: Context) -> None:
                        f"Remove {f.name!r} from config.features or use another architecture.")
 
 
-def _ordered(features: Sequence[Feature]) -> Tuple[Feature, ...]:
+def column_order(features: Sequence[Feature]) -> Tuple[Feature, ...]:
   """Column order: normalized per-element, unnormalized per-element, per-tensor."""
   return (tuple(f for f in features if not f.per_tensor and f.normalize) +
           tuple(f for f in features if not f.per_tensor and not f.normalize) +
@@ -193,7 +194,7 @@ def build_columns(features: Sequence[Feature], context: Context):
   pass over memory (``mlp.apply_mlp_columns``).
   """
   cols, normalize = [], []
-  for f in _ordered(features):
+  for f in column_order(features):
     val = f.fn(context)
     for i in range(val.shape[-1]):
       cols.append(val[..., i])
@@ -201,7 +202,7 @@ def build_columns(features: Sequence[Feature], context: Context):
   idx = [i for i, n in enumerate(normalize) if n]
   if idx:
     size = cols[idx[0]].size
-    sums = _sums_of_squares([cols[i] for i in idx])
+    sums = sums_of_squares([cols[i] for i in idx])
     for k, i in enumerate(idx):
       cols[i] = cols[i] * jax.lax.rsqrt(NORM_EPS + sums[k] / size)
   return cols
@@ -221,7 +222,7 @@ def split_inputs(features: Sequence[Feature], context: Context):
     per_tensor: ``(T,)`` per-tensor features.
   """
   shape = context["param"].shape
-  ordered = _ordered(features)
+  ordered = column_order(features)
   vals = [(f, f.fn(context)) for f in ordered if not f.per_tensor]
   x = jnp.concatenate([v for _, v in vals], axis=-1).reshape(-1, sum(v.shape[-1] for _, v in vals))
   normed_cols = [v[..., i] for f, v in vals if f.normalize for i in range(v.shape[-1])]
@@ -230,7 +231,7 @@ def split_inputs(features: Sequence[Feature], context: Context):
     size *= d
   scales = []
   if normed_cols:
-    sums = _sums_of_squares(normed_cols)
+    sums = sums_of_squares(normed_cols)
     scales = [jax.lax.rsqrt(NORM_EPS + s / size) for s in sums]
   n_raw = x.shape[-1] - len(scales)
   scales = jnp.stack(scales + [jnp.ones((), x.dtype)] * n_raw)
@@ -266,7 +267,7 @@ def columns(features: Sequence[Feature], context_fn: Callable[[], Context]) -> D
   widths = {f.name: int(jax.eval_shape(lambda f=f: f.fn(context_fn())).shape[-1])
             for f in features}
   out, start = {}, 0
-  for f in _ordered(features):
+  for f in column_order(features):
     out[f.name] = slice(start, start + widths[f.name])
     start += widths[f.name]
   return out

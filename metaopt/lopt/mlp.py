@@ -107,14 +107,16 @@ def _fused_mlp_fwd(layers, cols):
   return apply_mlp_columns(layers, cols), (layers, cols)
 
 
-def _fused_mlp_bwd(res, cotangents):
+def fused_mlp_bwd(res, cotangents):
+  """The VJP of ``fused_mlp`` (``res = (layers, cols)``), through the stacked matmul
+  form; also the backward pass of ``adafactor_mlp``'s factored first layer."""
   layers, cols = res
   _, vjp = jax.vjp(_stacked_mlp, layers, cols)
   shape = jnp.broadcast_shapes(*[jnp.shape(c) for c in cols])
   return vjp([jnp.broadcast_to(c, shape) for c in cotangents])
 
 
-fused_mlp.defvjp(_fused_mlp_fwd, _fused_mlp_bwd)
+fused_mlp.defvjp(_fused_mlp_fwd, fused_mlp_bwd)
 
 
 #: Per-parameter networks with at most this many multiply-adds per row are
