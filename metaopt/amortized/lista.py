@@ -331,7 +331,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
   num_layers = config.num_layers
   all_counts = (np.zeros((num_layers,), np.int32) if counts is None else counts)
 
-  def prefix_loss(prefix, ys, x_true, t):
+  def prefix_loss(prefix, ys, x_true, t, a=a, w_alista=w_alista):
     c = None if counts is None else all_counts[:t]
     return _nmse(apply(prefix, config.variant, a, ys, w_alista, c)[-1], x_true)
 
@@ -353,8 +353,12 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
         (prefix, opt_state), losses = jax.lax.scan(body, (prefix, opt_state), keys)
         return prefix, opt_state, losses
 
+      # Validation data and A are arguments, not closed-over constants: XLA would
+      # otherwise constant-fold the first layer (x_0 = 0) for seconds.
+      val_fn = jax.jit(lambda prefix, ys, x_true, a, w: prefix_loss(prefix, ys, x_true, t,
+                                                                     a, w))
       compiled[t] = (jax.jit(chunk),
-                     jax.jit(lambda prefix: prefix_loss(prefix, val["y"], val[truth], t)))
+                     lambda prefix: val_fn(prefix, val["y"], val[truth], a, w_alista))
     return compiled[t]
 
   losses, stages, step = [], [], 0
