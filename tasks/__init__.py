@@ -22,5 +22,7 @@ from tasks.registry import (DuplicateNameError, Registry, UnknownNameError, fami
                             get_family, names, register_family, register_task, task_names,
                             unknown_name_message, unregister_task)
 
+from tasks.haiku_tasks import dense_param_info, from_haiku, from_haiku_family
+
 # Importing the task modules registers their tasks and families.
 from tasks import catalog as _catalog  # noqa: F401,E402
