@@ -151,3 +151,22 @@ def test_bad_arguments_raise():
     sparse.lasso(p=0.0)
   with pytest.raises(ValueError, match="m >= n"):
     problems.least_squares(m=4, n=8)
+
+
+def test_lasso_noiseless_and_named_variants():
+  pb = problems.get_problem("lasso_m64_n128_p0.1_noiseless")
+  inst = pb.sample_batch(jax.random.PRNGKey(2), 16)
+  np.testing.assert_allclose(inst["y"], inst["x_true"] @ pb.data["A"].T, atol=1e-5)
+  for name in ("lasso_m250_n500_p0.1_noiseless", "lasso_m250_n500_p0.1_snr20",
+               "lasso_m250_n500_p0.1_noiseless_cond50"):
+    assert name in problems.problem_names()
+  assert sparse.lasso(32, 64, snr=20.0, cond=10.0).name == "lasso_m32_n64_p0.1_snr20_cond10"
+
+
+@pytest.mark.parametrize("cond", [5.0, 50.0])
+def test_dictionary_condition_number(cond):
+  a = sparse.gaussian_dictionary(100, 200, seed=0, cond=cond)
+  np.testing.assert_allclose(np.linalg.norm(a, axis=0), 1.0, rtol=1e-5)
+  assert abs(np.linalg.cond(a) / cond - 1.0) < 0.1
+  with pytest.raises(ValueError, match="cond >= 1"):
+    sparse.gaussian_dictionary(10, 20, cond=0.5)
