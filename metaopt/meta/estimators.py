@@ -172,16 +172,25 @@ class TruncatedBackprop(GradientEstimator):
     return _masked_mean(per_task, valid), states, metrics
 
 
-@register
-class TruncatedES(GradientEstimator):
-  """Antithetic ES over one truncation from the shared state."""
-
-  name = "es"
+class _TruncatedAntithetic(GradientEstimator):
+  """Base of the ES estimators over one truncation: perturbation std ``sigma``."""
 
   def __init__(self, problem: InnerProblem, num_tasks: int, sigma: float = 0.01):
     super().__init__(problem, num_tasks)
     self.sigma = float(sigma)
     self.length = problem.schedule.truncation_length
+
+  @classmethod
+  def from_options(cls, problem, num_tasks, *, sigma, full_es_loss):
+    del full_es_loss
+    return cls(problem, num_tasks, sigma)
+
+
+@register
+class TruncatedES(_TruncatedAntithetic):
+  """Antithetic ES over one truncation from the shared state."""
+
+  name = "es"
 
   def init_worker_state(self, theta, key):
     return self.problem.init_states(theta, key, self.num_tasks)
@@ -198,11 +207,6 @@ class TruncatedES(GradientEstimator):
     grad = _masked_mean(tmap(lambda e: e * coef.reshape((-1,) + (1,) * (e.ndim - 1)), eps),
                         valid)
     return grad, tmap(lambda x: x[:, 0], states), _common_metrics(out, valid, weights, 2)
-
-  @classmethod
-  def from_options(cls, problem, num_tasks, *, sigma, full_es_loss):
-    del full_es_loss
-    return cls(problem, num_tasks, sigma)
 
 
 @dataclasses.dataclass
@@ -222,15 +226,10 @@ jax.tree_util.register_dataclass(PESState, data_fields=["states", "accum"], meta
 
 
 @register
-class PES(GradientEstimator):
+class PES(_TruncatedAntithetic):
   """Persistent evolution strategies with antithetic pairs."""
 
   name = "pes"
-
-  def __init__(self, problem: InnerProblem, num_tasks: int, sigma: float = 0.01):
-    super().__init__(problem, num_tasks)
-    self.sigma = float(sigma)
-    self.length = problem.schedule.truncation_length
 
   def init_worker_state(self, theta, key):
     states = _group(self.problem.init_states(theta, key, self.num_tasks), 2)
@@ -266,11 +265,6 @@ class PES(GradientEstimator):
 
     accum = tmap(new_accum, total, eps)
     return grad, PESState(states, accum), _common_metrics(out, valid, weights, 2)
-
-  @classmethod
-  def from_options(cls, problem, num_tasks, *, sigma, full_es_loss):
-    del full_es_loss
-    return cls(problem, num_tasks, sigma)
 
 
 @register
