@@ -20,8 +20,9 @@ From small to large:
 * ``run_periods``: a whole run as one traceable function: a scan over evaluation
   periods, each a scan over steps followed by an evaluation. Pure and vmappable over
   runs (a learning-rate sweep) or over seeds.
-* ``mark_divergence`` and ``RunResult``: the one divergence rule and the one record
-  of a run.
+* ``mark_divergence`` and ``RunResult``: the one divergence rule (non-finite loss,
+  optionally a blow-up far above the initial loss: ``divergence_step``) and the one
+  record of a run.
 
 Seed rule (``seed_keys``): ``PRNGKey(seed)`` splits into init, train and eval keys;
 step ``i`` uses the ``i``-th of ``split(train_key, steps)``, split again into a batch
@@ -211,7 +212,9 @@ class RunResult:
       divergence on.
     wall_time: seconds spent training (compilation and evaluation excluded where the
       caller can separate them).
-    diverged_at: the 0-based step of the first non-finite training loss, or None.
+    diverged_at: the 0-based step where the run diverged (the first non-finite
+      training loss or, under a blow-up rule, the first loss above the threshold),
+      or None.
     params: final parameters (the evaluation iterate), when the caller keeps them.
     error: the message of an exception that stopped the run ("" when none).
   """
@@ -248,14 +251,55 @@ class RunResult:
     return cls(None, None, None, error=error)
 
 
+# The blow-up rule applied by ``metaopt train``: a finite training loss above
+# ``DEFAULT_BLOWUP_FACTOR * max(|initial loss|, BLOWUP_FLOOR)`` is divergence too (a
+# run that went from 2.3 to 5e5 has not trained). The floor keeps a near-zero initial
+# loss from making every later fluctuation a "blow-up".
+DEFAULT_BLOWUP_FACTOR = 1e3
+BLOWUP_FLOOR = 1.0
+
+
+def divergence_step(train_loss, blowup_factor: Optional[float] = None,
+                    initial_loss: Optional[float] = None,
+                    blowup_floor: float = BLOWUP_FLOOR) -> Optional[int]:
+  """The 0-based step where a training curve diverged, or None.
+
+  Args:
+    train_loss: (steps,) training losses (``train_loss[0]`` is the loss at
+      initialization unless ``initial_loss`` is given).
+    blowup_factor: when given, a finite loss above
+      ``blowup_factor * max(|initial_loss|, blowup_floor)`` is divergence too; None
+      counts only non-finite losses.
+    initial_loss: the loss at initialization (default ``train_loss[0]``); pass it when
+      ``train_loss`` is a later chunk of the run.
+    blowup_floor: lower bound of the reference loss (so that an initial loss near 0
+      does not make an ordinary loss a blow-up).
+  """
+  curve = np.asarray(train_loss, np.float64)
+  bad = ~np.isfinite(curve)
+  if blowup_factor is not None and len(curve):
+    if blowup_factor <= 1:
+      raise ValueError(f"blowup_factor must be > 1, got {blowup_factor}.")
+    ref = curve[0] if initial_loss is None else float(initial_loss)
+    if np.isfinite(ref):
+      limit = blowup_factor * max(abs(float(ref)), blowup_floor)
+      with np.errstate(invalid="ignore"):
+        bad |= curve > limit
+  idx = np.flatnonzero(bad)
+  return int(idx[0]) if len(idx) else None
+
+
 def mark_divergence(train_loss, eval_steps, valid_loss, wall_time: float = float("nan"),
-                    params: Any = None) -> RunResult:
-  """The divergence rule of every run: from the first non-finite training loss (0-based
-  step ``d``, the loss of the parameters after ``d`` updates) the training curve is
-  NaN, and so is every validation loss measured after ``>= d`` steps.
+                    params: Any = None, blowup_factor: Optional[float] = None) -> RunResult:
+  """The divergence rule of every run: from the step ``d`` where the run diverged
+  (``divergence_step``: the first non-finite training loss, the loss of the
+  parameters after ``d`` updates, or with ``blowup_factor`` also the first loss above
+  ``blowup_factor`` times the initial one) the training curve is NaN, and so is every
+  validation loss measured after ``>= d`` steps.
 
   ``train_loss`` may be shorter than the run (a run stopped at its divergence); it is
-  padded with NaN to ``eval_steps[-1]`` steps.
+  padded with NaN to ``eval_steps[-1]`` steps. ``blowup_factor`` is None (non-finite
+  losses only) for the leaderboard, so that stored results do not depend on it.
   """
   eval_steps = np.asarray(eval_steps)
   steps = int(eval_steps[-1]) if len(eval_steps) else len(train_loss)
@@ -263,8 +307,7 @@ def mark_divergence(train_loss, eval_steps, valid_loss, wall_time: float = float
   curve[:len(train_loss)] = np.asarray(train_loss, np.float64)
   valid = np.full((len(eval_steps),), np.nan)
   valid[:len(valid_loss)] = np.asarray(valid_loss, np.float64)
-  bad = np.flatnonzero(~np.isfinite(curve))
-  diverged_at = int(bad[0]) if len(bad) else None
+  diverged_at = divergence_step(curve, blowup_factor)
   if diverged_at is not None:
     curve[diverged_at:] = np.nan
     valid[eval_steps >= diverged_at] = np.nan

@@ -56,7 +56,8 @@ def _compiled(key, fn, *args):
 def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int = 0,
           eval_every: int = 50, eval_batches: int = 4, progress: bool = False,
           callback: Optional[Callable[[int, Dict], None]] = None,
-          stop_on_divergence: bool = True) -> inner.RunResult:
+          stop_on_divergence: bool = True,
+          blowup_factor: Optional[float] = inner.DEFAULT_BLOWUP_FACTOR) -> inner.RunResult:
   """Trains ``task`` with ``opt`` for ``steps`` steps (seed rule: ``metaopt.inner``).
 
   Args:
@@ -70,8 +71,11 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
     progress: show a tqdm progress bar.
     callback: ``callback(step, metrics)`` after each evaluation (e.g. a logger);
       ``metrics`` has ``train_loss`` (mean since the last evaluation) and ``valid_loss``.
-    stop_on_divergence: stop after the period with the first non-finite loss; the
-      rest of the run is NaN (``inner.mark_divergence``).
+    stop_on_divergence: stop after the period where the run diverged; the rest of
+      the run is NaN (``inner.mark_divergence``).
+    blowup_factor: a finite training loss above this many times the initial loss
+      (``inner.divergence_step``) is divergence too; None: only non-finite losses
+      (the leaderboard's rule).
 
   Returns:
     ``inner.RunResult`` with the final (evaluation) parameters in ``params``;
@@ -105,19 +109,20 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
     losses.append(chunk_losses)
     valid.append(float(v[0]))
     done = end
-    finite = bool(np.all(np.isfinite(chunk_losses)))
+    healthy = inner.divergence_step(chunk_losses, blowup_factor,
+                                    initial_loss=losses[0][0]) is None
     if bar is not None:
       bar.update(n)
       bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
     if callback is not None:
-      callback(end, {"train_loss": float(np.mean(chunk_losses)) if finite else float("nan"),
-                     "valid_loss": valid[-1] if finite else float("nan")})
-    if not finite and stop_on_divergence:
+      callback(end, {"train_loss": float(np.mean(chunk_losses)) if healthy else float("nan"),
+                     "valid_loss": valid[-1] if healthy else float("nan")})
+    if not healthy and stop_on_divergence:
       break
   if bar is not None:
     bar.close()
   return inner.mark_divergence(np.concatenate(losses), ends, valid, wall,
-                               inner.eval_params(opt_state, params))
+                               inner.eval_params(opt_state, params), blowup_factor)
 
 
 @dataclasses.dataclass

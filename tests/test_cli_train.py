@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 from metaopt import cli, optimizers
 from metaopt.runlog import read_metrics
@@ -42,6 +43,25 @@ def test_bad_names_give_clean_errors(capsys):
   assert cli.main(["train", "--task", name, "--optimizer", "schedule_free_adamw",
                    "--schedule", "cosine", "--steps", "5"]) == 2
   assert "constant learning rate" in capsys.readouterr().err
+
+
+def test_typed_hparam_gives_a_clean_error(capsys):
+  name = register_linreg()
+  assert cli.main(["train", "--task", name, "--hparam", "b1=abc", "--steps", "5",
+                   "--wandb", "disabled", "--no-progress"]) == 2
+  err = capsys.readouterr().err
+  assert "b1 must be a number" in err and "'abc'" in err and "Traceback" not in err
+
+
+def test_a_blowup_exits_1_and_names_the_step(tmp_path, capsys):
+  name = register_linreg()
+  rc = cli.main(["train", "--task", name, "--optimizer", "sgd", "--lr", "5", "--steps", "40",
+                 "--eval-every", "10", "--out", str(tmp_path / "run"), "--wandb", "disabled",
+                 "--no-progress"])
+  captured = capsys.readouterr()
+  assert rc == 1 and "(DIVERGED)" in captured.out
+  step = int(re.search(r"diverged at step (\d+)", captured.err).group(1))
+  assert 0 < step < 40 and "smaller --lr" in captured.err
 
 
 def test_list(capsys):

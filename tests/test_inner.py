@@ -29,6 +29,24 @@ def test_mark_divergence_pads_a_stopped_run_and_keeps_a_finite_one():
   assert ok.status == "ok" and ok.diverged_at is None and ok.final_valid_loss == 0.7
 
 
+def test_mark_divergence_blowup_is_divergence_only_when_asked():
+  losses = np.array([2.0, 1.5, 30.0, 2.5e3, 9.0])
+  plain = inner.mark_divergence(losses, [5], [1.0])
+  assert plain.status == "ok"  # Finite losses: no divergence without a blow-up factor.
+  res = inner.mark_divergence(losses, [2, 5], [1.0, 1.0], blowup_factor=1e3)
+  # Threshold 1e3 * max(|2.0|, floor 1.0) = 2000: step 3 (2500) is the blow-up.
+  assert res.diverged_at == 3 and np.all(np.isnan(res.train_loss[3:]))
+  assert res.valid_loss[0] == 1.0 and np.isnan(res.valid_loss[1])
+  # The floor: an initial loss near 0 does not make a loss of 10 a blow-up.
+  small = inner.divergence_step([1e-6, 10.0, 999.0], blowup_factor=1e3)
+  assert small is None
+  assert inner.divergence_step([1e-6, 1001.0], blowup_factor=1e3) == 1
+  # A later chunk is judged against the run's initial loss.
+  assert inner.divergence_step([3.0, 5.0], blowup_factor=2.0, initial_loss=2.0) == 1
+  with pytest.raises(ValueError, match="blowup_factor must be > 1"):
+    inner.divergence_step([1.0], blowup_factor=0.5)
+
+
 def test_eval_schedule():
   np.testing.assert_array_equal(inner.eval_schedule(10, 5), [5, 10])
   np.testing.assert_array_equal(inner.eval_schedule(11, 5), [5, 10, 11])

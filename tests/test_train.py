@@ -41,6 +41,22 @@ def test_divergence_is_detected_and_flagged(task):
   assert np.isnan(res.final_valid_loss)
 
 
+def test_a_finite_blowup_is_divergence_at_its_step():
+  # SGD with lr 0.3 on 0.5 * (x1^2 + 10 x2^2) from x = 1: x2 is multiplied by
+  # (1 - 3) = -2 each step, so the loss grows ~4x per step but stays finite.
+  quad = diag_quadratic((1.0, 10.0))
+  opt = optimizers.get("sgd", learning_rate=0.3)
+  t = np.arange(40)
+  expected = 0.5 * (0.7 ** (2 * t) + 10.0 * 4.0 ** t)
+  first = int(np.argmax(expected > 1e3 * expected[0]))
+  res = train(quad, opt, 40, eval_every=10)
+  assert res.diverged and res.diverged_at == first
+  np.testing.assert_allclose(res.train_loss[:first], expected[:first], rtol=1e-5)
+  assert np.all(np.isnan(res.train_loss[first:]))
+  plain = train(quad, opt, 40, eval_every=10, blowup_factor=None)
+  assert not plain.diverged and np.all(np.isfinite(plain.train_loss))
+
+
 def test_evaluations_land_on_eval_every(task):
   np.testing.assert_array_equal(eval_schedule(100, 30), [30, 60, 90, 100])
   np.testing.assert_array_equal(eval_schedule(7, 100), [7])

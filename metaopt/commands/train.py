@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
       "train", help="train a task with a hand-designed optimizer",
       description="Train a registered task with a baseline optimizer; writes config.json, "
                   "metrics.jsonl and curve.png to the run directory. Exit status: 0 done, "
-                  "1 training diverged (non-finite loss), 2 bad arguments.")
+                  "1 training diverged (non-finite loss, or a loss over 1000x the initial one), "
+                  "2 bad arguments.")
   p.add_argument("--task", required=True, help="task name (see `metaopt list tasks`)")
   p.add_argument("--optimizer", default="adam",
                  help="baseline optimizer (see `metaopt list optimizers`); default adam")
@@ -45,7 +46,7 @@ def add_parser(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
   import tasks  # pylint: disable=import-outside-toplevel
-  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+  from metaopt import inner, optimizers  # pylint: disable=import-outside-toplevel
   from metaopt.train import run  # pylint: disable=import-outside-toplevel
 
   try:
@@ -78,4 +79,11 @@ def main(args: argparse.Namespace) -> int:
   print(f"run dir: {output.run_dir}")
   print(f"metrics: {output.metrics_path}")
   print(f"curve:   {output.plot_path}")
-  return 1 if res.diverged else 0
+  if res.diverged:
+    at = res.diverged_at
+    last = float(res.train_loss[at - 1]) if at > 0 else float("nan")
+    print(f"metaopt train: training diverged at step {at} (non-finite loss, or more than "
+          f"{inner.DEFAULT_BLOWUP_FACTOR:g}x the initial loss {res.train_loss[0]:.4g}; "
+          f"last good loss {last:.4g}); try a smaller --lr.", file=sys.stderr)
+    return 1
+  return 0

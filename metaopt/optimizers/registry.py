@@ -79,17 +79,31 @@ def spec(name: str) -> BaselineSpec:
   return SPECS.get(name)
 
 
+def _check_type(name: str, key: str, default: Any, value: Any) -> None:
+  """Refuses a text or container value for a number/boolean hyper-parameter (e.g.
+  ``--hparam b1=abc``), which would otherwise fail deep inside the first update."""
+  if not isinstance(default, (bool, int, float)):
+    return  # None or a structured default: the builder checks the value.
+  if isinstance(value, (str, bytes, tuple, list, dict)):
+    kind = "true or false" if isinstance(default, bool) else "a number"
+    raise ValueError(f"Optimizer {name!r}: hyper-parameter {key} must be {kind} (default "
+                     f"{default!r}), got {value!r}; e.g. --hparam {key}={default!r}.")
+
+
 def config(name: str, **hparams) -> Dict[str, Any]:
   """The full hyper-parameter dict of ``name``: defaults updated by ``hparams``.
 
-  Raises ``ValueError`` naming the valid keys for unknown ones, and for a
-  non-positive or non-finite learning rate.
+  Raises ``ValueError`` naming the valid keys for unknown ones, for a text value of
+  a number or boolean hyper-parameter, and for a non-positive or non-finite learning
+  rate.
   """
   s = spec(name)
   unknown = sorted(set(hparams) - set(s.defaults))
   if unknown:
     raise ValueError(f"Optimizer {name!r} has no hyper-parameter(s) {unknown}; "
                      f"valid ones: {sorted(s.defaults)}.")
+  for key, value in hparams.items():
+    _check_type(name, key, s.defaults[key], value)
   cfg = dict(s.defaults)
   cfg.update(hparams)
   lr = cfg["learning_rate"]

@@ -142,8 +142,10 @@ def score_of(valid_loss: np.ndarray, diverged: bool, objective: str) -> float:
 
 def _trial_result(run_out, steps: int, eval_every: int) -> inner.RunResult:
   _, losses, valid = run_out
+  # The rule of ``metaopt.train.train`` (a blow-up is divergence), so that each trial
+  # equals the run it stands for.
   return inner.mark_divergence(np.asarray(losses), inner.eval_schedule(steps, eval_every),
-                               np.asarray(valid))
+                               np.asarray(valid), blowup_factor=inner.DEFAULT_BLOWUP_FACTOR)
 
 
 def train_lr_batch(task: Task, name: str, learning_rates: Sequence[float], steps: int,
