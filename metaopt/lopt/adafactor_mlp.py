@@ -36,7 +36,7 @@ import optax
 
 from metaopt.lopt import features as F
 from metaopt.lopt import mlp
-from metaopt.lopt.base import LearnedOptimizer, register
+from metaopt.lopt.base import register
 
 #: Added to g^2 before the factored means (Adafactor's epsilon1, optax's default).
 FACTORED_EPS = 1e-30
@@ -318,23 +318,15 @@ def scale_by_adafactor_mlp(config: AdafactorMLPConfig, theta
 
 
 @register
-class AdafactorMLPLOpt(LearnedOptimizer):
-  """Adafactor-feature per-parameter MLP (module docstring)."""
+class AdafactorMLPLOpt(mlp.MLPLOpt):
+  """Adafactor-feature per-parameter MLP (module docstring); the MLP, its sizes and
+  its initialization are ``MLPLOpt``'s."""
 
   arch = "adafactor_mlp"
   Config = AdafactorMLPConfig
 
-  @property
-  def num_inputs(self) -> int:
-    """Input width, derived from ``config.features``."""
-    return F.num_inputs(F.get(self.config.features), lambda: _example_context(self.config))
-
-  @property
-  def layer_sizes(self) -> Tuple[int, ...]:
-    return (self.num_inputs,) + tuple(self.config.hidden_sizes) + (2,)
-
-  def init_meta_params(self, key):
-    return {"layers": mlp.init_mlp(key, self.layer_sizes)}
+  def example_context(self):
+    return _example_context(self.config)
 
   def transform(self, theta, *, num_steps: Optional[int] = None, param_info: Any = None):
     del num_steps, param_info  # horizon-free, standard parametrization

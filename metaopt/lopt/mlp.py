@@ -295,10 +295,15 @@ class MLPLOpt(LearnedOptimizer):
   arch = "mlp"
   Config = MLPConfig
 
+  def example_context(self):
+    """The feature context of a tiny example tensor (for shape inference of the inputs;
+    subclasses with other accumulators override it)."""
+    return _example_context(self.config)
+
   @property
   def num_inputs(self) -> int:
     """Input width of the per-parameter MLP, derived from ``config.features``."""
-    return F.num_inputs(F.get(self.config.features), lambda: _example_context(self.config))
+    return F.num_inputs(F.get(self.config.features), self.example_context)
 
   @property
   def layer_sizes(self) -> Tuple[int, ...]:
