@@ -26,6 +26,16 @@ def _to_python(value: Any) -> Any:
   return value
 
 
+def _ends_with_newline(path: str) -> bool:
+  """True for an empty file or one whose last byte is a newline."""
+  with open(path, "rb") as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+      return True
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"
+
+
 class MetricsLogger:
   """Writes metrics to ``<run_dir>/metrics.jsonl`` and to wandb.
 
@@ -49,6 +59,9 @@ class MetricsLogger:
     self.path = os.path.join(run_dir, "metrics.jsonl")
     if not resume and os.path.exists(self.path):
       os.remove(self.path)
+    if resume and os.path.exists(self.path) and not _ends_with_newline(self.path):
+      # Appending after a half-written line would glue two rows together.
+      _write_rows(self.path, _read_rows(self.path))
     if config is not None:
       with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2, default=str)
@@ -93,26 +106,59 @@ class MetricsLogger:
     self.close()
 
 
-def read_metrics(path: str) -> List[Dict[str, Any]]:
-  """Rows of a ``metrics.jsonl`` file (or of the one inside a run directory)."""
-  if os.path.isdir(path):
-    path = os.path.join(path, "metrics.jsonl")
+def _metrics_file(path: str) -> str:
+  return os.path.join(path, "metrics.jsonl") if os.path.isdir(path) else path
+
+
+def _read_rows(path: str) -> List[Dict[str, Any]]:
+  """Parses ``path``; a last line without its newline that is not valid JSON (the
+  job was killed while writing it) is dropped with a warning naming the file."""
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    text = f.read()
+  lines = text.split("\n")
+  tail = lines.pop()  # "" when the file ends with a newline.
+  rows = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}, line {number}: not a JSON metrics row ({e.msg}); delete "
+                       "or repair that line.") from e
+  if tail.strip():
+    try:
+      rows.append(json.loads(tail))
+    except json.JSONDecodeError:
+      warnings.warn(f"{path}: dropped a half-written last line ({len(tail)} characters; "
+                    "the job was stopped while logging it).")
+  return rows
 
 
-def truncate_metrics(path: str, max_step: int) -> None:
-  """Drops rows with ``step > max_step`` (rows logged after the last checkpoint),
-  so a resumed run's metrics equal an uninterrupted run's."""
-  if not os.path.exists(path):
-    return
-  rows = read_metrics(path)
+def _write_rows(path: str, rows: Iterable[Dict[str, Any]]) -> None:
+  """Atomically replaces ``path`` with ``rows``, one terminated line each."""
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     for row in rows:
-      if row["step"] <= max_step:
-        f.write(json.dumps(row, allow_nan=True) + "\n")
+      f.write(json.dumps(row, allow_nan=True) + "\n")
   os.replace(tmp, path)
+
+
+def read_metrics(path: str) -> List[Dict[str, Any]]:
+  """Rows of a ``metrics.jsonl`` file (or of the one inside a run directory).
+
+  A half-written last line (a killed job) is dropped with a warning; a malformed
+  line elsewhere is a ``ValueError`` naming the file and line.
+  """
+  return _read_rows(_metrics_file(path))
+
+
+def truncate_metrics(path: str, max_step: int) -> None:
+  """Drops rows with ``step > max_step`` (rows logged after the last checkpoint) and
+  a half-written last line, so a resumed run's metrics equal an uninterrupted run's."""
+  if not os.path.exists(path):
+    return
+  _write_rows(path, [row for row in _read_rows(path) if row["step"] <= max_step])
 
 
 def plot_curves(rows: Sequence[Dict[str, Any]], keys: Iterable[str], path: str,
@@ -136,7 +182,8 @@ def plot_curves(rows: Sequence[Dict[str, Any]], keys: Iterable[str], path: str,
   ax.set_xlabel(xlabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend()
+  if ax.get_lines():  # A run that diverged at once has no finite point to label.
+    ax.legend()
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path)

@@ -48,6 +48,35 @@ def test_truncate_metrics(tmp_path):
   assert not os.path.exists(os.path.join(run, "missing.jsonl"))
 
 
+def test_half_written_last_line_is_dropped_with_a_warning(tmp_path):
+  run = str(tmp_path)
+  with MetricsLogger(run, mode="disabled") as log:
+    for step in (1, 2, 3):
+      log.log(step, {"x": float(step)})
+  path = os.path.join(run, "metrics.jsonl")
+  with open(path, "a") as f:
+    f.write('{"step": 4, "x": 4.')  # Killed in the middle of a write.
+  with pytest.warns(UserWarning, match="metrics.jsonl: dropped a half-written last line"):
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
+  with pytest.warns(UserWarning, match="half-written"):
+    truncate_metrics(path, 10)
+  assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]  # Repaired: no warning now.
+  # Resuming the logger after such a kill appends a clean row, not a glued line.
+  with open(path, "a") as f:
+    f.write('{"step": 4, "x"')
+  with pytest.warns(UserWarning, match="half-written"):
+    with MetricsLogger(run, mode="disabled", resume=True) as log:
+      log.log(4, {"x": 4.0})
+  assert read_metrics(run)[-1] == {"step": 4, "x": 4.0}
+
+
+def test_a_corrupt_middle_line_names_the_file_and_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1}\n{"step": 2, oops}\n{"step": 3}\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a JSON metrics row"):
+    read_metrics(str(tmp_path))
+
+
 def test_wandb_disabled_by_environment(tmp_path, monkeypatch):
   monkeypatch.setenv("WANDB_MODE", "disabled")
   log = MetricsLogger(str(tmp_path), mode="offline")
