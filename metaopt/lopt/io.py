@@ -26,6 +26,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from metaopt import typed_config
 from metaopt.lopt import base
 
 #: Version of the file layout written by ``save``; ``load`` refuses newer ones.
@@ -64,6 +65,12 @@ def resolve(path_or_name) -> pathlib.Path:
   if os.sep in s or "/" in s or s.endswith(".safetensors") or os.path.exists(s):
     if not os.path.exists(s):
       raise FileNotFoundError(f"No learned-optimizer file at {s!r}.")
+    if os.path.isdir(s):
+      inside = sorted(p.name for p in pathlib.Path(s).glob("*.safetensors"))
+      hint = (f" It holds: {', '.join(inside[:5])}." if inside
+              else " It holds no .safetensors file.")
+      raise LoptFileError(f"{s} is a directory, not a learned-optimizer file; pass the "
+                          f".safetensors file itself.{hint}")
     return pathlib.Path(s)
   path = PRETRAINED_DIR / f"{s}.safetensors"
   if not path.exists():
@@ -132,6 +139,13 @@ def _read(path: pathlib.Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     arch, config = header["arch"], header["config"]
   except (ValueError, KeyError, TypeError) as e:
     raise LoptFileError(f"{path} has a corrupt metaopt header ({e!r}).") from e
+  if not isinstance(config, dict):
+    raise LoptFileError(f"{path} has a corrupt metaopt header: config must be a JSON "
+                        f"object, got {config!r}.")
+  if version < 1:
+    raise LoptFileError(f"{path} declares file format version {version}; versions start "
+                        "at 1, so the header is corrupt. Re-save it with "
+                        "metaopt.lopt.io.save.")
   if version > FORMAT_VERSION:
     raise LoptFileError(f"{path} uses file format version {version}, newer than this "
                         f"metaopt understands ({FORMAT_VERSION}). Upgrade metaopt "
@@ -158,19 +172,40 @@ def _check_structure(lopt, theta, what: str):
                         ". Was it written for another architecture or config?")
 
 
+def _check_finite(tensors: Dict[str, np.ndarray], path) -> None:
+  """Refuses weights with NaN or infinite entries (a diverged meta-training saved):
+  such an optimizer would silently produce NaN updates."""
+  bad = []
+  for name, t in sorted(tensors.items()):
+    arr = np.asarray(t)
+    if np.issubdtype(arr.dtype, np.inexact):
+      n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+      if n:
+        bad.append(f"{name!r} ({n} of {arr.size})")
+  if bad:
+    raise LoptFileError(f"{path} holds non-finite weights (NaN or inf) in tensor(s) "
+                        f"{', '.join(bad)}; it was saved from a diverged meta-training. "
+                        "Use an earlier checkpoint or re-train.")
+
+
 def load_meta_params(path_or_name, arch: Optional[str] = None):
   """Reads a file: ``(lopt, theta, metadata)``, theta as a pytree of numpy arrays with
   the structure of ``lopt.init_meta_params``. ``arch``, if given, must match."""
   path = resolve(path_or_name)
   header, tensors = _read(path)
   try:
+    # Type-check the header's config first: a wrongly typed field would otherwise fail
+    # (or not) somewhere inside the architecture.
+    typed_config.from_dict(base.ARCHS.get(header["arch"]).Config, header["config"])
     lopt = base.build(header["arch"], header["config"])
-  except (KeyError, ValueError) as e:
+  except (KeyError, ValueError, TypeError) as e:
     raise LoptFileError(f"{path} names architecture {header['arch']!r} with config "
-                        f"{header['config']}, which this metaopt cannot build: {e}") from e
+                        f"{header['config']}, which this metaopt cannot build: {e} "
+                        "Re-save the file with metaopt.lopt.io.save.") from e
   if arch is not None and arch != lopt.arch:
     raise LoptFileError(f"{path} holds a {lopt.arch!r} learned optimizer, not {arch!r}.")
   _check_structure(lopt, tensors, f"file {path}")
+  _check_finite(tensors, path)
   template = jax.eval_shape(lopt.init_meta_params, jax.random.PRNGKey(0))
   names = list(flatten_named(template))
   theta = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template),

@@ -96,6 +96,53 @@ def test_truncated_and_foreign_files(tmp_path, small):
     io.load_meta_params(tmp_path / "plain.safetensors")
 
 
+def _tensors(theta):
+  return {k: np.array(v) for k, v in io.flatten_named(theta).items()}
+
+
+def _header(opt, **overrides):
+  return dict({"format_version": 1, "arch": opt.arch,
+               "config": lopt.config_to_dict(opt.config), "metadata": {}}, **overrides)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_are_refused(tmp_path, small, bad):
+  opt, theta = small
+  tensors = _tensors(theta)
+  tensors["layers/0/w"][0, 0] = bad
+  _write_raw(tmp_path / "nan.safetensors", tensors, _header(opt))
+  with pytest.raises(io.LoptFileError, match=r"non-finite weights.*'layers/0/w' \(1 of"):
+    io.load_meta_params(tmp_path / "nan.safetensors")
+  all_nan = {k: np.full_like(v, np.nan) for k, v in _tensors(theta).items()}
+  _write_raw(tmp_path / "allnan.safetensors", all_nan, _header(opt))
+  with pytest.raises(io.LoptFileError, match="diverged meta-training"):
+    metaopt.load(str(tmp_path / "allnan.safetensors"))
+
+
+@pytest.mark.parametrize("version", [0, -3])
+def test_format_version_below_one_is_refused(tmp_path, small, version):
+  opt, theta = small
+  _write_raw(tmp_path / "v.safetensors", _tensors(theta), _header(opt, format_version=version))
+  with pytest.raises(io.LoptFileError, match=f"format version {version}; versions start at 1"):
+    io.load_meta_params(tmp_path / "v.safetensors")
+
+
+def test_directory_and_wrongly_typed_config_give_one_line(tmp_path, small):
+  opt, theta = small
+  io.save(tmp_path / "d" / "inner.safetensors", opt, theta)
+  with pytest.raises(io.LoptFileError, match="is a directory.*It holds: inner.safetensors"):
+    io.load_meta_params(str(tmp_path / "d"))
+  _write_raw(tmp_path / "typed.safetensors", _tensors(theta),
+             _header(opt, config={"hidden_sizes": "abc"}))
+  with pytest.raises(io.LoptFileError) as err:
+    io.load_meta_params(tmp_path / "typed.safetensors")
+  assert "'hidden_sizes' expects tuple of int, got 'abc'" in str(err.value)
+  assert "\n" not in str(err.value)
+  _write_raw(tmp_path / "notdict.safetensors", _tensors(theta), _header(opt, config=[1]))
+  with pytest.raises(io.LoptFileError, match="config must be a JSON object"):
+    io.load_meta_params(tmp_path / "notdict.safetensors")
+
+
 def test_unknown_name_lists_shipped(tmp_path):
   with pytest.raises(KeyError, match="Unknown pretrained learned optimizer 'nope'.*Shipped"):
     metaopt.load("nope")
