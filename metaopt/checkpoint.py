@@ -1,60 +1,85 @@
-"""Atomic checkpoints of pytrees of arrays, with a config check on restore.
+"""Checkpoints of pytrees of arrays with orbax-checkpoint, checked on restore.
 
-Layout: ``<dir>/step_<step:09d>/{arrays.npz, meta.json}``. A checkpoint is written to
-a temporary directory and renamed into place (``os.replace`` of a directory is atomic
-on POSIX), so a job killed while saving leaves the previous checkpoints intact; only
-the newest ``keep`` are kept. ``meta.json`` records the tree structure, shapes,
-dtypes, a SHA-256 of the arrays file and caller metadata (e.g. a config
-fingerprint and the optimizer architecture); ``restore`` refuses a corrupt file or a
-checkpoint whose structure or metadata differ from what the caller expects, with a
-message that says what differs and how to proceed.
+Layout (orbax's ``CheckpointManager``): ``<dir>/<step>/{state, meta}``. ``state`` holds
+the arrays (sharded ``jax.Array``s are written by the processes that own their
+shards: every process of a multi-host job calls ``save`` and ``restore``); ``meta`` is
+JSON: the caller's metadata (config fingerprint, architecture...), the tree structure
+and one checksum per leaf.
 
-Arrays are plain numpy on the host: a multi-host caller gathers its global arrays
-first and lets process 0 write (see ``metaopt.meta.trainer``).
+Guarantees:
+
+* atomic: orbax writes a step into a temporary directory and renames it when
+  complete, so a job killed while saving leaves the previous checkpoints intact;
+  temporary directories left by a kill are removed when the directory is opened;
+* the newest ``keep`` checkpoints are kept;
+* ``restore`` refuses, with a message saying what differs and how to proceed, a
+  checkpoint written by another configuration (``expect``) or with another state
+  structure; a checkpoint that cannot be read or whose contents fail the checksum is
+  moved aside (``<dir>/corrupt_<step>``) with a warning and the next older one is
+  used.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
-import re
 import shutil
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
-_STEP_DIR = re.compile(r"^step_(\d{9})$")
+# Orbax logs every save at INFO through absl; keep the progress bar readable.
+logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint is corrupt or does not match the run restoring it."""
+  """A checkpoint does not match the run restoring it (or none is readable)."""
 
 
-def _step_dir(directory: str, step: int) -> str:
-  return os.path.join(directory, f"step_{step:09d}")
+@jax.jit
+def _checksums(leaves: List[jax.Array]) -> jax.Array:
+  """(L,) uint32 position-weighted sums of each leaf's bits (mod 2^32): any single
+  flipped bit or swapped pair of values changes them. Global reductions, so sharded
+  arrays of a multi-host job give every process the same numbers."""
+
+  def one(x):
+    x = jnp.ravel(x)
+    if x.dtype == jnp.bool_:
+      bits = x.astype(jnp.uint32)
+    elif x.dtype.itemsize == 4:
+      bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    elif x.dtype.itemsize == 2:
+      bits = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    else:  # 8-byte leaves (x64 mode): both halves.
+      bits = jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+    weights = 2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+
+  return jnp.stack([one(x) for x in leaves]) if leaves else jnp.zeros((0,), jnp.uint32)
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+def _checksum_list(tree) -> List[int]:
+  leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+  return [int(v) for v in np.asarray(_checksums(leaves))]
 
 
-def _fsync_file(path: str) -> None:
-  with open(path, "rb") as f:
-    os.fsync(f.fileno())
+def _manager(directory: str, keep: Optional[int] = None) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+      enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=("state", "meta"))
 
 
 def all_steps(directory: str) -> List[int]:
   """Steps of the complete checkpoints in ``directory``, ascending."""
   if not os.path.isdir(directory):
     return []
-  steps = [int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(directory)) if m]
-  return sorted(steps)
+  return sorted(int(s) for s in _manager(directory).all_steps())
 
 
 def latest_step(directory: str) -> Optional[int]:
@@ -68,78 +93,50 @@ def save(directory: str, step: int, tree: Any, metadata: Optional[Dict[str, Any]
 
   Args:
     directory: checkpoint directory (created).
-    step: step number (the directory name).
-    tree: pytree of arrays (numpy or fully addressable jax arrays).
+    step: step number.
+    tree: pytree of numpy or jax arrays (sharded global arrays allowed; then every
+      process must call ``save``).
     metadata: JSON-serializable dict stored alongside (checked by ``restore``).
     keep: number of newest checkpoints to keep.
   """
-  os.makedirs(directory, exist_ok=True)
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  arrays = [np.asarray(x) for x in leaves]
-  tmp = os.path.join(directory, f".tmp_step_{step:09d}_{os.getpid()}")
-  if os.path.exists(tmp):
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
-  array_path = os.path.join(tmp, "arrays.npz")
-  np.savez(array_path, **{f"a{i}": a for i, a in enumerate(arrays)})
-  _fsync_file(array_path)
-  meta = {
-      "step": int(step),
-      "treedef": str(treedef),
-      "shapes": [list(a.shape) for a in arrays],
-      "dtypes": [str(a.dtype) for a in arrays],
-      "sha256": _sha256(array_path),
-      "metadata": metadata or {},
-  }
-  meta_path = os.path.join(tmp, "meta.json")
-  with open(meta_path, "w") as f:
-    json.dump(meta, f, indent=1, default=str)
-    f.flush()
-    os.fsync(f.fileno())
-  final = _step_dir(directory, step)
-  if os.path.exists(final):
-    shutil.rmtree(final)
-  os.replace(tmp, final)
-  for old in all_steps(directory)[:-keep] if keep > 0 else []:
-    shutil.rmtree(_step_dir(directory, old), ignore_errors=True)
-  return final
+  tree = jax.tree_util.tree_map(jnp.asarray, tree)
+  leaves = jax.tree_util.tree_leaves(tree)
+  meta = {"step": int(step), "treedef": str(jax.tree_util.tree_structure(tree)),
+          "shapes": [list(x.shape) for x in leaves], "dtypes": [str(x.dtype) for x in leaves],
+          "checksums": _checksum_list(tree), "metadata": metadata or {}}
+  manager = _manager(directory, keep)
+  if int(step) in manager.all_steps():  # Rewriting a step (a resumed run's last one).
+    manager.delete(int(step))
+  manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                  meta=ocp.args.JsonSave(meta)))
+  manager.wait_until_finished()
+  manager.close()
+  return os.path.join(os.path.abspath(directory), str(int(step)))
 
 
 def read_metadata(directory: str, step: Optional[int] = None) -> Dict[str, Any]:
-  """The ``meta.json`` of a checkpoint (latest by default)."""
+  """The ``meta`` item of a checkpoint (latest by default)."""
   step = latest_step(directory) if step is None else step
   if step is None:
     raise CheckpointError(f"No checkpoint in {directory!r}.")
-  path = os.path.join(_step_dir(directory, step), "meta.json")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(
-        f"Checkpoint {path!r} is corrupt ({e}). Delete {_step_dir(directory, step)!r} to "
-        f"resume from the previous checkpoint, or start a fresh run directory.") from e
+  return _manager(directory).restore(step, args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore()))["meta"]
 
 
-def restore(directory: str, target: Any, step: Optional[int] = None,
-            expect: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
-  """Reads a checkpoint into the structure of ``target`` (numpy leaves).
+def _abstract(target):
+  def one(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return x
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype if sharding is None
+                                else x.dtype, sharding=sharding)
+  return jax.tree_util.tree_map(one, target)
 
-  Args:
-    directory: checkpoint directory.
-    target: pytree with the expected structure, shapes and dtypes (arrays or
-      ``jax.ShapeDtypeStruct``).
-    step: which checkpoint (latest by default).
-    expect: metadata entries that must match (e.g. config fingerprint, arch).
 
-  Returns:
-    ``(tree, meta)``: the restored pytree and the checkpoint's ``meta.json``.
-
-  Raises:
-    CheckpointError: corrupt file or structure/metadata mismatch.
-  """
-  meta = read_metadata(directory, step)
-  step = meta["step"]
-  where = _step_dir(directory, step)
+def _restore_step(manager, directory: str, step: int, target, expect) -> Tuple[Any, Dict]:
+  """One step; raises CheckpointError for a mismatch and other errors for corruption."""
+  where = os.path.join(directory, str(step))
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   fresh_hint = (f"Use a new run directory (or delete {directory!r}) to start over, or "
                 f"run with the configuration that wrote it.")
   for key, value in (expect or {}).items():
@@ -148,21 +145,66 @@ def restore(directory: str, target: Any, step: Optional[int] = None,
       raise CheckpointError(
           f"Checkpoint {where!r} was written with {key}={found!r}, but this run has "
           f"{key}={value!r}. {fresh_hint}")
-  leaves, treedef = jax.tree_util.tree_flatten(target)
-  if meta["treedef"] != str(treedef):
+  if meta["treedef"] != str(jax.tree_util.tree_structure(target)):
     raise CheckpointError(
         f"Checkpoint {where!r} holds a different state structure than this run expects "
         f"(different architecture, estimator or config?). {fresh_hint}")
-  array_path = os.path.join(where, "arrays.npz")
-  if not os.path.exists(array_path) or _sha256(array_path) != meta["sha256"]:
-    raise CheckpointError(
-        f"Checkpoint {where!r} is corrupt (arrays.npz missing or its checksum differs). "
-        f"Delete that directory to resume from the previous checkpoint.")
-  with np.load(array_path) as npz:
-    arrays = [npz[f"a{i}"] for i in range(len(leaves))]
-  for i, (a, t) in enumerate(zip(arrays, leaves)):
-    if tuple(a.shape) != tuple(np.shape(t)) or a.dtype != np.dtype(t.dtype):
+  abstract = _abstract(target)
+  for i, (shape, dtype, t) in enumerate(zip(meta["shapes"], meta["dtypes"],
+                                            jax.tree_util.tree_leaves(abstract))):
+    if tuple(shape) != tuple(t.shape) or np.dtype(dtype) != np.dtype(t.dtype):
       raise CheckpointError(
-          f"Checkpoint {where!r}: leaf {i} has shape {a.shape} {a.dtype}, this run expects "
-          f"{tuple(np.shape(t))} {np.dtype(t.dtype)}. {fresh_hint}")
-  return jax.tree_util.tree_unflatten(treedef, arrays), meta
+          f"Checkpoint {where!r}: leaf {i} has shape {tuple(shape)} {dtype}, this run "
+          f"expects {tuple(t.shape)} {np.dtype(t.dtype)}. {fresh_hint}")
+  tree = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))["state"]
+  if _checksum_list(tree) != meta["checksums"]:
+    raise ValueError("its arrays fail the checksum")
+  return tree, meta
+
+
+def restore(directory: str, target: Any, step: Optional[int] = None,
+            expect: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+  """Reads a checkpoint into the structure (and shardings) of ``target``.
+
+  Args:
+    directory: checkpoint directory.
+    target: pytree with the expected structure, shapes and dtypes (arrays or
+      ``jax.ShapeDtypeStruct``; a ``sharding`` on them places the restored arrays).
+    step: which checkpoint; default: the newest readable one (corrupt newer ones are
+      moved aside to ``<dir>/corrupt_<step>`` with a warning).
+    expect: metadata entries that must match (e.g. config fingerprint, arch).
+
+  Returns:
+    ``(tree, meta)``: the restored pytree of ``jax.Array`` and the checkpoint's
+    metadata (``meta["metadata"]`` is what ``save`` was given).
+
+  Raises:
+    CheckpointError: a mismatch with ``expect`` or ``target``, no checkpoint, or
+      ``step`` given and unreadable.
+  """
+  manager = _manager(directory)
+  steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+  if not steps:
+    raise CheckpointError(f"No checkpoint in {directory!r}.")
+  try:
+    for s in steps:
+      try:
+        return _restore_step(manager, directory, s, target, expect)
+      except CheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
+        where = os.path.join(directory, str(s))
+        if step is not None:
+          raise CheckpointError(f"Checkpoint {where!r} is corrupt ({e}).") from e
+        aside = os.path.join(directory, f"corrupt_{s}")
+        if jax.process_index() == 0:
+          shutil.rmtree(aside, ignore_errors=True)
+          os.replace(where, aside)
+        warnings.warn(f"Checkpoint {where!r} is corrupt ({e}); moved it to {aside!r} and "
+                      f"resuming from the previous checkpoint.", stacklevel=2)
+        manager.reload()
+    raise CheckpointError(f"No readable checkpoint in {directory!r} (corrupt ones were "
+                          f"moved aside to corrupt_<step>); start a fresh run directory.")
+  finally:
+    manager.close()

@@ -48,6 +48,9 @@ def run(args) -> int:
     # Bad config, unknown names, mismatched checkpoint: the message says what to fix.
     print(f"metaopt meta-train: error: {e}", file=sys.stderr)
     return 2
+  except trainer.MetaTrainingDiverged as e:
+    print(f"metaopt meta-train: error: {e}", file=sys.stderr)
+    return 1
   if jax.process_index() == 0:
     last = next((r for r in reversed(result.rows) if "meta_loss" in r), {})
     status = "interrupted (checkpoint saved; re-run to resume)" if result.interrupted else "done"

@@ -188,6 +188,9 @@ class RunConfig:
     log_every: metrics window / progress refresh (outer steps).
     checkpoint_every / keep_checkpoints: checkpoint period and how many to keep.
     wandb_mode / wandb_project: wandb settings (offline by default).
+    max_skipped_steps: stop with an error (nothing exported) once this many
+      consecutive outer updates were skipped (no valid inner run, or a non-finite
+      meta-gradient); checked at logging steps.
   """
   name: str = "meta_train"
   run_dir: str = "runs/meta_train"
@@ -196,9 +199,11 @@ class RunConfig:
   keep_checkpoints: int = 3
   wandb_mode: str = "offline"
   wandb_project: str = "metaopt"
+  max_skipped_steps: int = 20
 
   def __post_init__(self):
-    _check_at_least("run", self, ("log_every", "checkpoint_every", "keep_checkpoints"), 1)
+    _check_at_least("run", self, ("log_every", "checkpoint_every", "keep_checkpoints",
+                                  "max_skipped_steps"), 1)
     _check_choice("run.wandb_mode", self.wandb_mode, WANDB_MODES)
 
 

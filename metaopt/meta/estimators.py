@@ -52,9 +52,10 @@ tmap = jax.tree_util.tree_map
 
 
 def _masked_mean(per_task, valid: jax.Array):
-  """Mean over the task axis of a pytree, with invalid tasks given zero weight."""
+  """Mean over the task axis of a pytree, with invalid tasks given zero weight; NaN
+  when no task is valid (there is no estimate: the trainer skips the update)."""
   count = jnp.sum(valid)
-  scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1), 0.0)
+  scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1), jnp.nan)
 
   def mean(x):
     mask = valid.reshape(valid.shape + (1,) * (x.ndim - 1))

@@ -23,7 +23,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+import warnings
+from typing import Any, Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +59,9 @@ class MetaState:
     step: int32 outer steps done.
     key: the run's base PRNG key (step ``s`` uses ``fold_in(key, s)``).
     window: metric sums since the last logged step (so logs survive resume exactly).
-    num_skipped: float32 count of outer updates skipped for a non-finite meta-gradient.
+    num_skipped: float32 count of outer updates skipped for a non-finite meta-gradient
+      (which includes a truncation where no inner run stayed finite).
+    skip_streak: float32 number of consecutive skipped updates up to this step.
   """
   theta: Any
   opt_state: Any
@@ -67,11 +70,16 @@ class MetaState:
   key: jax.Array
   window: Dict[str, jax.Array]
   num_skipped: jax.Array
+  skip_streak: jax.Array
 
 
 jax.tree_util.register_dataclass(
     MetaState, data_fields=["theta", "opt_state", "worker_state", "step", "key", "window",
-                            "num_skipped"], meta_fields=[])
+                            "num_skipped", "skip_streak"], meta_fields=[])
+
+
+class MetaTrainingDiverged(RuntimeError):
+  """Every outer update of a long stretch was skipped: nothing is being learned."""
 
 
 @dataclasses.dataclass
@@ -196,7 +204,7 @@ class MetaTrainer:
     rep = lambda tree: jax.tree_util.tree_map(lambda _: self._replicated, tree)  # noqa: E731
     worker = jax.tree_util.tree_map(lambda _: self._sharded, state.worker_state)
     return MetaState(rep(state.theta), rep(state.opt_state), worker, self._replicated,
-                     self._replicated, rep(state.window), self._replicated)
+                     self._replicated, rep(state.window), self._replicated, self._replicated)
 
   def _metric_names(self, theta, worker):
     _, _, metrics = jax.eval_shape(self.estimator.compute_gradient, theta, worker, self.data,
@@ -208,7 +216,8 @@ class MetaTrainer:
     worker = self.estimator.init_worker_state(theta, self._k_worker)
     window = {k: jnp.zeros((), jnp.float32) for k in self._metric_names(theta, worker)}
     return MetaState(theta, self.outer.init(theta), worker, jnp.zeros((), jnp.int32),
-                     self._k_loop, window, jnp.zeros((), jnp.float32))
+                     self._k_loop, window, jnp.zeros((), jnp.float32),
+                     jnp.zeros((), jnp.float32))
 
   # -- one outer step ---------------------------------------------------------------
 
@@ -243,8 +252,13 @@ class MetaTrainer:
     window = {k: jnp.where(fresh_window, 0.0, state.window[k]) + metrics[k].astype(jnp.float32)
               for k in state.window}
     new = MetaState(theta, opt_state, worker, state.step + 1, state.key, window,
-                    state.num_skipped + metrics["skipped"])
+                    state.num_skipped + metrics["skipped"],
+                    jnp.where(finite, 0.0, state.skip_streak + 1.0))
     return new, metrics["meta_loss"]
+
+  def compile_step(self, state: MetaState) -> Callable[[MetaState, Any], Any]:
+    """The outer step compiled ahead of time for ``state``'s shapes and shardings."""
+    return self.step.lower(state, self.data).compile()
 
   # -- evaluation -------------------------------------------------------------------
 
@@ -291,23 +305,24 @@ class MetaTrainer:
   def checkpoint_dir(self) -> str:
     return os.path.join(self.config.run.run_dir, "checkpoints")
 
-  def save(self, state: MetaState, wall_time: float) -> None:
-    host = _to_host(state)  # Collective on multi-host: every process calls it.
-    if jax.process_index() == 0:
-      meta = dict(self._expect(), wall_time_s=wall_time, num_devices=jax.device_count())
-      checkpoint.save(self.checkpoint_dir, int(host.step), host, meta,
-                      keep=self.config.run.keep_checkpoints)
+  def save(self, state: MetaState, wall_time: float, compile_time: float) -> None:
+    """Checkpoints ``state`` (a collective: every process writes its own shards)."""
+    meta = dict(self._expect(), wall_time_s=wall_time, compile_time_s=compile_time,
+                num_devices=jax.device_count())
+    checkpoint.save(self.checkpoint_dir, int(_to_host(state.step)), state, meta,
+                    keep=self.config.run.keep_checkpoints)
 
   def restore(self):
-    """``(state, wall_time_s)`` from the latest checkpoint, or ``None``."""
+    """``(state, wall_time_s, compile_time_s)`` from the newest readable checkpoint
+    (arrays placed with the run's shardings), or ``None``."""
     if checkpoint.latest_step(self.checkpoint_dir) is None:
       return None
-    abstract = jax.eval_shape(self._init_state)
-    host, meta = checkpoint.restore(self.checkpoint_dir, abstract, expect=self._expect())
-    state = jax.tree_util.tree_map(
-        lambda a, s: jax.make_array_from_callback(a.shape, s, lambda idx, a=a: a[idx]),
-        host, self.state_sharding)
-    return state, float(meta["metadata"].get("wall_time_s", 0.0))
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        jax.eval_shape(self._init_state), self.state_sharding)
+    state, meta = checkpoint.restore(self.checkpoint_dir, abstract, expect=self._expect())
+    saved = meta["metadata"]
+    return state, float(saved.get("wall_time_s", 0.0)), float(saved.get("compile_time_s", 0.0))
 
   # -- the loop ---------------------------------------------------------------------
 
@@ -316,8 +331,12 @@ class MetaTrainer:
     cfg = self.config
     lead = jax.process_index() == 0
     restored = self.restore()
-    state, wall = restored if restored else (self.init_state(), 0.0)
+    state, wall, compile_time = restored if restored else (self.init_state(), 0.0, None)
     start = int(_to_host(state.step))
+    t_compile = time.perf_counter()
+    outer_step = self.compile_step(state)
+    # Device time counts the first session's compilation only (a resume recompiles).
+    compile_time = time.perf_counter() - t_compile if compile_time is None else compile_time
     metrics_path = os.path.join(cfg.run.run_dir, "metrics.jsonl")
     logger = None
     if lead:
@@ -336,13 +355,9 @@ class MetaTrainer:
       with stop:
         while step < cfg.outer.num_steps:
           t0 = time.perf_counter()
-          state, meta_loss = self.step(state, self.data)
+          state, _ = outer_step(state, self.data)
           step += 1
           steps_window += 1
-          if step == start + 1:
-            # Keep compilation out of the first window's inner steps/s.
-            meta_loss.block_until_ready()
-            t_window, steps_window = time.perf_counter(), 0
           row = {}
           if step % cfg.run.log_every == 0 or step == cfg.outer.num_steps:
             window = _to_host(state.window)  # Blocks: the only host sync of the loop.
@@ -354,6 +369,7 @@ class MetaTrainer:
             row["inner_steps_per_sec"] = per_step * steps_window / dt if steps_window else 0.0
             row["num_skipped_total"] = float(_to_host(state.num_skipped))
             t_window, steps_window = time.perf_counter(), 0
+            self._check_health(row, int(_to_host(state.skip_streak)), step, bar)
           if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.outer.num_steps):
             row.update(self.evaluate(state.theta))
             t_window, steps_window = time.perf_counter(), 0
@@ -368,7 +384,7 @@ class MetaTrainer:
           if bar is not None:
             bar.update(1)
           if step % cfg.run.checkpoint_every == 0 or step == cfg.outer.num_steps or stop.flag:
-            self.save(state, wall)
+            self.save(state, wall, compile_time)
             if lead:
               self._plot()
           if stop.flag:
@@ -380,9 +396,28 @@ class MetaTrainer:
       if logger is not None:
         logger.close()
     theta = _to_host(state.theta)
-    export_path = None if interrupted else self.export(theta, wall)
+    export_path = None if interrupted else self.export(theta, wall + compile_time)
     rows = read_metrics(metrics_path) if lead else []
     return MetaTrainResult(theta, rows, step, interrupted, export_path)
+
+  def _check_health(self, row: Dict[str, float], skip_streak: int, step: int, bar) -> None:
+    """Stops a run that learns nothing; warns when few inner runs stay finite."""
+    cfg = self.config
+    if skip_streak >= cfg.run.max_skipped_steps:
+      raise MetaTrainingDiverged(
+          f"meta-training stopped at outer step {step}: the last {skip_streak} outer updates "
+          f"were skipped (no inner run stayed finite, or the meta-gradient was not finite); "
+          f"nothing was exported. Lower outer.lr or estimator.sigma, or check that the task "
+          f"family '{cfg.family}' trains with a hand-designed optimizer. The checkpoint of "
+          f"step {step - step % cfg.run.checkpoint_every} and metrics.jsonl are in "
+          f"{cfg.run.run_dir}.")
+    if row.get("valid_fraction", 1.0) < 0.5 and jax.process_index() == 0:
+      message = (f"warning: outer step {step}: only {100 * row['valid_fraction']:.0f}% of "
+                 f"inner runs stayed finite over the last {cfg.run.log_every} steps")
+      if bar is not None:
+        bar.write(message)
+      else:
+        warnings.warn(message, stacklevel=2)
 
   def _plot(self) -> None:
     rows = read_metrics(os.path.join(self.config.run.run_dir, "metrics.jsonl"))
@@ -402,6 +437,7 @@ class MetaTrainer:
     path = os.path.join(cfg.run.run_dir, f"{cfg.run.name}.safetensors")
     io.save(path, self.lopt, theta, {
         "trained_on": [cfg.family],
+        # Outer steps, held-out evaluations and one compilation, on every device.
         "meta_training_device_hours": wall_time * jax.device_count() / 3600.0,
         "meta_training_steps": cfg.outer.num_steps,
         "estimator": cfg.estimator.name,

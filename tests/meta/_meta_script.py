@@ -55,15 +55,20 @@ def main():
     cfg = config(args.run_dir, args.num_steps)
   trainer = trainer_lib.MetaTrainer(cfg, **objects())
   if args.kill_after:
-    step, calls = trainer.step, [0]
+    compile_step, calls = trainer.compile_step, [0]
 
-    def step_then_maybe_die(state, data):
-      calls[0] += 1
-      if calls[0] > args.kill_after:
-        os.kill(os.getpid(), 9)
-      return step(state, data)
+    def compile_then_maybe_die(state):
+      step = compile_step(state)
 
-    trainer.step = step_then_maybe_die
+      def step_then_maybe_die(state, data):
+        calls[0] += 1
+        if calls[0] > args.kill_after:
+          os.kill(os.getpid(), 9)
+        return step(state, data)
+
+      return step_then_maybe_die
+
+    trainer.compile_step = compile_then_maybe_die
   result = trainer.run(progress=False)
   if jax.process_index() == 0:
     theta = {k: float(v) for k, v in result.theta.items()}

@@ -1,6 +1,7 @@
 """Outer loop: determinism, exact resume after SIGKILL, 1 vs 8 devices, NaN safety,
 export."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -88,20 +90,51 @@ def test_mismatched_config_refused(full_run):
 def test_sigterm_checkpoints_and_stops(tmp_path, full_run):
   cfg = script.config(str(tmp_path / "term"))
   trainer = trainer_lib.MetaTrainer(cfg, **script.objects())
-  step, calls = trainer.step, [0]
+  compile_step, calls = trainer.compile_step, [0]
 
-  def step_then_terminate(state, data):
-    calls[0] += 1
-    if calls[0] == 3:
-      os.kill(os.getpid(), signal.SIGTERM)  # handled after this step completes
-    return step(state, data)
+  def compile_then_terminate(state):
+    step = compile_step(state)
 
-  trainer.step = step_then_terminate
+    def step_then_terminate(state, data):
+      calls[0] += 1
+      if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled after this step completes
+      return step(state, data)
+
+    return step_then_terminate
+
+  trainer.compile_step = compile_then_terminate
   result = trainer.run(progress=False)
   assert result.interrupted and result.step == 3 and result.export_path is None
   assert checkpoint.latest_step(trainer.checkpoint_dir) == 3
+  first_compile = checkpoint.read_metadata(trainer.checkpoint_dir)["metadata"]["compile_time_s"]
   resumed = in_process(tmp_path / "term")
   assert strip_timing(resumed.rows) == strip_timing(full_run.rows)
+  # Device time counts the first session's compilation once, not again on resume.
+  final = checkpoint.read_metadata(trainer.checkpoint_dir)["metadata"]
+  assert final["compile_time_s"] == first_compile > 0
+
+
+def test_run_where_every_inner_run_diverges_stops_with_an_error(tmp_path):
+  """No valid task: NaN meta-loss, every update skipped, the run stops with an error
+  after ``run.max_skipped_steps`` and exports nothing (not a silent success)."""
+  family = script.objects()["family"]
+  make_task = family.make_task
+
+  def nan_task(static, dynamic):  # The quadratic, with a loss that is always NaN.
+    task = make_task(static, dynamic)
+    return dataclasses.replace(task, loss=lambda p, b, k: task.loss(p, b, k) * jnp.nan)
+
+  cfg = script.config(str(tmp_path / "div"), num_steps=50,
+                      **{"eval.every": 0, "run.max_skipped_steps": 4})
+  trainer = trainer_lib.MetaTrainer(cfg, family=dataclasses.replace(family, make_task=nan_task),
+                                    lopt=script.objects()["lopt"])
+  with pytest.raises(trainer_lib.MetaTrainingDiverged, match="last 4 outer updates"):
+    trainer.run(progress=False)
+  rows = read_metrics(os.path.join(cfg.run.run_dir, "metrics.jsonl"))
+  assert rows and all(np.isnan(r["meta_loss"]) and r["valid_fraction"] == 0.0 for r in rows)
+  assert rows[-1]["num_skipped_total"] == rows[-1]["step"]
+  assert not [f for f in os.listdir(cfg.run.run_dir) if f.endswith(".safetensors")]
 
 
 def test_non_finite_meta_gradient_is_skipped(tmp_path):
