@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sqlite3
 import sys
 
 
@@ -46,6 +47,13 @@ def _fail(e: Exception) -> int:
   return 2
 
 
+def _db_error(db: str, e: sqlite3.Error) -> int:
+  """An SQLite error met after the database was opened (e.g. corruption past the
+  pages checked at open): one line naming the file and the fix."""
+  return _fail(ValueError(f"results database {db}: {e}. If it is corrupt, move it away "
+                          "and re-run `metaopt leaderboard run` to rebuild it."))
+
+
 def _run(args) -> int:
   from metaopt.eval import format_table, run_leaderboard, suites  # pylint: disable=import-outside-toplevel
   from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
@@ -54,12 +62,14 @@ def _run(args) -> int:
     suite = suites.load(args.suite)
     stats = run_leaderboard(suite, args.optimizers, args.seeds, args.db,
                             progress=not args.no_progress, retry_errors=args.retry_errors)
+    print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
+          f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
+    with ResultsDB(args.db, readonly=True) as db:
+      print(format_table(compute(db, suite)))
   except (KeyError, ValueError, FileNotFoundError) as e:
     return _fail(e)
-  print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
-        f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
-  with ResultsDB(args.db) as db:
-    print(format_table(compute(db, suite)))
+  except sqlite3.Error as e:
+    return _db_error(args.db, e)
   return 0
 
 
@@ -72,10 +82,12 @@ def _show(args) -> int:
     if not os.path.exists(args.db):
       raise FileNotFoundError(f"No results database at {args.db!r}; run `metaopt leaderboard "
                               f"run --suite {args.suite} --db {args.db}` first.")
-    with ResultsDB(args.db) as db:
+    with ResultsDB(args.db, readonly=True) as db:
       lb = compute(db, suite)
   except (KeyError, ValueError, FileNotFoundError) as e:
     return _fail(e)
+  except sqlite3.Error as e:
+    return _db_error(args.db, e)
   if not lb["entrants"]:
     return _fail(ValueError(f"{args.db} has no runs for suite {suite.id}."))
   print(format_table(lb))
@@ -91,5 +103,7 @@ def _report(args) -> int:
                         if os.path.basename(sys.argv[0]) == "metaopt" else None)
   except (KeyError, ValueError, FileNotFoundError) as e:
     return _fail(e)
+  except sqlite3.Error as e:
+    return _db_error(args.db, e)
   print(f"wrote {path} (and README.md, CSV, JSON, PNG plots in {out})")
   return 0

@@ -11,7 +11,9 @@ For each task of the suite and each entrant:
 
 Each run is stored as soon as it ends; what is already stored is skipped, so an
 interrupted leaderboard resumes where it stopped (errors are stored too and only
-retried with ``retry_errors=True``). The reference optimizer of the suite (tuned
+retried with ``retry_errors=True``). One runner at a time per database
+(``store.runner_lock``): a second one is refused instead of training the same
+missing runs again. The reference optimizer of the suite (tuned
 Adam), which sets every task's target, is always included.
 """
 
@@ -27,7 +29,7 @@ import metaopt
 from metaopt.eval import entrants as E
 from metaopt.eval import suites as S
 from metaopt.eval.runner import Runner
-from metaopt.eval.store import ResultsDB, config_key
+from metaopt.eval.store import ResultsDB, config_key, runner_lock
 
 OBJECTIVE = "final_valid"
 
@@ -121,7 +123,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0}
   version = dict(package_version=metaopt.__version__, jax_version=jax.__version__)
 
-  with ResultsDB(db_path) as db:
+  with runner_lock(db_path), ResultsDB(db_path) as db:
     db.register_suite(suite)
     for e in ents:
       db.upsert_optimizer(e.name, e.ruleset, e.kind, e.source, e.trained_on,

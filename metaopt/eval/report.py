@@ -403,7 +403,7 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
   if not os.path.exists(db_path):
     raise FileNotFoundError(f"No results database at {db_path!r}; run "
                             f"`metaopt leaderboard run --suite {suite.name} --db {db_path}` first.")
-  with ResultsDB(db_path) as db:
+  with ResultsDB(db_path, readonly=True) as db:
     lb = compute(db, suite)
     tunings = db.tunings(suite.hash)
   if not lb["entrants"]:

@@ -9,15 +9,27 @@ identified by ``(suite_hash, ruleset, optimizer, purpose, task, seed, config)``;
 ``has_run`` lets an interrupted leaderboard skip what is already stored. Each run
 is committed as soon as it finishes, so a killed job loses at most the run in
 flight.
+
+Concurrency and bad files: the database is in WAL mode with a busy timeout, so a
+reader and a writer (or two writers) wait for each other instead of failing with
+"database is locked"; read-only users (``show``, ``report``) open it with
+``readonly=True`` (sqlite ``mode=ro``), which never creates or changes the file. A
+path that is a directory, not an SQLite file, truncated, or another program's
+database is a ``ResultsDBError`` naming the file and the fix. ``runner_lock`` keeps
+a second ``leaderboard run`` off a database that a runner is using.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 import sqlite3
 import time
-from typing import Any, Dict, Iterable, List, Optional
+import urllib.parse
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -45,6 +57,10 @@ CREATE TABLE IF NOT EXISTS tuning (
   PRIMARY KEY (suite_hash, ruleset, optimizer, task));
 """
 
+_TABLES = ("suites", "optimizers", "runs", "tuning")
+#: Seconds a connection waits for another process's write lock before failing.
+BUSY_TIMEOUT_S = 60.0
+
 STATUSES = ("ok", "diverged", "error")
 PURPOSES = ("tune", "eval")
 
@@ -68,15 +84,102 @@ class SuiteMismatchError(ValueError):
   """The database holds the same suite name and version with different content."""
 
 
-class ResultsDB:
-  """A thin typed wrapper over the SQLite file (``ResultsDB(path)``; ``close()``)."""
+class ResultsDBError(ValueError):
+  """The results database cannot be used (a directory, not SQLite, corrupt, foreign,
+  or held by another runner); the message names the file and the fix."""
 
-  def __init__(self, path: str):
+
+def _rebuild_hint(path: str) -> str:
+  return (f"Pass another --db, or move {path} away and run `metaopt leaderboard run` to "
+          "build a new one.")
+
+
+@contextlib.contextmanager
+def runner_lock(path: str) -> Iterator[None]:
+  """Holds an exclusive lock (``fcntl.flock`` on ``<path>.lock``) while a runner uses
+  the database ``path``: a second runner on the same database would train the same
+  missing runs twice. The lock dies with its process (a killed runner never leaves a
+  stale lock). Raises ``ResultsDBError`` when another process holds it."""
+  lock_path = path + ".lock"
+  fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+      raise ResultsDBError(
+          f"another runner is using {path} (process {holder} holds {lock_path}); wait for "
+          "it to finish, or use another --db.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
+class ResultsDB:
+  """A thin typed wrapper over the SQLite file (``ResultsDB(path)``; ``close()``).
+
+  Args:
+    path: the SQLite file; created (with the schema) unless ``readonly``.
+    readonly: open with sqlite ``mode=ro``: the file must exist and is never
+      written (no schema is added to an empty file).
+  """
+
+  def __init__(self, path: str, readonly: bool = False):
     self.path = path
-    self.conn = sqlite3.connect(path)
+    self.readonly = readonly
+    if os.path.isdir(path):
+      raise ResultsDBError(f"{path} is a directory, not a results database; pass a file "
+                           f"path such as --db {os.path.join(path, 'leaderboard.db')}.")
+    if readonly and not os.path.exists(path):
+      raise FileNotFoundError(f"No results database at {path!r}; run `metaopt leaderboard "
+                              f"run --db {path}` first.")
+    try:
+      if readonly:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+      else:
+        self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as e:
+      raise ResultsDBError(f"cannot open results database {path} ({e}); check that its "
+                           "folder exists and is writable.") from e
     self.conn.row_factory = sqlite3.Row
-    self.conn.executescript(_SCHEMA)
-    self.conn.commit()
+    try:
+      self._check_and_init()
+    except BaseException:
+      self.conn.close()
+      raise
+
+  def _check_and_init(self) -> None:
+    try:
+      problems = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+      tables = {r[0] for r in self.conn.execute(
+          "SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+    except sqlite3.DatabaseError as e:
+      raise ResultsDBError(f"{self.path} is not a results database, or it is truncated or "
+                           f"corrupt ({e}). {_rebuild_hint(self.path)}") from e
+    if problems != ["ok"]:
+      raise ResultsDBError(f"{self.path} is a corrupt or truncated SQLite database "
+                           f"({problems[0]}). {_rebuild_hint(self.path)}")
+    ours = tables & set(_TABLES)
+    if tables and not ours:
+      raise ResultsDBError(f"{self.path} is an SQLite database of another program (tables "
+                           f"{sorted(tables)}), not a metaopt results database. "
+                           f"{_rebuild_hint(self.path)}")
+    if self.readonly:
+      if "runs" not in tables:
+        raise ResultsDBError(f"{self.path} holds no results (an empty file); run "
+                             f"`metaopt leaderboard run --db {self.path}` first.")
+      return
+    try:
+      # WAL: readers never block the writer and see only committed runs.
+      self.conn.execute("PRAGMA journal_mode=WAL")
+      self.conn.executescript(_SCHEMA)
+      self.conn.commit()
+    except sqlite3.OperationalError as e:
+      raise ResultsDBError(f"cannot write the results database {self.path} ({e}); check "
+                           f"that the file and its folder are writable.") from e
 
   def close(self) -> None:
     self.conn.close()
@@ -100,10 +203,14 @@ class ResultsDB:
             "version bump. Bump the suite's version (old results stay tied to the old "
             "one) or use another --db.")
       return
-    self.conn.execute("INSERT INTO suites VALUES (?,?,?,?,?)",
+    # OR IGNORE: another process may register the same suite between the SELECT and
+    # the INSERT; the check below then compares against what it stored.
+    self.conn.execute("INSERT OR IGNORE INTO suites VALUES (?,?,?,?,?)",
                       (suite.name, suite.version, suite.hash,
                        json.dumps(suite.content, sort_keys=True), time.time()))
     self.conn.commit()
+    if self.suite_hash(suite.name, suite.version) != suite.hash:
+      self.register_suite(suite)  # Raises SuiteMismatchError.
 
   def suite_hash(self, name: str, version: int) -> Optional[str]:
     row = self.conn.execute("SELECT hash FROM suites WHERE name=? AND version=?",
