@@ -6,8 +6,11 @@ followed by a shrinkage ``eta``:
 
 * ``lista`` (Gregor & LeCun 2010, untied): ``x_{k+1} = eta(W1_k y + W2_k x_k, t_k)``,
   ``W1_k`` (n x m), ``W2_k`` (n x n), initialized at ISTA: ``A'/L``, ``I - A'A/L``.
-* ``lista_cp`` (Chen et al. 2018, coupled weights): ``x_{k+1} = eta(x_k + W_k'(y - A x_k),
-  t_k)`` with ``W_k`` (m x n), initialized at ``A/L``.
+* ``lista_cp`` (Chen et al. 2018, coupled weights): ``x_{k+1} = eta(x_k + g_k W_k'(y - A
+  x_k), t_k)`` with ``W_k`` (m x n), initialized at ``A/L``, and ``g_k`` a scalar
+  (initialized at 1) that only reparameterizes the coupled weight ``g_k W_k`` (same model
+  class as the paper's) so that the step length can move faster than the matrix
+  entries (``weight_lr_scale``).
 * ``lista_cpss`` (Chen et al. 2018): ``lista_cp`` with support selection.
 * ``alista`` (Liu et al. 2019): ``x_{k+1} = eta(x_k - g_k W'(A x_k - y), t_k)`` with the
   *analytic* weight ``W`` computed once from ``A`` (``alista_weight``), only the ``2K``
@@ -125,6 +128,10 @@ class LISTAConfig:
       analytic weight ``W`` and unit step (``W_k = W``; untied: ``W1_k = W'``,
       ``W2_k = I - W'A``), so training starts where ALISTA starts and learns the full
       matrices from there (much faster on a CPU budget than from ISTA's ``1/L`` step).
+    weight_lr_scale: learning-rate multiplier of the weight matrices (``W``, ``W1``,
+      ``W2``) relative to steps and thresholds. Adam moves every entry by about the
+      learning rate per step, so a rate right for a threshold (~1e-2) scrambles a
+      matrix whose entries are ~0.1 within a few dozen steps; ~0.02 keeps them apart.
   """
   variant: str = "lista"
   num_layers: int = 16
@@ -143,6 +150,7 @@ class LISTAConfig:
   val_every: int = 50
   val_size: int = 1000
   init: str = "ista"
+  weight_lr_scale: float = 1.0
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
@@ -153,6 +161,8 @@ class LISTAConfig:
         self.init == "analytic" and self.variant == "alista"):
       raise ValueError(f"init must be 'ista' or 'analytic' (not for alista); got "
                        f"init={self.init!r} with variant {self.variant!r}.")
+    if self.weight_lr_scale <= 0:
+      raise ValueError(f"weight_lr_scale must be > 0, got {self.weight_lr_scale}.")
     if self.training not in TRAINING:
       raise ValueError(f"training must be one of {TRAINING}, got {self.training!r}.")
     if self.num_layers < 1 or self.steps < 0 or self.batch_size < 1:
@@ -203,7 +213,8 @@ def init_params(problem: Problem, variant: str, num_layers: int,
     return {"W1": jnp.tile(w.T[None], (k, 1, 1)),
             "W2": jnp.tile((jnp.eye(n) - w.T @ a)[None], (k, 1, 1)), "theta": theta}
   if variant in ("lista_cp", "lista_cpss"):
-    return {"W": jnp.tile(w[None], (k, 1, 1)), "theta": theta}
+    return {"W": jnp.tile(w[None], (k, 1, 1)), "gamma": jnp.ones((k,), jnp.float32),
+            "theta": theta}
   if variant == "alista":
     # diag(W'A) = 1, so the unit step of the paper's code is ISTA's natural scale here.
     return {"gamma": jnp.ones((k,), jnp.float32), "theta": theta}
@@ -223,7 +234,7 @@ def apply(params: Dict[str, jax.Array], variant: str, a: jax.Array, y: jax.Array
   if variant == "lista":
     pre = lambda x, p: y @ p["W1"].T + x @ p["W2"].T
   elif variant in ("lista_cp", "lista_cpss"):
-    pre = lambda x, p: x + (y - x @ a.T) @ p["W"]
+    pre = lambda x, p: x + p.get("gamma", 1.0) * ((y - x @ a.T) @ p["W"])
   elif variant == "alista":
     if w_alista is None:
       raise ValueError("variant 'alista' needs w_alista=alista_weight(A).")
@@ -272,6 +283,12 @@ def _counts_for(config: LISTAConfig, n: int):
   return support_counts(config.num_layers, n, config.ss_p_step, config.ss_p_max)
 
 
+def _lr_scales(params, config):
+  """Per-leaf learning-rate multipliers (``weight_lr_scale`` on the matrices)."""
+  return {name: config.weight_lr_scale if name in ("W", "W1", "W2") else 1.0
+          for name in params}
+
+
 def _nmse(xs, x_true):
   """Normalized MSE ``E||x_hat - x||^2 / E||x||^2`` (linear), broadcast over layers."""
   return jnp.mean(jnp.sum((xs - x_true) ** 2, axis=-1)) / jnp.mean(
@@ -307,7 +324,9 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
 def _train_end_to_end(problem, config, params, a, w_alista, counts, key, callback,
                       log_every):
   sched = optax.cosine_decay_schedule(config.lr, max(config.steps, 1), 0.01)
-  opt = optax.adam(sched)
+  scales = _lr_scales(params, config)
+  opt = optax.chain(optax.adam(sched), optax.stateless(
+      lambda updates, _: {k: u * scales[k] for k, u in updates.items()}))
   opt_state = opt.init(params)
 
   def loss_fn(params, inst):
@@ -343,6 +362,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
   adam = optax.scale_by_adam()
   num_layers = config.num_layers
   all_counts = (np.zeros((num_layers,), np.int32) if counts is None else counts)
+  scales = _lr_scales(params, config)
 
   def prefix_loss(prefix, ys, x_true, t, a=a, w_alista=w_alista):
     c = None if counts is None else all_counts[:t]
@@ -361,7 +381,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
           grads = jax.tree_util.tree_map(
               lambda g: g * mask.reshape((t,) + (1,) * (g.ndim - 1)), grads)
           updates, opt_state = adam.update(grads, opt_state, prefix)
-          prefix = jax.tree_util.tree_map(lambda p, u: p - lr * u, prefix, updates)
+          prefix = {k: p - lr * scales[k] * updates[k] for k, p in prefix.items()}
           return (prefix, opt_state), loss
         (prefix, opt_state), losses = jax.lax.scan(body, (prefix, opt_state), keys)
         return prefix, opt_state, losses
