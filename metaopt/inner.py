@@ -98,13 +98,19 @@ def evaluate(task: Task, params, data, key: jax.Array, split: str = "inner_valid
 
 
 def eval_params(opt_state, params):
-  """The parameters to evaluate: ``params``, or for a schedule-free optimizer (its
-  state found anywhere in ``opt_state``) the averaged iterate."""
-  is_sf = lambda s: isinstance(s, contrib.ScheduleFreeState)  # noqa: E731
-  found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=is_sf) if is_sf(s)]
-  if len(found) == 1:
+  """The parameters to evaluate: ``params``, or the iterate the optimizer exposes in
+  its state (found anywhere in ``opt_state``): a schedule-free optimizer's averaged
+  iterate, or the ``eval_params(params)`` of a state that defines it (a proximal
+  rule's last proximal output)."""
+  def exposes(s):
+    return isinstance(s, contrib.ScheduleFreeState) or hasattr(s, "eval_params")
+
+  found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=exposes) if exposes(s)]
+  if len(found) != 1:
+    return params
+  if isinstance(found[0], contrib.ScheduleFreeState):
     return contrib.schedule_free_eval_params(found[0], params)
-  return params
+  return found[0].eval_params(params)
 
 
 def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state, data,

@@ -101,26 +101,55 @@ class Problem:
         make_task=lambda static, key: self._task(key, self.name),
         metadata=dict(self.metadata))
 
-  def _task(self, instance_key: jax.Array, name: str, ref: float = 1.0) -> Task:
+  @property
+  def l2o_family_name(self) -> str:
+    return f"{self.name}_l2o"
+
+  def as_l2o_family(self) -> TaskFamily:
+    """The training instances as a family for learned rules that handle the ``l1``
+    term themselves (``math_l2o``): the ``train`` batch's loss is the smooth part
+    ``f`` (what the rule differentiates), every other split's is ``F``; instance keys
+    come from the ``train`` stream; the loss is normalized by ``|F(0)|`` of the
+    instance, so ``F(x_k) / |F(x_0)|`` is the meta-loss."""
+    return TaskFamily(
+        name=self.l2o_family_name,
+        sample_static=lambda key: None,
+        sample_dynamic=lambda key, static: self.split_key(key, "train"),
+        make_task=lambda static, key: self._task(key, self.l2o_family_name,
+                                                 smooth_train=True),
+        metadata=dict(self.metadata))
+
+  def _task(self, instance_key: jax.Array, name: str, ref: Optional[float] = 1.0,
+            smooth_train: bool = False) -> Task:
     """The instance of ``instance_key`` as a Task.
 
     ``data`` is the problem's shared data only; ``batch`` re-derives the instance from
     its key, so a vmapped family (dynamic part = key, data shared) sees distinct
     instances. The batch carries the shared data too: ``loss`` gets no other route to it
     without closing over arrays. ``ref`` (F(0)) scales the log normalizer; inside a
-    vmapped family it would be a tracer, so families use 1.
+    vmapped family it would be a tracer, so families use 1. ``smooth_train``: the
+    ``train`` split's loss leaves out the ``l1`` term, and losses are normalized by
+    ``|F(0)|`` (linearly; see ``as_l2o_family``).
     """
     dim = self.dim
 
     def batch(data, key, split):
-      del key, split  # Deterministic problem: the "batch" is the whole instance.
-      return {"shared": data, "instance": self.sample(data, instance_key)}
+      del key  # Deterministic problem: the "batch" is the whole instance.
+      l1 = 0.0 if smooth_train and split == "train" else self.l1
+      return {"shared": data, "instance": self.sample(data, instance_key),
+              "l1": jnp.float32(l1)}
 
     def loss(x, batch, key):
       del key
       value = self.smooth(x, batch["shared"], batch["instance"])
-      return value + self.l1 * jnp.sum(jnp.abs(x)) if self.l1 else value
+      return value + batch["l1"] * jnp.sum(jnp.abs(x)) if self.l1 else value
 
+    if smooth_train:
+      scale = jnp.abs(self.objective(jnp.zeros((dim,), jnp.float32),
+                                     self.sample(self.data, instance_key))) + 1e-8
+      normalize = lambda value: value / scale  # noqa: E731
+    else:
+      normalize = log_normalizer(max(abs(ref), 1e-6))
     return Task(
         name=name,
         init=lambda key: jnp.zeros((dim,), jnp.float32),
@@ -128,7 +157,7 @@ class Problem:
         data=self.data,
         batch=batch,
         abstract_batch=jax.eval_shape(lambda: batch(self.data, instance_key, "train")),
-        normalize_loss=log_normalizer(max(abs(ref), 1e-6)),
+        normalize_loss=normalize,
         param_info=lambda x: ParamInfo("scalar", 1, int(x.shape[-1])),
         metadata={"problem": self.name, "dim": dim, "l1": self.l1, **self.metadata})
 
@@ -155,6 +184,7 @@ def register_problem(name: str, factory: Callable[[], Problem], task_seed: int =
 
   PROBLEMS.register(name, named)
   registry.register_family(name, lambda: named().as_task_family())
+  registry.register_family(f"{name}_l2o", lambda: named().as_l2o_family())
   registry.register_task(name, lambda: named().as_task(task_seed, name))
 
 

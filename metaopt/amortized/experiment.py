@@ -148,14 +148,16 @@ def _opt_for(problem: Problem, config: ExperimentConfig):
   return unroll.math_l2o_for(problem, **config.lopt)
 
 
-def train(config: ExperimentConfig, callback=None):
-  """Trains the experiment's learned solver; returns the method's result object."""
+def train(config: ExperimentConfig, callback=None, run_dir: Optional[str] = None):
+  """Trains the experiment's learned solver; returns the method's result object.
+  ``run_dir``: where ``math_l2o``'s meta-training keeps checkpoints (resumable)."""
   problem = get_problem(config.problem)
   if config.method in lista.VARIANTS:
     return lista.train(problem, config.train, callback=callback)
   if config.method == "amortized":
     return amortize.train(problem, config.train, callback=callback)
-  return unroll.train(problem, _opt_for(problem, config), config.train, callback=callback)
+  return unroll.train(problem, _opt_for(problem, config), config.train, run_dir=run_dir,
+                      callback=callback)
 
 
 # -- saved runs: JSON + npz, no pickle ------------------------------------------------

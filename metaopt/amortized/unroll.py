@@ -1,35 +1,41 @@
-"""Truncated-backprop meta-training of a learned optimizer on a problem family.
+"""Meta-training a learned rule on a problem family by truncated backprop (classic L2O).
 
-The simple loop used for classic L2O (Liu et al. 2023, math-structured L2O): a batch
-of instances is optimized for ``horizon`` steps by the learned rule, split into
-truncations of ``truncation`` steps; after each truncation the meta-parameters take
-one Adam step on the gradient of
+The setting of math-structured L2O (Liu et al. 2023): a batch of instances is
+optimized for ``horizon`` steps by the learned rule, split into truncations of
+``truncation`` steps; after each truncation the meta-parameters take one Adam step on
+the gradient of
 
     meta-loss = mean over the truncation's steps k and instances of F(x_k) / |F(x_0)|
 
 backpropagated through the truncation's unroll (the inner state crosses truncation
-boundaries with its gradient stopped). After ``horizon`` steps new instances are
-drawn. The learned optimizer sees the gradient of the *smooth* part ``f`` and handles
-the ``l1 ||x||_1`` term itself (``math_l2o`` with ``l1_strength = problem.l1``).
+boundaries with its gradient stopped). After ``horizon`` steps new instances are drawn.
 
-``F`` is scored at the optimizer's proximal output ``state.x`` when its state has one
-(``math_l2o``: the extrapolated point where the gradient is taken is not sparse),
-otherwise at the parameters.
+This is not a trainer of its own: ``train`` runs ``metaopt.meta.MetaTrainer`` with the
+``tbptt`` estimator on ``problem.as_l2o_family()``, whose tasks expose the split the
+learned rule needs. The rule sees the gradient of the *smooth* part ``f`` (the
+``train`` batch) and handles the ``l1 ||x||_1`` term itself (``math_l2o`` with
+``l1_strength = problem.l1``); the meta-loss is ``F`` (the ``outer_valid`` batch),
+scored at the iterate the optimizer exposes (``metaopt.inner.eval_params``: the
+proximal output ``x`` of ``math_l2o``, where the gradient point is not sparse).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Any, Optional
+import tempfile
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from metaopt import inner
+from metaopt import inner, lopt
+from metaopt.lopt import base as lopt_base
 from metaopt.lopt.base import LearnedOptimizer
+from metaopt.meta import config as meta_config
+from metaopt.meta.config import MetaTrainConfig
+from metaopt.meta.trainer import MetaTrainer
+from tasks import registry as task_registry
 from tasks.problems import Instance, Problem
 
 
@@ -60,17 +66,13 @@ class UnrollConfig:
       raise ValueError(f"UnrollConfig needs meta_steps >= 0 and batch_size >= 1; got {self}.")
 
 
-def _iterate(state, params):
-  return state.x if hasattr(state, "x") else params
-
-
 def _unroll(problem: Problem, tx, inst: Instance, y, state, num_steps: int):
   """``num_steps`` learned steps on one instance from ``(y, state)``; returns the final
   ``(y, state)`` and ``F`` of each iterate, shape ``(num_steps,)``."""
 
   def body(carry, _):
     y, s, _ = inner.apply_step(tx, lambda x: problem.smooth(x, problem.data, inst), *carry)
-    return (y, s), problem.objective(_iterate(s, y), inst)
+    return (y, s), problem.objective(inner.eval_params(s, y), inst)
 
   return jax.lax.scan(body, (y, state), None, length=num_steps)
 
@@ -78,7 +80,6 @@ def _unroll(problem: Problem, tx, inst: Instance, y, state, num_steps: int):
 def math_l2o_for(problem: Problem, num_probe: int = 64, **overrides) -> LearnedOptimizer:
   """A ``math_l2o`` optimizer matched to ``problem``: ``l1_strength = problem.l1`` and
   base step ``lr = 1 / median L`` over ``num_probe`` training instances."""
-  from metaopt import lopt  # pylint: disable=import-outside-toplevel
   probe = problem.sample_batch(jax.random.PRNGKey(12345), num_probe)
   lips = jax.vmap(lambda i: problem.lipschitz(problem.data, i))(probe)
   config = {"l1_strength": float(problem.l1), "lr": float(1.0 / np.median(np.asarray(lips)))}
@@ -107,8 +108,26 @@ def rollout(problem: Problem, opt: LearnedOptimizer, theta: Any, instances: Inst
   return jax.jit(jax.vmap(one, out_axes=1))(instances)
 
 
+def meta_train_config(problem: Problem, opt: LearnedOptimizer, config: UnrollConfig,
+                      run_dir: str) -> MetaTrainConfig:
+  """The meta-training config ``train`` runs: TBPTT, all instances in lockstep."""
+  return meta_config.from_dict({
+      "family": problem.l2o_family_name, "lopt": opt.arch, "lopt_config": lopt_base.config_to_dict(opt.config),
+      "seed": config.seed,
+      "schedule": {"name": "constant", "truncation_length": config.truncation,
+                   "horizon": config.horizon, "random_offsets": False},
+      "estimator": {"name": "tbptt", "num_tasks": config.batch_size, "meta_loss": "valid"},
+      "outer": {"optimizer": "adam", "lr": config.learning_rate, "grad_clip": "global_norm",
+                "clip_value": config.clip_norm, "num_steps": config.meta_steps},
+      "eval": {"every": 0},
+      "run": {"name": f"l2o_{problem.name}", "run_dir": run_dir, "log_every": 1,
+              "checkpoint_every": max(config.meta_steps // 4, 1), "wandb_mode": "disabled"}})
+
+
 @dataclasses.dataclass
 class UnrollResult:
+  """Attributes: theta (host arrays), config, losses ((meta_steps,) meta-loss per
+  step), wall_time (seconds of the run, resumed sessions included)."""
   theta: Any
   config: UnrollConfig
   losses: np.ndarray
@@ -116,53 +135,33 @@ class UnrollResult:
 
 
 def train(problem: Problem, opt: LearnedOptimizer, config: UnrollConfig = UnrollConfig(),
-          theta: Optional[Any] = None, callback=None, log_every: int = 20) -> UnrollResult:
-  """Meta-trains ``opt`` on ``problem`` by truncated backprop (module docstring)."""
+          run_dir: Optional[str] = None, progress: bool = False,
+          callback: Optional[Callable[[int, Dict[str, float]], None]] = None) -> UnrollResult:
+  """Meta-trains ``opt`` on ``problem`` by truncated backprop (module docstring).
+
+  ``run_dir`` holds checkpoints and ``metrics.jsonl``: a killed run resumes there
+  (default: a fresh temporary directory). ``callback(step, {"meta_loss": ...})`` is
+  called for every outer step once the run is done (e.g. another metrics logger).
+  """
   _check_l1(problem, opt)
-  key = jax.random.PRNGKey(config.seed)
-  k_theta, k_data = jax.random.split(key)
-  k_data = problem.split_key(k_data, "train")
-  if theta is None:
-    theta = opt.init_meta_params(k_theta)
-  outer = optax.chain(optax.clip_by_global_norm(config.clip_norm),
-                      optax.adam(config.learning_rate))
-  outer_state = outer.init(theta)
-
-  def fresh(k):
-    insts = problem.sample_batch(k, config.batch_size)
-    x0 = jnp.zeros((config.batch_size, problem.dim), jnp.float32)
-    scale = jnp.abs(jax.vmap(problem.objective)(x0, insts)) + 1e-8
-    states = jax.vmap(opt.transform(theta).init)(x0)
-    return insts, scale, x0, states
-
-  def meta_loss(theta, insts, scale, ys, states):
-    tx = opt.transform(theta)
-
-    def one(inst, y, s):
-      (y, s), fs = _unroll(problem, tx, inst, y, s, config.truncation)
-      return jnp.mean(fs), (y, s)
-
-    means, (ys, states) = jax.vmap(one)(insts, ys, states)
-    return jnp.mean(means / scale), (ys, states)
-
-  @jax.jit
-  def meta_step(theta, outer_state, insts, scale, ys, states):
-    (loss, (ys, states)), grads = jax.value_and_grad(meta_loss, has_aux=True)(
-        theta, insts, scale, ys, states)
-    updates, outer_state = outer.update(grads, outer_state, theta)
-    return optax.apply_updates(theta, updates), outer_state, loss, ys, states
-
-  fresh = jax.jit(fresh)
-  per_episode = config.horizon // config.truncation
-  losses = []
-  t0 = time.perf_counter()
-  for i in range(config.meta_steps):
-    if i % per_episode == 0:
-      insts, scale, ys, states = fresh(jax.random.fold_in(k_data, i // per_episode))
-    theta, outer_state, loss, ys, states = meta_step(theta, outer_state, insts, scale, ys,
-                                                     states)
-    losses.append(loss)
-    if callback is not None and (i + 1) % log_every == 0:
-      callback(i + 1, {"meta_loss": float(loss)})
-  losses = np.asarray(jax.device_get(losses), np.float64)
-  return UnrollResult(theta, config, losses, time.perf_counter() - t0)
+  if not config.meta_steps:
+    return UnrollResult(opt.init_meta_params(jax.random.PRNGKey(config.seed)), config,
+                        np.zeros((0,)), 0.0)
+  run_dir = run_dir or tempfile.mkdtemp(prefix="metaopt_l2o_")
+  # A config names its family; an unregistered problem's is registered while it is built.
+  name = problem.l2o_family_name
+  added = name not in task_registry.FAMILIES
+  if added:
+    task_registry.FAMILIES.register(name, problem.as_l2o_family)
+  try:
+    meta_config_ = meta_train_config(problem, opt, config, run_dir)
+  finally:
+    if added:
+      task_registry.FAMILIES.unregister(name)
+  trainer = MetaTrainer(meta_config_, family=problem.as_l2o_family(), lopt=opt)
+  result = trainer.run(progress=progress)
+  rows = [r for r in result.rows if "meta_loss" in r]
+  for row in rows if callback is not None else ():
+    callback(row["step"], {"meta_loss": row["meta_loss"]})
+  return UnrollResult(result.theta, config, np.asarray([r["meta_loss"] for r in rows]),
+                      rows[-1]["elapsed_s"] if rows else 0.0)

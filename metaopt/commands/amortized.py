@@ -57,7 +57,8 @@ def _train(args):
     raise SystemExit(f"metaopt amortized train: {e}") from None
   logger = MetricsLogger(args.out, config=config.to_dict(), mode=args.wandb,
                          name=f"amortized-{config.method}")
-  result = experiment.train(config, callback=logger.log)
+  result = experiment.train(config, callback=logger.log,
+                            run_dir=os.path.join(args.out, "meta_train"))
   logger.close()
   experiment.save(args.out, config, result)
   print(f"trained {config.method} on {config.problem} in {result.wall_time:.1f}s; "

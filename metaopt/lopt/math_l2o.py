@@ -75,6 +75,12 @@ class MathL2OState(NamedTuple):
   last_update: Any
   net: Any
 
+  def eval_params(self, params):
+    """The iterate to evaluate: the proximal output ``x`` (``params`` hold the
+    extrapolated point where the gradient is taken, which is not sparse)."""
+    del params
+    return self.x
+
 
 @register
 class MathL2O(LearnedOptimizer):

@@ -28,7 +28,8 @@ from tasks.base import TaskFamily
 
 #: Meta-loss options: the mean normalized training loss over the truncation, the
 #: normalized training loss of its last step, or the mean normalized loss on
-#: ``outer_valid`` batches after each update.
+#: ``outer_valid`` batches after each update (at the iterate the optimizer exposes:
+#: ``inner.eval_params``).
 META_LOSSES = ("train", "final", "valid")
 
 
@@ -133,7 +134,8 @@ class InnerProblem:
     params, opt_state, loss = inner.task_step(task, opt, state.params, state.opt_state, data,
                                               k_batch, k_loss)
     if self.meta_loss == "valid":
-      raw = task.loss(params, task.batch(data, k_valid, "outer_valid"), k_vloss)
+      raw = task.loss(inner.eval_params(opt_state, params),
+                      task.batch(data, k_valid, "outer_valid"), k_vloss)
     else:
       raw = loss
     finite = jnp.isfinite(loss) & jnp.isfinite(raw)
