@@ -37,6 +37,17 @@ read the decoded arrays are cached as ``<data_dir>/arrays/<builder>[-<config>]-<
 later loads skip record decoding; within a process ``load`` is memoised and returns
 read-only arrays. ``data_dir`` defaults to ``$METAOPT_DATA_DIR`` or ``~/.cache/metaopt``.
 
+Integrity: the first read of prepared data records its ``content_hash`` (SHA-256 over
+every split, field, dtype, shape and byte) in ``<prepared dir>/metaopt_content.sha256``,
+and every ``.npz`` cache embeds it. A cache that is unreadable (truncated,
+bit-flipped) or whose content no longer matches its hash (rewritten by something
+else) is rebuilt from the prepared data with a warning; prepared data of a local
+dataset that fails to read or to match is deleted and prepared again from its
+source, with a warning; a catalog dataset's (not rebuildable offline) is a
+``MissingDataError`` naming the directory and the command that rebuilds it. A data
+dir that cannot be written is a ``DataDirError`` saying how to set
+``METAOPT_DATA_DIR``.
+
 Nothing here downloads. The catalog names ``mnist`` and ``cifar10`` (and
 ``fashion_mnist`` when the Debian files are absent) are read only if tfds data
 prepared in ``array_record`` format already sits in ``<data_dir>/tfds``, e.g. made on
@@ -48,10 +59,14 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import os
 import pathlib
+import shutil
 import tempfile
-from typing import Dict, List, Optional
+import warnings
+import zipfile
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -90,6 +105,31 @@ _INFO = {
 
 class MissingDataError(FileNotFoundError):
   """A dataset's local files or prepared data are absent; the message says how to fix."""
+
+
+class DataDirError(PermissionError):
+  """The data dir cannot be written; the message says how to choose another."""
+
+
+class CorruptDataError(ValueError):
+  """A data file cannot be read or does not match its recorded content hash."""
+
+
+#: Key of the content hash inside an ``.npz`` cache; name of its file beside prepared data.
+HASH_KEY = "__content_sha256__"
+HASH_FILE = "metaopt_content.sha256"
+
+
+def content_hash(arrays: Splits) -> str:
+  """SHA-256 (hex) over every split and field of ``arrays``: names, dtypes, shapes and
+  bytes, in sorted order (equal arrays, equal hash; any changed label, another)."""
+  h = hashlib.sha256()
+  for split in sorted(arrays):
+    for field in sorted(arrays[split]):
+      a = np.ascontiguousarray(arrays[split][field])
+      h.update(f"{split}/{field}|{a.dtype.str}|{a.shape}\n".encode())
+      h.update(a.tobytes())
+  return h.hexdigest()
 
 
 def names() -> List[str]:
@@ -156,19 +196,39 @@ def _cache_path(builder, root: str) -> pathlib.Path:
 
 
 def _read_npz(path: pathlib.Path) -> Splits:
+  """The cache's arrays; ``CorruptDataError`` when it is unreadable, carries no hash,
+  or its content does not match its hash."""
   out: Splits = {s: {} for s in SPLITS}
-  with np.load(path) as z:
-    for key in z.files:
-      split, field = key.split("/", 1)
-      out[split][field] = z[key]
+  try:
+    with np.load(path) as z:
+      stored = str(z[HASH_KEY]) if HASH_KEY in z.files else None
+      for key in z.files:
+        if key != HASH_KEY:
+          split, field = key.split("/", 1)
+          out[split][field] = z[key]
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise CorruptDataError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
+  if stored is None:
+    raise CorruptDataError(f"{path} carries no content hash (written by another program "
+                           "or an older metaopt)")
+  if content_hash(out) != stored:
+    raise CorruptDataError(f"{path} does not match its recorded content hash (it was "
+                           "rewritten or damaged)")
   return out
 
 
-def _write_npz(path: pathlib.Path, arrays: Splits) -> None:
-  """Atomic write (temp file + rename): concurrent loaders never see a partial file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
+def _write_npz(path: pathlib.Path, arrays: Splits, digest: str) -> None:
+  """Atomic write (temp file + rename): concurrent loaders never see a partial file.
+  The cache is only a speed-up: a data dir that cannot be written gets a warning."""
   flat = {f"{s}/{k}": v for s, d in arrays.items() for k, v in d.items()}
-  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+  flat[HASH_KEY] = np.asarray(digest)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+  except OSError as e:
+    warnings.warn(f"cannot write the array cache {path} ({e.strerror}); loads will decode "
+                  "the prepared records each time.")
+    return
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, **flat)
@@ -179,10 +239,68 @@ def _write_npz(path: pathlib.Path, arrays: Splits) -> None:
     raise
 
 
-def _read_data_source(builder, to_arrays) -> Splits:
+def _recorded_hash(builder) -> Optional[str]:
+  path = pathlib.Path(builder.data_dir) / HASH_FILE
+  return path.read_text().strip() if path.exists() else None
+
+
+def _record_hash(builder, digest: str) -> None:
+  try:
+    (pathlib.Path(builder.data_dir) / HASH_FILE).write_text(digest + "\n")
+  except OSError:
+    pass  # A read-only prepared dir: nothing is recorded, nothing breaks.
+
+
+def _read_prepared(builder, to_arrays, split_names=SPLITS) -> Splits:
+  """Reads prepared data and checks it against its recorded hash (recording it on the
+  first read); ``CorruptDataError`` naming the directory when either fails."""
+  try:
+    arrays = _read_data_source(builder, to_arrays, split_names)
+  except Exception as e:  # array_record / tfds raise assorted errors on damaged files
+    raise CorruptDataError(f"the prepared data in {builder.data_dir} is unreadable "
+                           f"({type(e).__name__}: {e})") from e
+  digest = content_hash(arrays)
+  recorded = _recorded_hash(builder)
+  if recorded is None:
+    _record_hash(builder, digest)
+  elif recorded != digest:
+    raise CorruptDataError(f"the prepared data in {builder.data_dir} does not match its "
+                           f"recorded content hash ({HASH_FILE})")
+  return arrays
+
+
+def _cached(builder, root: str, read: Callable[[], Splits]) -> Splits:
+  """The arrays of ``builder``'s cache, else ``read()`` (then cached). A damaged cache
+  is rebuilt with a warning."""
+  cache = _cache_path(builder, root)
+  if cache.exists():
+    try:
+      return _read_npz(cache)
+    except CorruptDataError as e:
+      warnings.warn(f"{e}; rebuilding it from {builder.data_dir}.")
+  arrays = read()
+  _write_npz(cache, arrays, content_hash(arrays))
+  return arrays
+
+
+def _writable(directory: str, root: str) -> None:
+  """Creates ``directory``; ``DataDirError`` when the data dir cannot be written."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    probe = tempfile.TemporaryFile(dir=directory)
+    probe.close()
+  except OSError as e:
+    raise DataDirError(
+        f"The data dir {root} is not writable ({e.strerror}), so datasets cannot be "
+        "prepared there. Set METAOPT_DATA_DIR to a writable folder (e.g. `export "
+        f"METAOPT_DATA_DIR=$HOME/metaopt_data`), pass data_dir=, or make {root} "
+        "writable.") from e
+
+
+def _read_data_source(builder, to_arrays, split_names=SPLITS) -> Splits:
   source = builder.as_data_source()
   out = {}
-  for split in SPLITS:
+  for split in split_names:
     records = source[split].__getitems__(list(range(len(source[split]))))
     out[split] = to_arrays(records)
   return out
@@ -209,7 +327,7 @@ def prepare(name: str, data_dir: Optional[str] = None):
     manual = sources.fashion_mnist_dir(root)
     if manual is None:
       raise MissingDataError("fashion_mnist: Debian's IDX files are absent; run scripts/setup.sh.")
-  os.makedirs(tfds_dir, exist_ok=True)
+  _writable(tfds_dir, root)
   with open(os.path.join(tfds_dir, f".{builder.name}.lock"), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     builder = make()  # re-read: another process may have prepared it meanwhile
@@ -220,14 +338,18 @@ def prepare(name: str, data_dir: Optional[str] = None):
 
 
 def _load_local(name: str, root: str) -> Splits:
-  builder_cls = _LOCAL[name]
+  to_arrays = _LOCAL[name].records_to_arrays
   builder = prepare(name, root)
-  cache = _cache_path(builder, root)
-  if cache.exists():
-    return _read_npz(cache)
-  arrays = _read_data_source(builder, builder_cls.records_to_arrays)
-  _write_npz(cache, arrays)
-  return arrays
+
+  def read():
+    try:
+      return _read_prepared(builder, to_arrays)
+    except CorruptDataError as e:
+      warnings.warn(f"{e}; deleting it and preparing {name} again from its source.")
+      shutil.rmtree(builder.data_dir)
+      return _read_prepared(prepare(name, root), to_arrays)
+
+  return _cached(builder, root, read)
 
 
 def _catalog_builder(name: str, root: str):
@@ -247,26 +369,28 @@ def _load_catalog(name: str, root: str) -> Splits:
   if not _catalog_prepared(name, root):
     raise MissingDataError(f"Dataset {name!r} is not prepared in {root}/tfds: {how}.")
   builder = _catalog_builder(name, root)
-  cache = _cache_path(builder, root)
-  if cache.exists():
-    return _read_npz(cache)
-  try:
-    source = builder.as_data_source()
-  except NotImplementedError as e:  # prepared as tfrecord: no random access
-    raise MissingDataError(f"Dataset {name!r} in {root}/tfds is not array_record: {how}.") from e
 
-  def to_arrays(records):
-    return {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
-            "label": np.asarray([r["label"] for r in records], np.int32)}
+  def read():
+    try:
+      source = builder.as_data_source()
+    except NotImplementedError as e:  # prepared as tfrecord: no random access
+      raise MissingDataError(f"Dataset {name!r} in {root}/tfds is not array_record: "
+                             f"{how}.") from e
+    for split in ("train", "test"):
+      if split not in source:
+        raise MissingDataError(f"Dataset {name!r} lacks its {split!r} split: {how}.")
+    try:
+      official = _read_prepared(builder, _catalog_to_arrays, ("train", "test"))
+    except CorruptDataError as e:
+      raise MissingDataError(f"{e}. Delete {builder.data_dir} and {how}.") from e
+    return splits.from_train_test(official["train"], official["test"])
 
-  official = {}
-  for split in ("train", "test"):
-    if split not in source:
-      raise MissingDataError(f"Dataset {name!r} lacks its {split!r} split: {how}.")
-    official[split] = to_arrays(source[split].__getitems__(list(range(len(source[split])))))
-  arrays = splits.from_train_test(official["train"], official["test"])
-  _write_npz(cache, arrays)
-  return arrays
+  return _cached(builder, root, read)
+
+
+def _catalog_to_arrays(records) -> Dict[str, np.ndarray]:
+  return {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+          "label": np.asarray([r["label"] for r in records], np.int32)}
 
 
 def info(name: str, data_dir: Optional[str] = None) -> dict:

@@ -301,3 +301,94 @@ def test_catalog_read_of_prepared_data(monkeypatch, tmp_path):
   test_rows = {x.tobytes() for x in official["test"]}
   assert all(x.tobytes() in test_rows
              for s in ("outer_valid", "test") for x in arrays[s]["image"])
+
+
+# -- integrity: damaged caches and prepared data are rebuilt, never used ---------------
+
+
+def _digits_files(root):
+  import pathlib
+  datasets._load.cache_clear()
+  arrays = datasets.load("digits", root)
+  npz = pathlib.Path(root, "arrays", "metaopt_digits-1.0.0.npz")
+  records = sorted(pathlib.Path(root, "tfds", "metaopt_digits").glob("*/*train.array_record-*"))
+  return arrays, npz, records[0]
+
+
+def _reload_equals_source(root):
+  datasets._load.cache_clear()
+  arrays = datasets.load("digits", root)
+  raw = sources.digits()
+  for split in SPLITS:
+    for field in raw[split]:
+      np.testing.assert_array_equal(arrays[split][field], raw[split][field])
+
+
+def test_a_cache_rewritten_with_wrong_labels_is_rebuilt(tmp_path):
+  import warnings
+  root = str(tmp_path)
+  arrays, npz, _ = _digits_files(root)
+  flat = {f"{s}/{k}": np.array(v) for s, d in arrays.items() for k, v in d.items()}
+  zeros = {k: (np.zeros_like(v) if k.endswith("/label") else v) for k, v in flat.items()}
+  np.savez(npz, **zeros)  # Another program's rewrite: no hash.
+  with pytest.warns(UserWarning, match=f"{npz} carries no content hash.*rebuilding"):
+    _reload_equals_source(root)
+  # A rewrite that keeps the recorded hash but changes the labels.
+  with np.load(npz) as z:
+    digest = z[datasets.HASH_KEY]
+  np.savez(npz, **zeros, **{datasets.HASH_KEY: digest})
+  with pytest.warns(UserWarning, match="does not match its recorded content hash"):
+    _reload_equals_source(root)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # Repaired: silent from now on.
+    _reload_equals_source(root)
+
+
+def test_a_truncated_or_bit_flipped_cache_is_rebuilt(tmp_path):
+  root = str(tmp_path)
+  _, npz, _ = _digits_files(root)
+  data = npz.read_bytes()
+  npz.write_bytes(data[:len(data) // 2])
+  with pytest.warns(UserWarning, match=f"{npz} is unreadable.*rebuilding"):
+    _reload_equals_source(root)
+  data = bytearray(npz.read_bytes())
+  data[len(data) // 2] ^= 0x10
+  npz.write_bytes(bytes(data))
+  with pytest.warns(UserWarning, match=f"{npz} (is unreadable|does not match)"):
+    _reload_equals_source(root)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_prepared_records_are_prepared_again(tmp_path, damage):
+  root = str(tmp_path)
+  _, npz, records = _digits_files(root)
+  npz.unlink()  # Force a read of the prepared records.
+  data = bytearray(records.read_bytes())
+  if damage == "truncate":
+    data = data[:len(data) // 2]
+  else:
+    data[len(data) // 3] ^= 0x01
+  records.write_bytes(bytes(data))
+  with pytest.warns(UserWarning, match="prepared data in .*metaopt_digits.*preparing digits "
+                                       "again from its source"):
+    _reload_equals_source(root)
+
+
+def test_a_read_only_empty_data_dir_says_how_to_choose_another(tmp_path, monkeypatch):
+  import os
+  root = tmp_path / "ro"
+  root.mkdir()
+  root.chmod(0o555)
+  if os.geteuid() == 0:  # root writes anywhere: make the write fail as it would.
+    def deny(*args, **kwargs):
+      raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(datasets.tempfile, "TemporaryFile", deny)
+  datasets._load.cache_clear()
+  try:
+    with pytest.raises(datasets.DataDirError) as err:
+      datasets.load("digits", str(root))
+  finally:
+    root.chmod(0o755)
+  msg = str(err.value)
+  assert f"data dir {root} is not writable" in msg and "METAOPT_DATA_DIR" in msg
+  assert not (root / "tfds" / "metaopt_digits").exists()
