@@ -27,8 +27,12 @@ import itertools
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+import jax
+import numpy as np
 import optax
 
+from metaopt import optimizers
+from metaopt.lopt import io
 from tasks.registry import unknown_name_message
 
 RULESETS = ("tuned", "self_tuning")
@@ -76,7 +80,6 @@ class Entrant:
     """The single config of a self-tuning entrant (stored with each run)."""
     if self.kind == "learned":
       return {"lopt": self.source, "fingerprint": self.fingerprint, "num_steps": int(steps)}
-    from metaopt import optimizers  # pylint: disable=import-outside-toplevel
     return dict(optimizers.spec(self.source).defaults)
 
   def split_config(self, config: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, Any]]:
@@ -97,13 +100,11 @@ class Entrant:
     """The optax transformation for one run (``hparams`` may be tracers)."""
     if self.kind == "learned":
       return self.lopt.transform(aux, num_steps=static.get("num_steps"), param_info=param_info)
-    from metaopt import optimizers  # pylint: disable=import-outside-toplevel
     return optimizers.get(self.source, **static, **hparams)
 
 
 def baseline(name: str, defaults_only: bool = False) -> Entrant:
   """A baseline entrant; tuned unless its spec is self-tuning or ``defaults_only``."""
-  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
   spec = optimizers.spec(name)  # Unknown names raise listing the known ones.
   self_tuning = defaults_only or spec.self_tuning
   label = f"{name}@defaults" if defaults_only and not spec.self_tuning else name
@@ -114,8 +115,6 @@ def baseline(name: str, defaults_only: bool = False) -> Entrant:
 def learned(name: str, lopt, theta, metadata: Optional[Dict[str, Any]] = None,
             source: Optional[str] = None) -> Entrant:
   """A learned-optimizer entrant from an in-memory ``(lopt, theta, metadata)``."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   metadata = dict(metadata or {})
   h = hashlib.sha256()
   for leaf in jax.tree_util.tree_leaves(theta):
@@ -134,7 +133,6 @@ def learned(name: str, lopt, theta, metadata: Optional[Dict[str, Any]] = None,
 
 def parse(spec: str) -> Entrant:
   """An entrant from a command-line spec (see module docstring)."""
-  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
   spec = spec.strip()
   if spec.endswith("@defaults"):
     return baseline(spec[:-len("@defaults")], defaults_only=True)
@@ -144,30 +142,19 @@ def parse(spec: str) -> Entrant:
   looks_learned = (spec.startswith("lopt:") or os.path.exists(lopt_spec)
                    or lopt_spec.endswith(".safetensors"))
   try:
-    from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
+    lopt, theta, metadata = io.load_meta_params(lopt_spec)
+  except (KeyError, FileNotFoundError, ValueError) as e:
     if looks_learned:
-      raise ValueError(f"Cannot load learned optimizer {spec!r}: metaopt.lopt.io is "
-                       f"unavailable ({e}).") from e
-    io = None
-  if io is not None:
-    try:
-      lopt, theta, metadata = io.load_meta_params(lopt_spec)
-    except (KeyError, FileNotFoundError, ValueError) as e:
-      if looks_learned:
-        raise
-      raise ValueError(
-          f"{unknown_name_message('optimizer', spec, optimizers.names())} Not a learned "
-          f"optimizer either ({e}). Use NAME, NAME@defaults, a shipped learned optimizer "
-          "name or a .safetensors path.") from e
-    label = os.path.splitext(os.path.basename(lopt_spec))[0]
-    return learned(label, lopt, theta, metadata, source=lopt_spec)
-  # Re-raise the baseline registry's error (it lists close matches).
-  return baseline(spec)
+      raise
+    raise ValueError(
+        f"{unknown_name_message('optimizer', spec, optimizers.names())} Not a learned "
+        f"optimizer either ({e}). Use NAME, NAME@defaults, a shipped learned optimizer "
+        "name or a .safetensors path.") from e
+  label = os.path.splitext(os.path.basename(lopt_spec))[0]
+  return learned(label, lopt, theta, metadata, source=lopt_spec)
 
 
 def all_baselines() -> List[str]:
-  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
   return list(optimizers.names())
 
 

@@ -17,6 +17,7 @@ import os
 import platform
 from typing import Any, Dict, List, Optional
 
+import jax
 import numpy as np
 
 from metaopt.eval import scoring
@@ -222,7 +223,6 @@ def per_task_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def machine_description() -> str:
-  import jax  # pylint: disable=import-outside-toplevel
   return (f"{platform.platform()}, {os.cpu_count()} CPU cores, python "
           f"{platform.python_version()}, jax {jax.__version__} on "
           f"{jax.devices()[0].platform}")

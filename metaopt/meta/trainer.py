@@ -31,10 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
 import tasks as task_registry
 from metaopt import checkpoint, inner
 from metaopt import lopt as lopt_lib
+from metaopt.lopt import io
 from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 from metaopt.meta import estimators as est_lib
 from metaopt.meta.config import MetaTrainConfig
@@ -347,7 +349,6 @@ class MetaTrainer:
     stop = _StopFlag()
     bar = None
     if progress and lead:
-      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
       bar = tqdm(total=cfg.outer.num_steps, initial=start, desc=cfg.run.name, unit="step")
     step, t_window, steps_window = start, time.perf_counter(), 0
     interrupted = False
@@ -432,7 +433,6 @@ class MetaTrainer:
     """Writes theta as ``<run_dir>/<name>.safetensors`` (loadable by ``metaopt.load``)."""
     if jax.process_index() != 0:
       return None
-    from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
     cfg = self.config
     path = os.path.join(cfg.run.run_dir, f"{cfg.run.name}.safetensors")
     io.save(path, self.lopt, theta, {
