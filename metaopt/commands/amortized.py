@@ -19,9 +19,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from metaopt import typed_config
 from metaopt.amortized import experiment
+
+
+def _fail(command: str, e: Exception) -> int:
+  """Bad arguments (unknown file, key, wrongly typed value): one line, exit status 2."""
+  print(f"metaopt amortized {command}: error: {e}", file=sys.stderr)
+  return 2
 
 
 def _config(args) -> experiment.ExperimentConfig:
@@ -31,7 +38,7 @@ def _config(args) -> experiment.ExperimentConfig:
   if args.config:
     return experiment.load_config(args.config, overrides)
   if not (args.method and args.problem):
-    raise SystemExit("Give --method and --problem (or a --config file). "
+    raise ValueError("Give --method and --problem (or a --config file). "
                      f"Methods: {', '.join(experiment.METHODS)}.")
   return typed_config.apply_overrides(experiment.ExperimentConfig(), overrides)
 
@@ -54,7 +61,7 @@ def _train(args):
   try:  # Fail on a bad method, problem or key before any work, without a traceback.
     config = _config(args)
   except (ValueError, KeyError, FileNotFoundError) as e:
-    raise SystemExit(f"metaopt amortized train: {e}") from None
+    return _fail("train", e)
   logger = MetricsLogger(args.out, config=config.to_dict(), mode=args.wandb,
                          name=f"amortized-{config.method}")
   result = experiment.train(config, callback=logger.log,
@@ -74,7 +81,7 @@ def _eval(args):
     config = typed_config.apply_overrides(
         config, [s if s.startswith("eval.") else f"eval.{s}" for s in args.set or []])
   except (FileNotFoundError, ValueError, KeyError) as e:
-    raise SystemExit(f"metaopt amortized eval: {e}") from None
+    return _fail("eval", e)
   _report(config, result, args.run, args.seed)
   return 0
 

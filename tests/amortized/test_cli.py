@@ -123,12 +123,21 @@ def test_config_values_and_typed_overrides():
                            ["train.stepz=3"])
 
 
-def test_bad_inputs_fail_clearly(tmp_path):
-  with pytest.raises(SystemExit, match="Did you mean train.steps"):
-    cli.main(["amortized", "train", "--method", "lista", "--problem",
-              "lasso_m64_n128_p0.1_snr40", "--set", "train.stepz=3", "--out", str(tmp_path)])
-  with pytest.raises(SystemExit, match="Unknown problem"):
-    cli.main(["amortized", "train", "--method", "lista", "--problem", "lasso_tiny",
-              "--out", str(tmp_path)])
-  with pytest.raises(SystemExit, match="written by"):
-    cli.main(["amortized", "eval", "--run", str(tmp_path / "nothing")])
+def test_bad_inputs_fail_clearly(tmp_path, capsys):
+  """Exit status 2 and one line naming the problem, no traceback."""
+  cases = [
+      (["train", "--method", "lista", "--problem", "lasso_m64_n128_p0.1_snr40", "--set",
+        "train.stepz=3"], "Did you mean train.steps"),
+      (["train", "--method", "lista", "--problem", "lasso_tiny"], "Unknown problem"),
+      (["train", "--config", str(tmp_path / "missing.py")], "missing.py' does not exist"),
+      (["train", "--config", os.path.join(ROOT, "configs", "amortized_lista.py"), "--set",
+        "train.steps=abc"], "'train.steps' expects int, got 'abc'"),
+      (["train", "--method", "lista"], "Give --method and --problem"),
+  ]
+  for argv, needle in cases:
+    assert cli.main(["amortized", *argv, "--out", str(tmp_path / "run")]) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metaopt amortized train: error:") and needle in err, err
+    assert len(err.splitlines()) == 1 and not os.path.exists(tmp_path / "run"), argv
+  assert cli.main(["amortized", "eval", "--run", str(tmp_path / "nothing")]) == 2
+  assert "written by" in capsys.readouterr().err
