@@ -31,7 +31,7 @@ import tasks as task_registry
 from metaopt import lopt as lopt_lib
 from metaopt import typed_config
 from metaopt.meta.estimators import ESTIMATORS, FULL_ES_LOSSES
-from metaopt.meta.truncation import SCHEDULES
+from metaopt.meta.truncation import TruncationSchedule
 from metaopt.meta.unroll import META_LOSSES
 
 OUTER_OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -56,34 +56,8 @@ def _check_positive(key: str, value: float) -> None:
     raise ValueError(f"{key} must be finite and > 0, got {value}.")
 
 
-@dataclasses.dataclass(frozen=True)
-class ScheduleConfig:
-  """Truncations of the inner runs.
-
-  Attributes:
-    name: truncation schedule (``SCHEDULES``): ``constant`` horizon, ``loguniform``
-      in ``[min_horizon, horizon]``, or ``never_ending``.
-    truncation_length: inner steps per outer step.
-    horizon: inner-run length (maximum for ``loguniform``).
-    min_horizon: smallest horizon of ``loguniform``.
-    random_offsets: desynchronize restarts of the in-flight tasks.
-  """
-  name: str = "constant"
-  truncation_length: int = 20
-  horizon: int = 200
-  min_horizon: int = 0
-  random_offsets: bool = True
-
-  def __post_init__(self):
-    _check_choice("schedule.name", self.name, SCHEDULES)
-    _check_at_least("schedule", self, ("truncation_length", "horizon"), 1)
-    _check_at_least("schedule", self, ("min_horizon",), 0)
-    if self.horizon < self.truncation_length:
-      raise ValueError(f"schedule.horizon ({self.horizon}) must be >= schedule.truncation_length "
-                       f"({self.truncation_length}); raise the horizon or shorten the truncation.")
-    if self.min_horizon > self.horizon:
-      raise ValueError(f"schedule.min_horizon ({self.min_horizon}) must be <= schedule.horizon "
-                       f"({self.horizon}).")
+#: The ``schedule`` section is the truncation schedule itself.
+ScheduleConfig = TruncationSchedule
 
 
 @dataclasses.dataclass(frozen=True)

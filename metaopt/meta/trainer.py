@@ -40,7 +40,6 @@ from metaopt.lopt import io
 from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 from metaopt.meta import estimators as est_lib
 from metaopt.meta.config import MetaTrainConfig
-from metaopt.meta.truncation import TruncationSchedule
 from metaopt.meta.unroll import InnerProblem, shared_data, train_curve
 
 #: Metrics that are counts (summed over gradient-accumulation micro-steps).
@@ -178,10 +177,7 @@ class MetaTrainer:
         jax.random.split(key, 6))
     self.static = self.family.sample_static(k_static)
     self.data = shared_data(self.family, self.static, k_data)
-    sched = config.schedule
-    schedule = TruncationSchedule(sched.name, sched.truncation_length, sched.horizon,
-                                  sched.min_horizon, sched.random_offsets)
-    self.problem = InnerProblem(self.family, self.static, self.lopt, schedule,
+    self.problem = InnerProblem(self.family, self.static, self.lopt, config.schedule,
                                 config.estimator.meta_loss)
     self.estimator = make_estimator(config, self.problem)
     self.outer = make_outer_optimizer(config)

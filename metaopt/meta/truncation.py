@@ -31,36 +31,41 @@ NEVER = 2**30
 
 @dataclasses.dataclass(frozen=True)
 class TruncationSchedule:
-  """Samples inner-run horizons and initial step offsets.
+  """Samples inner-run horizons and initial step offsets; also the ``schedule``
+  section of a meta-training config (``--set schedule.horizon=500``).
 
   Attributes:
-    kind: one of ``SCHEDULES``.
+    name: one of ``SCHEDULES``.
     truncation_length: inner steps per truncation (per outer step).
     horizon: (maximum) inner-run length in steps.
     min_horizon: smallest horizon of ``loguniform`` (raised to ``truncation_length``).
     random_offsets: start the first run of each task at a random step.
   """
-  kind: str = "constant"
+  name: str = "constant"
   truncation_length: int = 20
   horizon: int = 200
   min_horizon: int = 0
   random_offsets: bool = True
 
   def __post_init__(self):
-    if self.kind not in SCHEDULES:
-      raise ValueError(f"Unknown truncation schedule {self.kind!r}; known: {SCHEDULES}.")
+    if self.name not in SCHEDULES:
+      raise ValueError(f"Unknown truncation schedule {self.name!r}; known: {SCHEDULES}.")
     if self.truncation_length < 1:
-      raise ValueError(f"truncation_length must be >= 1, got {self.truncation_length}.")
-    if self.kind != "never_ending" and self.horizon < self.truncation_length:
+      raise ValueError(f"schedule.truncation_length must be >= 1, got "
+                       f"{self.truncation_length}.")
+    if self.name != "never_ending" and self.horizon < self.truncation_length:
       raise ValueError(
-          f"horizon ({self.horizon}) must be >= truncation_length "
-          f"({self.truncation_length}); raise horizon or shorten the truncation.")
+          f"schedule.horizon ({self.horizon}) must be >= schedule.truncation_length "
+          f"({self.truncation_length}); raise the horizon or shorten the truncation.")
+    if not 0 <= self.min_horizon <= max(self.horizon, 0):
+      raise ValueError(f"schedule.min_horizon ({self.min_horizon}) must be in "
+                       f"[0, schedule.horizon ({self.horizon})].")
 
   def sample_horizon(self, key: jax.Array) -> jax.Array:
     """int32 scalar horizon of a new inner run."""
-    if self.kind == "constant":
+    if self.name == "constant":
       return jnp.asarray(self.horizon, jnp.int32)
-    if self.kind == "never_ending":
+    if self.name == "never_ending":
       return jnp.asarray(NEVER, jnp.int32)
     lo = max(self.min_horizon, self.truncation_length)
     u = jax.random.uniform(key, (), jnp.float32, jnp.log(float(lo)), jnp.log(float(self.horizon)))
@@ -68,6 +73,6 @@ class TruncationSchedule:
 
   def initial_step(self, key: jax.Array, horizon: jax.Array) -> jax.Array:
     """int32 scalar starting step of the first run of an in-flight task."""
-    if not self.random_offsets or self.kind == "never_ending":
+    if not self.random_offsets or self.name == "never_ending":
       return jnp.zeros((), jnp.int32)
     return jax.random.randint(key, (), 0, horizon, jnp.int32)

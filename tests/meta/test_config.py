@@ -55,7 +55,7 @@ def test_nested_overrides_are_typed():
     ("estimator.sigma=True", r"'estimator.sigma' expects float"),
     ("lopt_config.hidden_sizes=(16, 'a')", r"'lopt_config.hidden_sizes\[1\]' expects int"),
     ("estimator.mix_weights={'pes': 'x'}", r"'estimator.mix_weights.pes' expects float"),
-    ("schedule=3", r"'schedule' expects a ScheduleConfig"),
+    ("schedule=3", r"'schedule' expects a TruncationSchedule"),
 ])
 def test_wrong_types_name_the_key_and_type(override, match):
   with pytest.raises(ValueError, match=match):
