@@ -133,6 +133,15 @@ def random_seed(key: jax.Array) -> jax.Array:
   return jax.random.bits(key, (), jnp.uint32)
 
 
+def sample_seeds_and_scale(key: jax.Array, init_scale_range: Tuple[float, float]
+                           ) -> Dict[str, jax.Array]:
+  """The dynamic part shared by the model families: ``init_seed`` and ``data_seed``
+  (uint32) and ``init_scale`` (float32, log-uniform on ``init_scale_range``)."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  return {"init_seed": random_seed(k1), "data_seed": random_seed(k2),
+          "init_scale": log_uniform(k3, *init_scale_range)}
+
+
 def log_uniform(key: jax.Array, low: float, high: float) -> jax.Array:
   """A float32 scalar log-uniformly distributed on ``[low, high]``."""
   u = jax.random.uniform(key, (), jnp.float32)

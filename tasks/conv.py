@@ -161,9 +161,7 @@ def conv_family(dataset: str = "digits", channel_choices: Sequence[int] = (8, 16
 
   def sample_dynamic(key, static):
     del static
-    k1, k2, k3 = jax.random.split(key, 3)
-    return {"init_seed": common.random_seed(k1), "data_seed": common.random_seed(k2),
-            "init_scale": common.log_uniform(k3, lo, hi)}
+    return common.sample_seeds_and_scale(key, (lo, hi))
 
   def make_task(static, dynamic):
     return build_conv_task(f"{name}/{default_name(dataset, static.channels)}", data,

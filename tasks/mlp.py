@@ -239,9 +239,7 @@ def mlp_family(dataset: str = "digits", widths: Sequence[int] = (32, 64, 128),
 
   def sample_dynamic(key, static):
     del static
-    k1, k2, k3 = jax.random.split(key, 3)
-    return {"init_seed": common.random_seed(k1), "data_seed": common.random_seed(k2),
-            "init_scale": common.log_uniform(k3, lo, hi)}
+    return common.sample_seeds_and_scale(key, (lo, hi))
 
   def make_task(static, dynamic):
     task_name = f"{name}/{default_name(dataset, static.hidden, parametrization)}_{static.activation}"

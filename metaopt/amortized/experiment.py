@@ -45,21 +45,23 @@ from tasks.problems import Problem, get_problem, problem_names
 METHODS = tuple(lista.VARIANTS) + ("amortized", "math_l2o")
 
 
+#: The ``train`` section's dataclass and the result type of each method family.
+_CLASSES = {"lista": (lista.LISTAConfig, lista.LISTAResult),
+            "amortized": (amortize.AmortizedConfig, amortize.AmortizedResult),
+            "math_l2o": (unroll.UnrollConfig, unroll.UnrollResult)}
+
+
+def _classes(method: str):
+  return _CLASSES["lista" if method in lista.VARIANTS else method]
+
+
 def train_config_class(method: str) -> type:
   """The ``train`` section's dataclass of ``method``."""
-  if method in lista.VARIANTS:
-    return lista.LISTAConfig
-  if method == "amortized":
-    return amortize.AmortizedConfig
-  return unroll.UnrollConfig
+  return _classes(method)[0]
 
 
 def result_class(method: str) -> type:
-  if method in lista.VARIANTS:
-    return lista.LISTAResult
-  if method == "amortized":
-    return amortize.AmortizedResult
-  return unroll.UnrollResult
+  return _classes(method)[1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -228,6 +228,16 @@ def machine_description() -> str:
           f"{jax.devices()[0].platform}")
 
 
+def _finish(plt, fig, ax, out_dir: str, file_name: str) -> str:
+  """Grid, legend outside the axes, saved as ``out_dir/file_name``; returns the name."""
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, file_name))
+  plt.close(fig)
+  return file_name
+
+
 def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
   """PNG per task (median running-min smoothed train loss) + performance profiles."""
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -250,13 +260,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     ax.set_xlabel("step")
     ax.set_ylabel("running-min smoothed train loss")
     ax.set_title(f"{t['task']} (median over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    p = f"curves_{t['task']}.png"
-    fig.savefig(os.path.join(out_dir, p))
-    plt.close(fig)
-    paths[t["task"]] = p
+    paths[t["task"]] = _finish(plt, fig, ax, out_dir, f"curves_{t['task']}.png")
   r_max = lb["suite"]["r_max"]
   taus = np.linspace(1.0, r_max, 301)
   for label_key, title in (("steps", "steps to target"), ("time", "wall-clock time to target")):
@@ -271,13 +275,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     ax.set_ylabel("fraction of tasks with r <= tau")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Performance profile, {title} (all optimizers)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    p = f"profile_{label_key}.png"
-    fig.savefig(os.path.join(out_dir, p))
-    plt.close(fig)
-    paths[f"profile_{label_key}"] = p
+    paths[f"profile_{label_key}"] = _finish(plt, fig, ax, out_dir, f"profile_{label_key}.png")
   return paths
 
 
