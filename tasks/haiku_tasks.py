@@ -18,8 +18,10 @@ uniformly with replacement, as every built-in task draws them) and returns what
 array}}`` over the four ``SPLITS`` (or a dataset name from ``tasks.datasets``).
 Functions using haiku's random numbers (dropout) get the loss key as their ``rng``.
 
-Built-in tasks (``tasks.mlp``, ``tasks.conv``...) are written by hand in plain jax;
-``benchmarks/haiku_task_step.py`` compares the step time of the two forms.
+Built-in tasks (``tasks.mlp``, ``tasks.conv``...) are written by hand in plain jax, not
+for speed: ``benchmarks/haiku_task_step.py`` measures the same step time for the two
+forms (see benchmarks/RESULTS.md), but the hand-written ones state their μP contract
+(``param_info``), init scale and seeds explicitly, which families sample.
 """
 
 from __future__ import annotations
