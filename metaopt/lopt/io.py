@@ -19,7 +19,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
@@ -119,6 +119,16 @@ def save(path, lopt: base.LearnedOptimizer, theta, metadata: Optional[Mapping[st
       os.unlink(tmp)
     raise
   return path
+
+
+def remove_stale_temporaries(path) -> List[str]:
+  """Deletes the temporary files that a ``save`` to ``path`` killed before its rename
+  left beside it; returns their paths."""
+  path = pathlib.Path(path)
+  stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+  for tmp in stale:
+    tmp.unlink(missing_ok=True)
+  return [str(t) for t in stale]
 
 
 def _read(path: pathlib.Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:

@@ -328,6 +328,9 @@ class MetaTrainer:
     """Meta-trains to ``config.outer.num_steps`` (resuming from the latest checkpoint)."""
     cfg = self.config
     lead = jax.process_index() == 0
+    if lead:  # A kill while exporting leaves a temporary file (checkpoints: orbax cleans).
+      for stale in io.remove_stale_temporaries(self.export_path):
+        warnings.warn(f"removed {stale}, left by an interrupted export", stacklevel=2)
     restored = self.restore()
     state, wall, compile_time = restored if restored else (self.init_state(), 0.0, None)
     start = int(_to_host(state.step))
@@ -425,12 +428,16 @@ class MetaTrainer:
                   os.path.join(self.config.run.run_dir, "eval_loss.png"),
                   title=f"{self.config.run.name}: held-out final training loss")
 
+  @property
+  def export_path(self) -> str:
+    return os.path.join(self.config.run.run_dir, f"{self.config.run.name}.safetensors")
+
   def export(self, theta, wall_time: float) -> Optional[str]:
     """Writes theta as ``<run_dir>/<name>.safetensors`` (loadable by ``metaopt.load``)."""
     if jax.process_index() != 0:
       return None
     cfg = self.config
-    path = os.path.join(cfg.run.run_dir, f"{cfg.run.name}.safetensors")
+    path = self.export_path
     io.save(path, self.lopt, theta, {
         "trained_on": [cfg.family],
         # Outer steps, held-out evaluations and one compilation, on every device.

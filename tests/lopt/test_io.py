@@ -148,3 +148,14 @@ def test_unknown_name_lists_shipped(tmp_path):
     metaopt.load("nope")
   with pytest.raises(FileNotFoundError):
     metaopt.load(str(tmp_path / "missing.safetensors"))
+
+
+def test_remove_stale_temporaries_of_a_killed_save(tmp_path):
+  target = tmp_path / "theta.safetensors"
+  stale = tmp_path / ".theta.safetensors.abc123.tmp"
+  stale.write_bytes(b"half written")
+  other = tmp_path / ".other.safetensors.x.tmp"  # Another file's temporary: kept.
+  other.write_bytes(b"")
+  assert io.remove_stale_temporaries(target) == [str(stale)]
+  assert not stale.exists() and other.exists()
+  assert io.remove_stale_temporaries(tmp_path / "missing_dir" / "x.safetensors") == []
