@@ -16,8 +16,9 @@ Naming scheme (names are stable; a changed definition gets a new name with a
   are named ``<family>/<task name>``.
 """
 
-from tasks.base import (SPLITS, ParamInfo, Task, TaskConfig, TaskFamily, abstract_params,
-                        fixed_family, log_normalizer, make_normalizer, num_params)
+from tasks.base import (ARCHITECTURES, SPLITS, SYNTHETIC, ParamInfo, Task, TaskConfig,
+                        TaskFamily, abstract_params, fixed_family, log_normalizer,
+                        make_normalizer, num_params)
 from tasks.registry import (DuplicateNameError, Registry, UnknownNameError, family_names, get,
                             get_family, names, register_family, register_task, task_names,
                             unknown_name_message, unregister_task)

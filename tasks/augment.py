@@ -22,6 +22,9 @@ the very task ``family.sample(key)`` gives.
 * ``gradient_noise``: a ``jax.custom_vjp`` whose backward pass adds ``N(0, scale^2)``
   noise to every gradient entry, drawn from the loss ``key`` (same key, same noise).
 
+``Task.error_rate`` follows the loss: it sees the reparameterized weights, the
+reduced batch and the bfloat16 casts; the gradient maps leave it unchanged.
+
 Configs name augmentations as data: ``apply(task_or_family, [{"name":
 "reparameterize", "level": "tensor"}, "bfloat16"])`` applies them in order.
 
@@ -141,7 +144,11 @@ def reparameterize_with(task: Task, scales, suffix: str = "reparam") -> Task:
   def loss(params, batch, key):
     return task.loss(scale(params), batch, key)
 
-  return _rename(task, suffix, init=init, loss=loss)
+  def error_rate(params, batch, key):
+    return task.error_rate(scale(params), batch, key)
+
+  return _rename(task, suffix, init=init, loss=loss,
+                 error_rate=None if task.error_rate is None else error_rate)
 
 
 def reparameterize(x: TaskOrFamily, level: str = "tensor",
@@ -237,7 +244,11 @@ def _bfloat16_task(task: Task) -> Task:
   def loss(params, batch, key):
     return task.loss(_to_bf16(params), _to_bf16(batch), key).astype(jnp.float32)
 
-  return _rename(task, "bf16", loss=loss)
+  def error_rate(params, batch, key):
+    return task.error_rate(_to_bf16(params), _to_bf16(batch), key).astype(jnp.float32)
+
+  return _rename(task, "bf16", loss=loss,
+                 error_rate=None if task.error_rate is None else error_rate)
 
 
 def bfloat16(x: TaskOrFamily) -> TaskOrFamily:

@@ -8,6 +8,9 @@ A Task is a bundle of pure functions over pytrees:
   task's in-memory ``data`` pytree (or generates it), so a whole inner unroll lives in
   one ``lax.scan``. ``data`` is an explicit argument, never a closure: XLA would
   otherwise embed the whole dataset as a constant in every compiled program.
+* ``error_rate(params, batch, key) -> scalar`` (classification tasks only): the
+  mean classification error in [0, 1] on a batch of the ``loss``'s format, for
+  error-rate targets (AlgoPerf); ``None`` for tasks without classes.
 * ``normalize_loss(loss) -> loss`` maps the raw loss to a comparable range (roughly
   [0, 1] at initialisation for classification) with NaN / divergence clipped, so
   losses of different tasks can be averaged during meta-training.
@@ -33,6 +36,16 @@ Params = Any
 Batch = Any
 
 SPLITS = ("train", "inner_valid", "outer_valid", "test")
+
+#: The vocabulary of ``metadata["architecture"]`` (reports group tasks by it):
+#: ``linear`` is logistic regression, ``classic_function`` the closed-form test
+#: functions (Rosenbrock...), ``sparse_problem`` LASSO / L1-regularised problems,
+#: ``problem`` the other composite problem families of ``tasks.problems``.
+ARCHITECTURES = ("mlp", "conv", "transformer", "linear", "quadratic", "classic_function",
+                 "sparse_problem", "problem")
+
+#: ``metadata["dataset"]`` of tasks whose data is generated (no ``tasks.datasets`` name).
+SYNTHETIC = "synthetic"
 
 #: The roles a parameter tensor plays in the task-to-optimizer contract (μP).
 ROLES = ("input", "hidden", "output", "bias", "scalar")
@@ -82,7 +95,13 @@ class Task:
     param_info: optional ``params -> pytree of ParamInfo`` (same structure as the
       params), the explicit μP contract. ``None`` means "unknown": μP optimizers
       then refuse the task with a clear error.
-    metadata: free-form description (dataset, architecture) for reports.
+    metadata: description for reports and the leaderboard: every registered task has
+      ``"dataset"`` (a ``tasks.datasets`` name or ``"synthetic"``) and
+      ``"architecture"`` (one of ``ARCHITECTURES``); members of a family also
+      ``"family"``.
+    error_rate: optional ``(params, batch, key) -> scalar``, the mean classification
+      error in [0, 1] of ``params`` on ``batch`` (same batch format as ``loss``);
+      ``None`` for tasks that are not classifiers (quadratics, regression...).
   """
   name: str
   init: Callable[[PRNGKey], Params]
@@ -93,6 +112,7 @@ class Task:
   normalize_loss: Callable[[jax.Array], jax.Array]
   param_info: Optional[Callable[[Params], Any]] = None
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  error_rate: Optional[Callable[[Params, Batch, PRNGKey], jax.Array]] = None
 
   def batches(self, split: str, seed: int = 0) -> Iterator[Batch]:
     """Python iterator of batches of ``split``, deterministic per ``seed``."""

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks import common
-from tasks.base import ParamInfo, Task, TaskFamily, log_normalizer
+from tasks.base import SYNTHETIC, ParamInfo, Task, TaskFamily, log_normalizer
 from tasks.registry import register_family, register_task
 
 
@@ -138,7 +138,7 @@ def build_classic_task(name: str, function: str, dim: int, init_seed: Any = None
     del batch, key
     return f.fn(params["x"])
 
-  meta = {"architecture": "classic", "function": function, "dim": dim, "minimum": f.minimum,
+  meta = {"architecture": "classic_function", "dataset": SYNTHETIC, "function": function, "dim": dim, "minimum": f.minimum,
           "minimizer": f.minimizer(dim).tolist(), "num_params": dim}
   meta.update(metadata or {})
   return Task(name=name, init=init, loss=loss, data={}, batch=lambda data, key, split: {},
@@ -179,7 +179,8 @@ def classic_family(function: str = "rosenbrock", dim: Optional[int] = None,
                               metadata={"family": name})
 
   return TaskFamily(name, lambda key: dim, sample_dynamic, make_task,
-                    {"function": function, "dim": dim, "init_scale_range": (lo, hi)})
+                    {"architecture": "classic_function", "dataset": SYNTHETIC,
+                     "function": function, "dim": dim, "init_scale_range": (lo, hi)})
 
 
 _REGISTERED = [("rosenbrock", 2), ("rosenbrock", 10), ("rastrigin", 10), ("ackley", 10),

@@ -110,6 +110,14 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
 
+def classification_error(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean error rate in [0, 1] (float32) of ``logits (..., C)`` against integer
+  ``labels (...)``: the fraction whose arg-max class is not the label (ties go to the
+  lowest class index, as ``argmax``)."""
+  wrong = jnp.argmax(logits, axis=-1) != labels
+  return jnp.mean(wrong.astype(jnp.float32))
+
+
 def classification_normalizer(n_classes: int) -> Callable[[jax.Array], jax.Array]:
   """Normalized loss 1 at chance (``log(num_classes)``), clipped at 1.5."""
   return make_normalizer(math.log(n_classes))

@@ -5,7 +5,7 @@ flatten -> dense -> logits (B, classes)``. Stride-2 convolutions instead of pool
 keep the net cheap on CPU (28x28 -> 14x14 -> 7x7); the flattened readout (rather than
 a global mean) keeps the spatial layout, so the net trains quickly. Images are scaled to
 [0, 1] float32 inside ``Task.batch`` (the data stays uint8). Loss: mean softmax
-cross-entropy.
+cross-entropy; ``error_rate``: fraction of mis-classified examples.
 
 Params: ``{"conv_i": {"w": (3, 3, c_in, c_out), "b": (c_out,)}, "readout": {"w":
 (h_out * w_out * c_last, classes), "b": (classes,)}}``; weights truncated normal with variance
@@ -105,6 +105,11 @@ def build_conv_task(name: str, data, channels: Sequence[int], activation: str = 
     return common.softmax_cross_entropy(conv_forward(params, batch["image"], activation),
                                         batch["label"])
 
+  def error_rate(params, batch, key):
+    del key
+    return common.classification_error(conv_forward(params, batch["image"], activation),
+                                       batch["label"])
+
   def batch(data, key, split):
     rows = common.sample_rows(data[split], common.seed_key(key, data_seed), batch_size)
     return {"image": common.image_to_float(rows["image"]), "label": rows["label"]}
@@ -119,7 +124,7 @@ def build_conv_task(name: str, data, channels: Sequence[int], activation: str = 
       abstract_batch={"image": jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32),
                       "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)},
       normalize_loss=common.classification_normalizer(n_classes),
-      param_info=conv_param_info, metadata=meta)
+      param_info=conv_param_info, metadata=meta, error_rate=error_rate)
 
 
 def default_name(dataset: str, channels: Sequence[int]) -> str:
@@ -170,7 +175,8 @@ def conv_family(dataset: str = "digits", channel_choices: Sequence[int] = (8, 16
                            metadata={"dataset": dataset, "family": name})
 
   return TaskFamily(name, sample_static, sample_dynamic, make_task,
-                    {"dataset": dataset, "channel_choices": tuple(channel_choices),
+                    {"architecture": "conv", "dataset": dataset,
+                     "channel_choices": tuple(channel_choices),
                      "depth": depth, "init_scale_range": (lo, hi), "batch_size": batch_size})
 
 

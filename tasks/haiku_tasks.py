@@ -91,7 +91,8 @@ def dense_param_info(params) -> Any:
 def from_haiku(name: str, forward: Forward, loss_fn: LossFn, data, batch_size: int,
                normalize_loss: Optional[Callable[[jax.Array], jax.Array]] = None,
                param_info: Optional[Callable[[Any], Any]] = None,
-               metadata: Optional[Mapping[str, Any]] = None, init_seed=None) -> Task:
+               metadata: Optional[Mapping[str, Any]] = None, init_seed=None,
+               error_fn: Optional[LossFn] = None) -> Task:
   """A ``Task`` from a haiku model.
 
   Args:
@@ -108,6 +109,9 @@ def from_haiku(name: str, forward: Forward, loss_fn: LossFn, data, batch_size: i
     metadata: e.g. ``{"dataset": ..., "architecture": ...}`` (read by reports and the
       leaderboard's leakage guard).
     init_seed: int or traced uint32 folded into the init key (a family's dynamic part).
+    error_fn: optional ``(outputs, batch) -> scalar`` mean classification error in
+      [0, 1] (e.g. ``lambda logits, b: tasks.common.classification_error(logits,
+      b["label"])``); becomes ``Task.error_rate``. ``None``: the task has none.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -126,6 +130,9 @@ def from_haiku(name: str, forward: Forward, loss_fn: LossFn, data, batch_size: i
   def loss(params, batch, key):
     return jnp.asarray(loss_fn(model.apply(params, key, batch), batch), jnp.float32)
 
+  def error_rate(params, batch, key):
+    return jnp.asarray(error_fn(model.apply(params, key, batch), batch), jnp.float32)
+
   if normalize_loss is None:
     if "label" in data["train"]:
       normalize_loss = classification_normalizer(num_classes(data))
@@ -135,20 +142,22 @@ def from_haiku(name: str, forward: Forward, loss_fn: LossFn, data, batch_size: i
       normalize_loss = make_normalizer(max(abs(float(first)), 1e-8))
   return Task(name=name, init=init, loss=loss, data=data, batch=batch,
               abstract_batch=abstract_batch, normalize_loss=normalize_loss,
-              param_info=param_info, metadata=dict(metadata or {}))
+              param_info=param_info, metadata=dict(metadata or {}),
+              error_rate=None if error_fn is None else error_rate)
 
 
 def from_haiku_family(name: str, make_forward: Callable[[Hashable], Forward],
                       loss_fn: LossFn, data, batch_size: int, statics: Sequence[Hashable],
                       param_info: Optional[Callable[[Any], Any]] = None,
-                      metadata: Optional[Mapping[str, Any]] = None) -> TaskFamily:
+                      metadata: Optional[Mapping[str, Any]] = None,
+                      error_fn: Optional[LossFn] = None) -> TaskFamily:
   """A family of haiku tasks over model hyper-parameters.
 
   ``statics`` lists the hyper-parameter settings (hashable: a width, a tuple of
   widths, a dict turned into a tuple...) that decide shapes; ``make_forward(static)``
   builds the model for one. A sampled task draws one static setting (shared by a
   vmapped batch of tasks) and a random init seed (its dynamic part, different per
-  task).
+  task). ``param_info``, ``metadata`` and ``error_fn`` are as in ``from_haiku``.
   """
   statics = list(statics)
   if not statics:
@@ -170,8 +179,9 @@ def from_haiku_family(name: str, make_forward: Callable[[Hashable], Forward],
 
   def make_task(static, seed):
     return from_haiku(f"{name}/{static}", model_for(static), loss_fn, data, batch_size,
-                      normalize_loss=normalize, param_info=param_info, metadata=metadata,
-                      init_seed=seed)
+                      normalize_loss=normalize, param_info=param_info,
+                      metadata={**(metadata or {}), "family": name}, init_seed=seed,
+                      error_fn=error_fn)
 
   return TaskFamily(name, sample_static, lambda key, static: random_seed(key), make_task,
                     metadata=dict(metadata or {}))

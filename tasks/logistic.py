@@ -11,6 +11,9 @@ different stream). Larger ``separability`` means cleaner labels and a larger opt
 ``||w||`` (slower, worse-conditioned optimization). Params ``{"w": (D,), "b": ()}``;
 loss mean binary cross-entropy on logits ``x'w + b``.
 
+``error_rate`` (both kinds): the fraction of examples whose predicted class (arg-max
+logit; positive logit for the binary tasks) is not the label.
+
 ``param_info``: ``w`` is the readout (``output``, fan_in ``D``), ``b`` a ``bias``.
 """
 
@@ -23,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tasks import common
-from tasks.base import ParamInfo, Task, TaskFamily, make_normalizer
+from tasks.base import SYNTHETIC, ParamInfo, Task, TaskFamily, make_normalizer
 from tasks.registry import register_family, register_task
 
 
@@ -47,6 +50,10 @@ def logistic_task(dataset: str = "digits", batch_size: int = 128, l2: float = 0.
     return (common.softmax_cross_entropy(logits, batch["label"])
             + 0.5 * l2 * jnp.sum(params["w"] ** 2))
 
+  def error_rate(params, batch, key):
+    del key
+    return common.classification_error(batch["x"] @ params["w"] + params["b"], batch["label"])
+
   def batch(data, key, split):
     return common.flat_classification_batch(data, key, split, batch_size)
 
@@ -57,9 +64,10 @@ def logistic_task(dataset: str = "digits", batch_size: int = 128, l2: float = 0.
       normalize_loss=common.classification_normalizer(n_classes),
       param_info=lambda params: {"w": ParamInfo("output", dim, n_classes),
                                  "b": ParamInfo("bias", 1, n_classes)},
-      metadata={"architecture": "logistic", "dataset": dataset, "l2": l2,
+      metadata={"architecture": "linear", "dataset": dataset, "l2": l2,
                 "batch_size": batch_size, "num_classes": n_classes,
-                "num_params": dim * n_classes + n_classes})
+                "num_params": dim * n_classes + n_classes},
+      error_rate=error_rate)
 
 
 def teacher(dim: int, teacher_seed: Any) -> jax.Array:
@@ -84,6 +92,11 @@ def build_synthetic_task(name: str, dim: int, separability: Any, teacher_seed: A
     y = batch["label"].astype(jnp.float32)
     return -jnp.mean(y * jax.nn.log_sigmoid(logits) + (1 - y) * jax.nn.log_sigmoid(-logits))
 
+  def error_rate(params, batch, key):
+    del key
+    predicted = (batch["x"] @ params["w"] + params["b"]) > 0
+    return jnp.mean((predicted != (batch["label"] > 0)).astype(jnp.float32))
+
   def batch(data, key, split):
     del data
     key = jax.random.fold_in(common.seed_key(key, data_seed), common.SPLIT_IDS[split])
@@ -92,7 +105,7 @@ def build_synthetic_task(name: str, dim: int, separability: Any, teacher_seed: A
     label = jax.random.bernoulli(ky, jax.nn.sigmoid(separability * (x @ u)))
     return {"x": x, "label": label.astype(jnp.int32)}
 
-  meta = {"architecture": "logistic", "dataset": "synthetic", "dim": dim,
+  meta = {"architecture": "linear", "dataset": SYNTHETIC, "dim": dim,
           "batch_size": batch_size, "num_classes": 2, "num_params": dim + 1}
   meta.update(metadata or {})
   return Task(
@@ -102,7 +115,7 @@ def build_synthetic_task(name: str, dim: int, separability: Any, teacher_seed: A
       normalize_loss=make_normalizer(math.log(2.0)),
       param_info=lambda params: {"w": ParamInfo("output", dim, 1),
                                  "b": ParamInfo("bias", 1, 1)},
-      metadata=meta)
+      metadata=meta, error_rate=error_rate)
 
 
 def synthetic_logistic_task(dim: int = 32, separability: float = 4.0, seed: int = 0,
@@ -137,7 +150,8 @@ def synthetic_logistic_family(dims: Sequence[int] = (8, 32, 128),
                                 dynamic["data_seed"], batch_size, metadata={"family": name})
 
   return TaskFamily(name, lambda key: int(common.choice(key, tuple(dims))), sample_dynamic,
-                    make_task, {"dims": tuple(dims), "separability_range": (lo, hi),
+                    make_task, {"architecture": "linear", "dataset": SYNTHETIC,
+                                "dims": tuple(dims), "separability_range": (lo, hi),
                                 "batch_size": batch_size})
 
 

@@ -2,7 +2,8 @@
 
 Model: ``x (B, D) -> [dense -> activation] * depth -> dense -> logits (B, C)``, with
 images flattened and scaled to [0, 1] inside ``Task.batch`` (the data stays uint8 on
-device). Loss: mean softmax cross-entropy. Params are a dict
+device). Loss: mean softmax cross-entropy; ``error_rate``: fraction of
+mis-classified examples. Params are a dict
 ``{"linear_0": {"w": (D, h0), "b": (h0,)}, ..., "linear_<depth>": {"w": (h_last, C),
 "b": (C,)}}``.
 
@@ -146,6 +147,11 @@ def build_mlp_task(name: str, data, hidden: Sequence[int], activation: str = "re
     logits = mlp_forward(params, batch["x"], activation, mult)
     return common.softmax_cross_entropy(logits, batch["label"])
 
+  def error_rate(params, batch, key):
+    del key
+    logits = mlp_forward(params, batch["x"], activation, mult)
+    return common.classification_error(logits, batch["label"])
+
   def batch(data, key, split):
     return common.flat_classification_batch(data, common.seed_key(key, data_seed), split,
                                             batch_size)
@@ -159,7 +165,7 @@ def build_mlp_task(name: str, data, hidden: Sequence[int], activation: str = "re
   return Task(name=name, init=init, loss=loss, data=data, batch=batch,
               abstract_batch=common.abstract_flat_classification_batch(data, batch_size),
               normalize_loss=common.classification_normalizer(n_classes),
-              param_info=mlp_param_info, metadata=meta)
+              param_info=mlp_param_info, metadata=meta, error_rate=error_rate)
 
 
 def default_name(dataset: str, hidden: Sequence[int], parametrization: str) -> str:
@@ -248,7 +254,7 @@ def mlp_family(dataset: str = "digits", widths: Sequence[int] = (32, 64, 128),
                           data_seed=dynamic["data_seed"], init_scale=dynamic["init_scale"],
                           metadata={"dataset": dataset, "family": name}, n_classes=n_classes)
 
-  meta = {"dataset": dataset, "widths": tuple(widths), "depths": tuple(depths),
+  meta = {"architecture": "mlp", "dataset": dataset, "widths": tuple(widths), "depths": tuple(depths),
           "activations": tuple(activations), "parametrization": parametrization,
           "init_scale_range": (lo, hi), "batch_size": batch_size}
   return TaskFamily(name, sample_static, sample_dynamic, make_task, meta)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks import registry
-from tasks.base import ParamInfo, Task, TaskFamily, log_normalizer
+from tasks.base import SYNTHETIC, ParamInfo, Task, TaskFamily, log_normalizer
 
 Instance = Dict[str, jax.Array]
 
@@ -98,8 +98,8 @@ class Problem:
         name=self.name,
         sample_static=lambda key: None,
         sample_dynamic=lambda key, static: key,
-        make_task=lambda static, key: self._task(key, self.name),
-        metadata=dict(self.metadata))
+        make_task=lambda static, key: self._task(key, self.name, family=self.name),
+        metadata=self.task_metadata())
 
   @property
   def l2o_family_name(self) -> str:
@@ -116,11 +116,21 @@ class Problem:
         sample_static=lambda key: None,
         sample_dynamic=lambda key, static: self.split_key(key, "train"),
         make_task=lambda static, key: self._task(key, self.l2o_family_name,
-                                                 smooth_train=True),
-        metadata=dict(self.metadata))
+                                                 smooth_train=True,
+                                                 family=self.l2o_family_name),
+        metadata=self.task_metadata())
+
+  def task_metadata(self) -> Dict[str, Any]:
+    """Metadata of the problem's tasks and families: ``architecture``
+    ``"sparse_problem"`` for an ``l1``-regularised problem, else ``"problem"``;
+    ``dataset`` ``"synthetic"`` (instances are generated); ``self.metadata`` may
+    override either."""
+    return {"architecture": "sparse_problem" if self.l1 else "problem",
+            "dataset": SYNTHETIC, "problem": self.name, "dim": self.dim, "l1": self.l1,
+            **self.metadata}
 
   def _task(self, instance_key: jax.Array, name: str, ref: Optional[float] = 1.0,
-            smooth_train: bool = False) -> Task:
+            smooth_train: bool = False, family: Optional[str] = None) -> Task:
     """The instance of ``instance_key`` as a Task.
 
     ``data`` is the problem's shared data only; ``batch`` re-derives the instance from
@@ -129,7 +139,8 @@ class Problem:
     without closing over arrays. ``ref`` (F(0)) scales the log normalizer; inside a
     vmapped family it would be a tracer, so families use 1. ``smooth_train``: the
     ``train`` split's loss leaves out the ``l1`` term, and losses are normalized by
-    ``|F(0)|`` (linearly; see ``as_l2o_family``).
+    ``|F(0)|`` (linearly; see ``as_l2o_family``). ``family``: the family the task
+    is a member of (``metadata["family"]``), if any.
     """
     dim = self.dim
 
@@ -159,7 +170,7 @@ class Problem:
         abstract_batch=jax.eval_shape(lambda: batch(self.data, instance_key, "train")),
         normalize_loss=normalize,
         param_info=lambda x: ParamInfo("scalar", 1, int(x.shape[-1])),
-        metadata={"problem": self.name, "dim": dim, "l1": self.l1, **self.metadata})
+        metadata={**self.task_metadata(), **({"family": family} if family else {})})
 
 
 @functools.lru_cache(maxsize=64)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from tasks import common
-from tasks.base import ParamInfo, Task, TaskFamily, log_normalizer
+from tasks.base import SYNTHETIC, ParamInfo, Task, TaskFamily, log_normalizer
 from tasks.registry import register_family, register_task
 
 
@@ -80,7 +80,7 @@ def build_quadratic_task(name: str, dim: int, log_cond: Any, rotation_seed: Any,
     key = jax.random.fold_in(key, common.SPLIT_IDS[split])
     return {"noise": noise_std * jax.random.normal(key, (dim,), jnp.float32)}
 
-  meta = {"architecture": "quadratic", "dim": dim, "noise_std": noise_std, "num_params": dim}
+  meta = {"architecture": "quadratic", "dataset": SYNTHETIC, "dim": dim, "noise_std": noise_std, "num_params": dim}
   meta.update(metadata or {})
   return Task(
       name=name, init=init, loss=loss, data={}, batch=batch,
@@ -130,7 +130,8 @@ def quadratic_family(dims: Sequence[int] = (10, 32, 100), max_cond: float = 1e4,
                                 metadata={"family": name})
 
   return TaskFamily(name, sample_static, sample_dynamic, make_task,
-                    {"dims": tuple(dims), "max_cond": max_cond, "noise_std": noise_std})
+                    {"architecture": "quadratic", "dataset": SYNTHETIC, "dims": tuple(dims),
+                     "max_cond": max_cond, "noise_std": noise_std})
 
 
 for _dim, _cond, _noise in [(10, 10.0, 0.0), (10, 1000.0, 0.0), (100, 1000.0, 0.0),

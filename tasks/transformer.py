@@ -4,7 +4,8 @@ Model (pre-LayerNorm, GPT-2 style): token + learned position embeddings ->
 ``num_layers`` x [x + attn(LN(x)), x + mlp(LN(x))] -> LN -> unembedding -> logits
 over ``vocab_size`` (128: ASCII). Causal multi-head attention without biases, MLP
 ``d -> 4d -> d`` with GELU. Loss: mean next-token cross-entropy over all ``seq_len``
-positions; the normalizer divides by ``log(vocab_size)`` (chance).
+positions; the normalizer divides by ``log(vocab_size)`` (chance). ``error_rate``: the
+fraction of positions whose arg-max next token is not the target (next-character error).
 
 Init (all truncated normal at 2 std, rescaled to the stated std): embeddings and
 unembedding std 0.02 (GPT-2's tied-embedding scale, so the initial loss is close to
@@ -167,6 +168,11 @@ def build_transformer_task(name: str, data, cfg: TransformerConfig, batch_size: 
     logits = logits.reshape(-1, cfg.vocab_size)
     return common.softmax_cross_entropy(logits, batch["targets"].reshape(-1))
 
+  def error_rate(params, batch, key):
+    del key
+    logits = transformer_forward(params, batch["inputs"], cfg)
+    return common.classification_error(logits, batch["targets"])
+
   def batch(data, key, split):
     return lm_batch(data[split]["tokens"], common.seed_key(key, data_seed), batch_size,
                     cfg.seq_len)
@@ -179,7 +185,7 @@ def build_transformer_task(name: str, data, cfg: TransformerConfig, batch_size: 
   return Task(name=name, init=init, loss=loss, data=data, batch=batch,
               abstract_batch={"inputs": spec, "targets": spec},
               normalize_loss=make_normalizer(math.log(cfg.vocab_size)),
-              param_info=transformer_param_info, metadata=meta)
+              param_info=transformer_param_info, metadata=meta, error_rate=error_rate)
 
 
 def default_name(dataset: str, cfg: TransformerConfig) -> str:
@@ -232,7 +238,8 @@ def transformer_family(dataset: str = "text_stdlib", d_models: Sequence[int] = (
                                   dynamic["init_scale"], {"dataset": dataset, "family": name})
 
   return TaskFamily(name, sample_static, sample_dynamic, make_task,
-                    {"dataset": dataset, "d_models": tuple(d_models),
+                    {"architecture": "transformer", "dataset": dataset,
+                     "d_models": tuple(d_models),
                      "layer_choices": tuple(layer_choices), "num_heads": num_heads,
                      "seq_len": seq_len, "batch_size": batch_size,
                      "init_scale_range": (lo, hi)})
