@@ -1,6 +1,7 @@
 """metaopt: learned optimizers in JAX.
 
 * ``metaopt.load(name_or_path)`` -> an ``optax.GradientTransformation``.
+* ``metaopt.safeguard(opt, fallback)`` -> ``opt`` that falls back to a proven rule.
 * ``metaopt.optimizers``: hand-designed baselines (registry over optax).
 * ``metaopt.lopt``: learned-optimizer architectures.
 * ``metaopt.meta``: meta-training.  ``metaopt.eval``: leaderboard.
@@ -8,6 +9,8 @@
 """
 
 __version__ = "0.1.0"
+
+from metaopt.safeguard import safeguard  # noqa: E402  (light: optax only)
 
 
 def load(name_or_path, **kwargs):
