@@ -3,6 +3,14 @@
 Defaults follow each paper / optax unless noted; search spaces are log-uniform in the
 learning rate (about four decades around the usual values) plus the one or two
 hyper-parameters that matter most for the method.
+
+AlgoPerf's baselines (``momentum``, ``adam``, ``adamw``, ``nadamw``) search the same
+schedule family (``SCHEDULE_SPACE``: warm-up fraction and decay; see
+``metaopt.optimizers.registry``) and AlgoPerf's axes: learning rate log-uniform,
+``1 - beta1`` log-uniform (``OneMinusLogUniform``), ``beta2``, weight decay
+log-uniform. Their defaults keep a constant learning rate, except ``nadamw``, whose
+default is AlgoPerf's baseline schedule (5% linear warm-up, then cosine decay to 0;
+it needs ``total_steps``).
 """
 
 from __future__ import annotations
@@ -11,16 +19,18 @@ import jax
 import optax
 from optax import contrib
 
-from metaopt.optimizers.registry import BaselineSpec, register
-from metaopt.optimizers.space import Choice, LogUniform, Uniform
+from metaopt.optimizers.registry import DECAYS, BaselineSpec, register
+from metaopt.optimizers.space import Choice, LogUniform, OneMinusLogUniform, Uniform
 
 
 def _sgd(learning_rate):
   return optax.sgd(learning_rate)
 
 
-def _momentum(learning_rate, momentum):
-  return optax.sgd(learning_rate, momentum=momentum)
+def _momentum(learning_rate, momentum, weight_decay):
+  # AlgoPerf's SGD-momentum baseline: L2 weight decay added to the gradient.
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(learning_rate, momentum=momentum))
 
 
 def _nesterov(learning_rate, momentum):
@@ -33,6 +43,10 @@ def _adam(learning_rate, b1, b2, eps):
 
 def _adamw(learning_rate, b1, b2, eps, weight_decay):
   return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+
+
+def _nadamw(learning_rate, b1, b2, eps, weight_decay):
+  return optax.nadamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
 def _lion(learning_rate, b1, b2, weight_decay):
@@ -89,28 +103,48 @@ def _prodigy(learning_rate, b1, b2, d0, weight_decay):
 
 
 _LR_WIDE = LogUniform(1e-5, 1.0)
+#: ``1 - beta1`` log-uniform on [0.01, 0.5]: beta1 in [0.5, 0.99] (AlgoPerf's axis).
+_BETA1 = OneMinusLogUniform(1e-2, 0.5)
+_BETA2 = Choice([0.99, 0.999])
+#: The schedule family searched by AlgoPerf's baselines: linear warm-up over a fraction
+#: of the run, then constant / cosine / linear decay (``registry.warmup_decay_schedule``).
+SCHEDULE_SPACE = {"warmup_fraction": Uniform(0.0, 0.1), "lr_decay": Choice(DECAYS)}
+#: Constant learning rate: the schedule family's defaults of all but nadamw.
+_CONSTANT = {"warmup_fraction": 0.0, "lr_decay": "constant"}
 
 register(BaselineSpec(
     "sgd", _sgd, {"learning_rate": 0.1}, {"learning_rate": LogUniform(1e-4, 10.0)},
     description="plain stochastic gradient descent"))
 register(BaselineSpec(
-    "momentum", _momentum, {"learning_rate": 0.01, "momentum": 0.9},
-    {"learning_rate": LogUniform(1e-4, 3.0), "momentum": Uniform(0.5, 0.99)},
-    description="SGD with heavy-ball momentum"))
+    "momentum", _momentum,
+    {"learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.0, **_CONSTANT},
+    {"learning_rate": LogUniform(1e-4, 3.0), "momentum": _BETA1,
+     "weight_decay": LogUniform(1e-6, 1e-2), **SCHEDULE_SPACE},
+    description="SGD with heavy-ball momentum and L2 weight decay (AlgoPerf's baseline)"))
 register(BaselineSpec(
     "nesterov", _nesterov, {"learning_rate": 0.01, "momentum": 0.9},
     {"learning_rate": LogUniform(1e-4, 3.0), "momentum": Uniform(0.5, 0.99)},
     description="SGD with Nesterov momentum"))
 register(BaselineSpec(
-    "adam", _adam, {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-    {"learning_rate": _LR_WIDE, "b1": Uniform(0.5, 0.95), "b2": Choice([0.99, 0.999])},
+    "adam", _adam,
+    {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, **_CONSTANT},
+    {"learning_rate": _LR_WIDE, "b1": _BETA1, "b2": _BETA2, **SCHEDULE_SPACE},
     description="Adam (Kingma & Ba 2015)"))
 register(BaselineSpec(
     "adamw", _adamw,
-    {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-4},
-    {"learning_rate": _LR_WIDE, "b1": Uniform(0.5, 0.95),
-     "weight_decay": LogUniform(1e-6, 1e-1)},
+    {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-4,
+     **_CONSTANT},
+    {"learning_rate": _LR_WIDE, "b1": _BETA1, "b2": _BETA2,
+     "weight_decay": LogUniform(1e-6, 1.0), **SCHEDULE_SPACE},
     description="Adam with decoupled weight decay (Loshchilov & Hutter 2019)"))
+register(BaselineSpec(
+    "nadamw", _nadamw,
+    {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-4,
+     "warmup_fraction": 0.05, "lr_decay": "cosine"},
+    {"learning_rate": _LR_WIDE, "b1": _BETA1, "b2": _BETA2,
+     "weight_decay": LogUniform(1e-6, 1.0), **SCHEDULE_SPACE},
+    description="NAdamW, Nesterov Adam with decoupled weight decay, warm-up + cosine "
+                "decay (AlgoPerf's baseline; Dozat 2016)"))
 register(BaselineSpec(
     "lion", _lion, {"learning_rate": 1e-4, "b1": 0.9, "b2": 0.99, "weight_decay": 1e-3},
     {"learning_rate": LogUniform(1e-6, 1e-1), "b1": Uniform(0.8, 0.95),

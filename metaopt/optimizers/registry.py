@@ -4,6 +4,15 @@ Each baseline is a ``BaselineSpec``: a builder returning an optax transformation
 its default hyper-parameters and the space it is tuned over. ``get(name, **hparams)``
 merges the hyper-parameters into the defaults (unknown keys are an error) and can
 replace the constant learning rate by a schedule, for every optimizer alike.
+
+The schedule family (AlgoPerf's): a baseline whose defaults hold the two
+hyper-parameters ``warmup_fraction`` (float in [0, 1)) and ``lr_decay`` (one of
+``DECAYS``; not ``decay``, which is RMSProp's moving-average rate) gets the learning rate ``warmup_decay_schedule(learning_rate,
+total_steps, warmup_fraction, lr_decay)``: a linear warm-up from 0 over
+``round(warmup_fraction * total_steps)`` steps, then ``lr_decay`` (constant, cosine to 0,
+linear to 0) over the remaining steps. Both are ordinary hyper-parameters: they have
+defaults, may be searched, and ``warmup_fraction`` may be a tracer (one compiled
+program for a sweep); ``lr_decay`` is a string and so static.
 """
 
 from __future__ import annotations
@@ -13,13 +22,21 @@ import dataclasses
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import jax.numpy as jnp
 import optax
 
 from metaopt.optimizers.space import Axis
 from tasks.registry import Registry, UnknownNameError, unknown_name_message
 
 #: Learning-rate schedules ``get(..., schedule=...)`` understands.
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "linear", "warmup_cosine")
+
+#: Decays of the schedule family (the ``lr_decay`` hyper-parameter).
+DECAYS = ("constant", "cosine", "linear")
+
+#: The schedule family's hyper-parameters; a spec with them in its defaults builds its
+#: learning-rate schedule from them (``get``), the builder never sees them.
+SCHEDULE_HPARAMS = ("warmup_fraction", "lr_decay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +46,7 @@ class BaselineSpec:
   Attributes:
     name: registry name.
     build: ``(**hparams) -> optax.GradientTransformation``; receives every key of
-      ``defaults`` (``learning_rate`` may be a schedule).
+      ``defaults`` but ``SCHEDULE_HPARAMS`` (``learning_rate`` may be a schedule).
     defaults: default hyper-parameters (sensible for a small network).
     search_space: hyper-parameter name -> ``LogUniform`` / ``Uniform`` / ``Choice``;
       the keys are a subset of ``defaults``; the rest stay at their defaults.
@@ -57,6 +74,18 @@ class BaselineSpec:
                         f"Uniform or Choice, got {type(axis).__name__}.")
     if "learning_rate" not in self.defaults:
       raise ValueError(f"{self.name}: every baseline needs a 'learning_rate' default.")
+    family = [k for k in SCHEDULE_HPARAMS if k in self.defaults]
+    if family and len(family) != len(SCHEDULE_HPARAMS):
+      raise ValueError(f"{self.name}: the schedule family needs all of {SCHEDULE_HPARAMS} "
+                       f"in defaults, got only {family}.")
+    if family and not self.schedulable:
+      raise ValueError(f"{self.name}: a constant-learning-rate optimizer "
+                       "(schedulable=False) cannot have schedule hyper-parameters.")
+
+  @property
+  def has_schedule_family(self) -> bool:
+    """True when ``warmup_fraction`` and ``lr_decay`` are hyper-parameters."""
+    return "lr_decay" in self.defaults
 
 
 SPECS: Registry[BaselineSpec] = Registry("optimizer")
@@ -109,7 +138,52 @@ def config(name: str, **hparams) -> Dict[str, Any]:
   lr = cfg["learning_rate"]
   if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
     raise ValueError(f"learning_rate must be a positive finite number, got {lr}.")
+  if s.has_schedule_family:
+    _check_schedule_family(cfg["warmup_fraction"], cfg["lr_decay"])
   return cfg
+
+
+def _check_schedule_family(warmup_fraction: Any, decay: Any) -> None:
+  if decay not in DECAYS:
+    raise ValueError(unknown_name_message("lr_decay", decay, DECAYS))
+  if isinstance(warmup_fraction, (int, float)) and not 0 <= warmup_fraction < 1:
+    raise ValueError(f"warmup_fraction must be in [0, 1) (a fraction of total_steps), "
+                     f"got {warmup_fraction}.")
+
+
+def warmup_decay_schedule(learning_rate: Any, total_steps: int, warmup_fraction: Any = 0.0,
+                          decay: str = "constant") -> optax.Schedule:
+  """The schedule family: ``step -> learning rate`` (AlgoPerf's warm-up + decay).
+
+  With ``W = round(warmup_fraction * total_steps)`` and ``T = total_steps``: the rate
+  is ``learning_rate * t / W`` for ``t < W`` (linear warm-up from 0), then
+  ``learning_rate * d(p)`` with ``p = min((t - W) / (T - W), 1)`` and ``d`` = 1
+  (``constant``), ``(1 + cos(pi p)) / 2`` (``cosine``) or ``1 - p`` (``linear``).
+  ``learning_rate`` and ``warmup_fraction`` may be traced; ``decay`` is static.
+  ``warmup_fraction=0`` and ``decay="cosine"`` equal ``optax.cosine_decay_schedule``.
+  """
+  _check_schedule_family(warmup_fraction, decay)
+  if total_steps is None or total_steps <= 0:
+    raise ValueError(f"The learning-rate schedule (warmup_fraction={warmup_fraction}, "
+                     f"lr_decay={decay!r}) needs total_steps > 0 (the training length); got "
+                     f"{total_steps}. Pass total_steps, or use lr_decay='constant' with "
+                     "warmup_fraction=0 for a constant rate.")
+  total = jnp.float32(total_steps)
+  warmup = jnp.round(jnp.asarray(warmup_fraction, jnp.float32) * total)
+
+  def schedule(count):
+    t = jnp.asarray(count, jnp.float32)
+    progress = jnp.clip((t - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
+    if decay == "cosine":
+      factor = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    elif decay == "linear":
+      factor = 1.0 - progress
+    else:
+      factor = jnp.ones_like(progress)
+    factor = jnp.where(t < warmup, t / jnp.maximum(warmup, 1.0), factor)
+    return learning_rate * factor
+
+  return schedule
 
 
 def make_schedule(learning_rate: float, schedule: str = "constant",
@@ -118,8 +192,9 @@ def make_schedule(learning_rate: float, schedule: str = "constant",
   """A learning-rate schedule peaking at ``learning_rate``.
 
   ``constant``: the number itself. ``cosine``: cosine decay to 0 over
-  ``total_steps``. ``warmup_cosine``: linear warm-up from 0 over ``warmup_steps``
-  (default 5% of ``total_steps``), then cosine decay to 0 at ``total_steps``.
+  ``total_steps``. ``linear``: linear decay to 0 over ``total_steps``.
+  ``warmup_cosine``: linear warm-up from 0 over ``warmup_steps`` (default 5% of
+  ``total_steps``), then cosine decay to 0 at ``total_steps``.
   """
   if schedule not in SCHEDULES:
     raise ValueError(unknown_name_message("schedule", schedule, SCHEDULES))
@@ -130,6 +205,8 @@ def make_schedule(learning_rate: float, schedule: str = "constant",
                      f"got {total_steps}.")
   if schedule == "cosine":
     return optax.cosine_decay_schedule(learning_rate, total_steps)
+  if schedule == "linear":
+    return optax.linear_schedule(learning_rate, 0.0, total_steps)
   if warmup_steps is None:
     warmup_steps = max(1, total_steps // 20)
   if not 0 <= warmup_steps < total_steps:
@@ -138,23 +215,38 @@ def make_schedule(learning_rate: float, schedule: str = "constant",
   return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, total_steps)
 
 
-def get(name: str, *, schedule: str = "constant", total_steps: Optional[int] = None,
+def get(name: str, *, schedule: Optional[str] = None, total_steps: Optional[int] = None,
         warmup_steps: Optional[int] = None, **hparams) -> optax.GradientTransformation:
   """The baseline ``name`` as an optax transformation.
 
   Args:
     name: one of ``names()``.
-    schedule: one of ``SCHEDULES``; applied to ``learning_rate``.
-    total_steps, warmup_steps: schedule length (see ``make_schedule``).
+    schedule: ``None`` (default): the optimizer's own schedule: the schedule family
+      of its ``warmup_fraction`` / ``lr_decay`` hyper-parameters when it has them (see
+      the module docstring), else a constant rate. One of ``SCHEDULES`` replaces
+      it (then ``warmup_fraction`` / ``lr_decay`` may not be given).
+    total_steps: training length; needed by every schedule but a constant rate.
+    warmup_steps: warm-up of ``schedule="warmup_cosine"`` (see ``make_schedule``).
     **hparams: hyper-parameters overriding ``spec(name).defaults``.
   """
   s = spec(name)
   cfg = config(name, **hparams)
-  if schedule != "constant" and not s.schedulable:
+  family = {k: cfg.pop(k) for k in SCHEDULE_HPARAMS if k in cfg}
+  if schedule is not None and schedule != "constant" and not s.schedulable:
     raise ValueError(f"Optimizer {name!r} takes only a constant learning rate "
                      f"(schedule={schedule!r} given); use schedule='constant'.")
-  cfg["learning_rate"] = make_schedule(cfg["learning_rate"], schedule, total_steps,
-                                       warmup_steps)
+  if schedule is not None:
+    given = sorted(set(SCHEDULE_HPARAMS) & set(hparams))
+    if given:
+      raise ValueError(f"Optimizer {name!r}: give the schedule either as schedule="
+                       f"{schedule!r} or as the hyper-parameters {given}, not both.")
+    cfg["learning_rate"] = make_schedule(cfg["learning_rate"], schedule, total_steps,
+                                         warmup_steps)
+  elif family and not (family["lr_decay"] == "constant"
+                       and isinstance(family["warmup_fraction"], (int, float))
+                       and family["warmup_fraction"] == 0):
+    cfg["learning_rate"] = warmup_decay_schedule(cfg["learning_rate"], total_steps,
+                                                 family["warmup_fraction"], family["lr_decay"])
   return s.build(**cfg)
 
 

@@ -1,7 +1,10 @@
-"""Hyper-parameter search-space axes: ``LogUniform``, ``Uniform``, ``Choice``.
+"""Hyper-parameter search-space axes: ``LogUniform``, ``Uniform``,
+``OneMinusLogUniform``, ``Choice``.
 
-Each axis samples one Python value from an explicit PRNG key (``sample(key)``) and
-lists ``n`` evenly spaced values for a grid (``grid(n)``: geometric spacing for
+Each axis maps a number ``u`` in [0, 1) to a value (``from_unit(u)``: the inverse
+CDF of its distribution, used by quasi-random search), samples one Python value from
+an explicit PRNG key (``sample(key)`` = ``from_unit`` of a uniform draw) and lists
+``n`` evenly spaced values for a grid (``grid(n)``: geometric spacing for
 ``LogUniform``, linear for ``Uniform``, every option for ``Choice``).
 """
 
@@ -26,9 +29,11 @@ class LogUniform:
     if not 0 < self.lo < self.hi:
       raise ValueError(f"LogUniform needs 0 < lo < hi, got lo={self.lo}, hi={self.hi}.")
 
+  def from_unit(self, u: float) -> float:
+    return math.exp(math.log(self.lo) + float(u) * (math.log(self.hi) - math.log(self.lo)))
+
   def sample(self, key: jax.Array) -> float:
-    u = float(jax.random.uniform(key, (), minval=math.log(self.lo), maxval=math.log(self.hi)))
-    return math.exp(u)
+    return self.from_unit(_uniform(key))
 
   def grid(self, n: int) -> List[float]:
     if n == 1:
@@ -50,8 +55,11 @@ class Uniform:
     if not self.lo < self.hi:
       raise ValueError(f"Uniform needs lo < hi, got lo={self.lo}, hi={self.hi}.")
 
+  def from_unit(self, u: float) -> float:
+    return self.lo + float(u) * (self.hi - self.lo)
+
   def sample(self, key: jax.Array) -> float:
-    return float(jax.random.uniform(key, (), minval=self.lo, maxval=self.hi))
+    return self.from_unit(_uniform(key))
 
   def grid(self, n: int) -> List[float]:
     if n == 1:
@@ -60,6 +68,32 @@ class Uniform:
 
   def contains(self, value: Any) -> bool:
     return self.lo - 1e-12 <= value <= self.hi + 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class OneMinusLogUniform:
+  """A float below 1 whose distance to 1 is log-uniform on ``[lo, hi]`` (momentum
+  coefficients, AlgoPerf's ``1 - beta1``): ``OneMinusLogUniform(0.01, 0.5)`` gives
+  values in [0.5, 0.99], as densely in [0.9, 0.99] as in [0.5, 0.9]."""
+  lo: float
+  hi: float
+
+  def __post_init__(self):
+    if not 0 < self.lo < self.hi <= 1:
+      raise ValueError(f"OneMinusLogUniform needs 0 < lo < hi <= 1, got lo={self.lo}, "
+                       f"hi={self.hi}.")
+
+  def from_unit(self, u: float) -> float:
+    return 1.0 - LogUniform(self.lo, self.hi).from_unit(u)
+
+  def sample(self, key: jax.Array) -> float:
+    return self.from_unit(_uniform(key))
+
+  def grid(self, n: int) -> List[float]:
+    return [1.0 - v for v in LogUniform(self.lo, self.hi).grid(n)]
+
+  def contains(self, value: Any) -> bool:
+    return LogUniform(self.lo, self.hi).contains(1.0 - value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +107,11 @@ class Choice:
       raise ValueError("Choice needs at least one option.")
     object.__setattr__(self, "options", options)
 
+  def from_unit(self, u: float) -> Any:
+    return self.options[min(int(float(u) * len(self.options)), len(self.options) - 1)]
+
   def sample(self, key: jax.Array) -> Any:
-    return self.options[int(jax.random.randint(key, (), 0, len(self.options)))]
+    return self.from_unit(_uniform(key))
 
   def grid(self, n: int) -> List[Any]:
     del n  # A categorical axis is always enumerated in full.
@@ -84,4 +121,9 @@ class Choice:
     return value in self.options
 
 
-Axis = (LogUniform, Uniform, Choice)
+Axis = (LogUniform, Uniform, OneMinusLogUniform, Choice)
+
+
+def _uniform(key: jax.Array) -> float:
+  """One uniform draw in [0, 1) from ``key``."""
+  return float(jax.random.uniform(key, ()))

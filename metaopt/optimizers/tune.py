@@ -1,11 +1,14 @@
-"""Hyper-parameter tuning of a baseline on one task: grid or random search.
+"""Hyper-parameter tuning of a baseline on one task: grid, random or quasi-random search.
 
 Seed rule: every trial of a study trains with the same seed,
 ``TUNE_SEED_OFFSET + seed`` (common random numbers: trials differ only in their
 hyper-parameters), and is scored on the ``inner_valid`` split. Evaluation runs
 (leaderboard, reports) use seeds below ``TUNE_SEED_OFFSET`` and the ``test`` /
 ``outer_valid`` splits, so tuning never sees an evaluation seed. Random-search configs
-are drawn from ``jax.random.fold_in(PRNGKey(seed), trial_index)``.
+are drawn from ``jax.random.fold_in(PRNGKey(seed), trial_index)``; quasi-random configs
+(AlgoPerf's tuning) map the points of ``quasirandom.shifted_halton(num_trials, axes,
+seed)`` through each axis (``from_unit``), one Halton dimension per searched
+hyper-parameter in sorted order.
 
 A trial whose loss turns NaN/inf (diverged) is kept with score ``+inf``.
 """
@@ -25,13 +28,13 @@ from tqdm.auto import tqdm
 
 import tasks
 from metaopt import inner
-from metaopt.optimizers import registry
+from metaopt.optimizers import quasirandom, registry
 from metaopt.optimizers.space import Choice
 from tasks.base import Task
 
 #: Tuning trains with seed ``TUNE_SEED_OFFSET + seed``; evaluation seeds stay below it.
 TUNE_SEED_OFFSET = 10_000
-METHODS = ("grid", "random")
+METHODS = ("grid", "random", "quasirandom")
 OBJECTIVES = ("final_valid", "best_valid")
 
 
@@ -100,9 +103,11 @@ def search_configs(name: str, method: str = "grid", num_trials: Optional[int] = 
   Args:
     name: baseline name.
     method: ``grid`` (the product of ``grid_points`` values per numeric axis and all
-      options of each ``Choice``) or ``random`` (``num_trials`` independent samples).
-    num_trials: random: number of samples (default 10); grid: an upper bound that
-      sets ``grid_points`` when that is not given.
+      options of each ``Choice``), ``random`` (``num_trials`` independent samples) or
+      ``quasirandom`` (``num_trials`` points of a randomly shifted Halton sequence:
+      evenly spread over the space; the shift is drawn from ``seed``).
+    num_trials: random / quasirandom: number of configs (default 10); grid: an upper
+      bound that sets ``grid_points`` when that is not given.
     grid_points: values per numeric grid axis (default from ``num_trials``, else 5).
     search: which hyper-parameters to search (default: the whole search space);
       ``("learning_rate",)`` is the classic learning-rate sweep.
@@ -121,6 +126,11 @@ def search_configs(name: str, method: str = "grid", num_trials: Optional[int] = 
     values = [axes[k].grid(n) for k in keys]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
   num_trials = 10 if num_trials is None else num_trials
+  if num_trials < 1:
+    raise ValueError(f"num_trials must be >= 1, got {num_trials}.")
+  if method == "quasirandom":
+    points = quasirandom.shifted_halton(num_trials, len(keys), seed)
+    return [{k: axes[k].from_unit(u) for k, u in zip(keys, point)} for point in points]
   base = jax.random.PRNGKey(seed)
   configs = []
   for i in range(num_trials):
@@ -150,7 +160,7 @@ def _trial_result(run_out, steps: int, eval_every: int) -> inner.RunResult:
 
 def train_lr_batch(task: Task, name: str, learning_rates: Sequence[float], steps: int,
                    seed: int = 0, fixed: Optional[Dict[str, Any]] = None,
-                   schedule: str = "constant", eval_every: int = 50,
+                   schedule: Optional[str] = None, eval_every: int = 50,
                    eval_batches: int = 4) -> List[inner.RunResult]:
   """Trains one run per learning rate at once: ``inner.run`` vmapped over the learning
   rate, held as a traced hyper-parameter with ``optax.inject_hyperparams``.
@@ -187,7 +197,7 @@ def train_config(task: Task, opt: optax.GradientTransformation, steps: int, seed
 def tune(task: Union[Task, str], name: str, steps: int, num_trials: Optional[int] = None,
          seed: int = 0, method: str = "grid", objective: str = "final_valid",
          grid_points: Optional[int] = None, search: Optional[Sequence[str]] = None,
-         fixed: Optional[Dict[str, Any]] = None, schedule: str = "constant",
+         fixed: Optional[Dict[str, Any]] = None, schedule: Optional[str] = None,
          eval_every: Optional[int] = None, eval_batches: int = 4,
          progress: bool = False, vectorize: bool = True) -> TuneResult:
   """Tunes baseline ``name`` on ``task`` (see the module docstring for the seed rule).
@@ -200,7 +210,9 @@ def tune(task: Union[Task, str], name: str, steps: int, num_trials: Optional[int
     seed: study seed (training seed ``TUNE_SEED_OFFSET + seed``; random-search draws).
     objective: ``final_valid`` or ``best_valid`` (see ``score_of``).
     fixed: hyper-parameters held fixed for every trial (override the defaults).
-    schedule: learning-rate schedule over ``steps`` (``metaopt.optimizers.SCHEDULES``).
+    schedule: ``None``: the optimizer's own schedule over ``steps`` (its searched or
+      default ``warmup_fraction`` / ``lr_decay``); or one of
+      ``metaopt.optimizers.SCHEDULES`` for every trial (see ``optimizers.get``).
     eval_every: steps between validation losses (default ``steps // 10``).
     progress: a progress bar over trials (sequential path only).
     vectorize: when the trials differ only in ``learning_rate``, train them all at
@@ -216,6 +228,10 @@ def tune(task: Union[Task, str], name: str, steps: int, num_trials: Optional[int
   overlap = sorted(set(fixed) & set(configs[0]))
   if overlap:
     raise ValueError(f"{overlap} are both searched and fixed; drop them from one.")
+  clash = sorted(set(registry.SCHEDULE_HPARAMS) & (set(fixed) | set(configs[0])))
+  if schedule is not None and clash:
+    raise ValueError(f"schedule={schedule!r} replaces the schedule hyper-parameters "
+                     f"{clash}: search without them (search=...) or leave schedule=None.")
   registry.config(name, **fixed)  # Fails early on bad keys.
   train_seed = TUNE_SEED_OFFSET + seed
   eval_every = eval_every or max(1, steps // 10)

@@ -1,4 +1,5 @@
-"""Baseline registry: each entry equals optax's own transform; errors; schedules."""
+"""Baseline registry: each entry equals optax's own transform; errors; schedules and
+the schedule family (warm-up fraction + decay) of AlgoPerf's baselines."""
 
 import math
 
@@ -10,16 +11,23 @@ import pytest
 from optax import contrib
 
 from metaopt import optimizers
-from metaopt.optimizers import Choice, LogUniform, Uniform
+from metaopt.optimizers import Choice, LogUniform, OneMinusLogUniform, Uniform
+
+#: Training length given to every optimizer (nadamw's default schedule needs one).
+TOTAL = 100
 
 # The same optimizer written directly against optax with every default spelled out:
 # an independent reference for the registry's builders and defaults.
 REFERENCE = {
     "sgd": lambda: optax.sgd(0.1),
-    "momentum": lambda: optax.sgd(0.01, momentum=0.9),
+    "momentum": lambda: optax.chain(optax.add_decayed_weights(0.0),
+                                    optax.sgd(0.01, momentum=0.9)),
     "nesterov": lambda: optax.sgd(0.01, momentum=0.9, nesterov=True),
     "adam": lambda: optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-8),
     "adamw": lambda: optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
+    # AlgoPerf's schedule: 5% of TOTAL linear warm-up from 0, cosine decay to 0.
+    "nadamw": lambda: optax.nadamw(optax.warmup_cosine_decay_schedule(0.0, 1e-3, 5, TOTAL),
+                                   b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
     "lion": lambda: optax.lion(1e-4, b1=0.9, b2=0.99, weight_decay=1e-3),
     "adafactor": lambda: optax.adafactor(1e-2),
     "rmsprop": lambda: optax.rmsprop(1e-3, decay=0.9, eps=1e-8),
@@ -71,7 +79,7 @@ def test_every_registered_name_has_a_reference():
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_matches_optax(name):
-  ours = _run(optimizers.get(name), jit=name in _JIT)
+  ours = _run(optimizers.get(name, total_steps=TOTAL), jit=name in _JIT)
   ref = _run(optax.with_extra_args_support(REFERENCE[name]()), jit=name in _JIT)
   for a, b in zip(ours, ref):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
@@ -107,9 +115,10 @@ def test_search_space_samples_are_valid(name):
   for cfg in configs + grid:
     for key, value in cfg.items():
       assert space[key].contains(value), (name, key, value)
-    optimizers.get(name, **cfg)  # Builds.
+    optimizers.get(name, total_steps=TOTAL, **cfg)  # Builds.
   # Stepping compiles, so only the grid's largest corner (most likely to misbehave).
-  for updates in _run(optimizers.get(name, **grid[-1]), steps=2, jit=name in _JIT):
+  for updates in _run(optimizers.get(name, total_steps=TOTAL, **grid[-1]), steps=2,
+                      jit=name in _JIT):
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(updates))
 
 
@@ -130,6 +139,18 @@ def test_axes():
     LogUniform(0.0, 1.0)
   with pytest.raises(ValueError, match="at least one"):
     Choice([])
+  # 1 - beta log-uniform: as many values in [0.9, 0.99] as in [0.5, 0.9] for (0.01, 0.5).
+  om = OneMinusLogUniform(0.01, 0.5)
+  np.testing.assert_allclose(om.grid(2), [0.99, 0.5])
+  np.testing.assert_allclose([om.from_unit(0.0), om.from_unit(1.0)], [0.99, 0.5])
+  betas = np.array([om.sample(k) for k in jax.random.split(key, 200)])
+  assert all(om.contains(b) for b in betas) and not om.contains(0.995)
+  split = 1 - 10 ** ((math.log10(0.01) + math.log10(0.5)) / 2)  # Geometric midpoint.
+  assert 0.35 < np.mean(betas > split) < 0.65
+  # from_unit is each axis's inverse CDF on [0, 1).
+  np.testing.assert_allclose(LogUniform(1e-4, 1e-2).from_unit(0.5), 1e-3)
+  assert Uniform(2.0, 4.0).from_unit(0.25) == 2.5
+  assert [Choice("abc").from_unit(u) for u in (0.0, 0.34, 0.67, 0.999)] == list("abcc")
 
 
 def test_unknown_optimizer_lists_close_matches():
@@ -180,6 +201,74 @@ def test_schedule_is_applied_to_any_optimizer():
   tx = optimizers.get("adam", schedule="warmup_cosine", total_steps=10, warmup_steps=2)
   updates, _ = tx.update({"x": jnp.ones(3)}, tx.init(params), params)
   np.testing.assert_allclose(updates["x"], 0.0)  # Warm-up starts at lr 0.
+
+
+@pytest.mark.parametrize("decay", ["constant", "cosine", "linear"])
+@pytest.mark.parametrize("warmup_fraction", [0.0, 0.1])
+def test_schedule_family_matches_optax(decay, warmup_fraction):
+  lr, total = 0.5, 40
+  warm = int(round(warmup_fraction * total))
+  decay_steps = total - warm
+  after = {"constant": optax.constant_schedule(lr),
+           "cosine": optax.cosine_decay_schedule(lr, decay_steps),
+           "linear": optax.linear_schedule(lr, 0.0, decay_steps)}[decay]
+  ref = optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
+  ours = optimizers.warmup_decay_schedule(lr, total, warmup_fraction, decay)
+  steps = np.arange(total + 3)
+  np.testing.assert_allclose([ours(t) for t in steps], [ref(t) for t in steps], atol=1e-6)
+  # Traced under vmap (one program for a sweep over warm-up fractions and rates).
+  sweep = jax.vmap(lambda a, w: optimizers.warmup_decay_schedule(a, total, w, decay)(7))(
+      jnp.asarray([lr, 2 * lr]), jnp.asarray([warmup_fraction, warmup_fraction]))
+  np.testing.assert_allclose(sweep, [ref(7), 2 * ref(7)], rtol=1e-5, atol=1e-7)
+
+
+def test_schedule_family_through_get():
+  # adam with decay="cosine": optax.adam on optax's cosine schedule.
+  ours = _run(optimizers.get("adam", lr_decay="cosine", total_steps=4, learning_rate=0.1))
+  ref = _run(optax.with_extra_args_support(optax.adam(optax.cosine_decay_schedule(0.1, 4))))
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a["w"], b["w"], rtol=1e-5, atol=1e-7)
+  # A learning-rate x warm-up sweep as one vmapped program (inject_hyperparams).
+  def updates(lr, wf):
+    tx = optax.inject_hyperparams(
+        lambda learning_rate, warmup_fraction: optimizers.get(
+            "nadamw", total_steps=10, learning_rate=learning_rate,
+            warmup_fraction=warmup_fraction))(learning_rate=lr, warmup_fraction=wf)
+    params = {"x": jnp.ones(3)}
+    state = tx.init(params)
+    for _ in range(3):
+      u, state = tx.update({"x": jnp.full(3, 0.5)}, state, params)
+    return u["x"]
+  swept = jax.jit(jax.vmap(updates))(jnp.asarray([1e-2, 1e-2]), jnp.asarray([0.0, 0.5]))
+  np.testing.assert_allclose(swept[0], updates(1e-2, 0.0), rtol=1e-5)
+  # Warm-up of 5 steps: step 2 runs at 2/5 of the rate, well below the no-warm-up run.
+  assert float(jnp.abs(swept[1]).max()) < 0.6 * float(jnp.abs(swept[0]).max())
+
+
+def test_schedule_family_errors():
+  with pytest.raises(ValueError, match="total_steps"):
+    optimizers.get("nadamw")  # Its default schedule needs the training length.
+  with pytest.raises(ValueError, match="not both"):
+    optimizers.get("adam", schedule="cosine", lr_decay="linear", total_steps=10)
+  with pytest.raises(ValueError, match="Did you mean cosine"):
+    optimizers.get("adam", lr_decay="cosin", total_steps=10)
+  with pytest.raises(ValueError, match=r"warmup_fraction must be in \[0, 1\)"):
+    optimizers.get("adam", warmup_fraction=1.5, total_steps=10)
+  with pytest.raises(ValueError, match="schedule hyper-parameters"):
+    optimizers.BaselineSpec("bad", lambda **kw: optax.sgd(0.1),
+                            {"learning_rate": 0.1, "warmup_fraction": 0.0, "lr_decay": "cosine"},
+                            {}, schedulable=False)
+  # The constant default needs no training length; schedule= still overrides it.
+  optimizers.get("adam")
+  optimizers.get("nadamw", schedule="constant")
+
+
+def test_algoperf_baselines_search_the_schedule_family():
+  for name in ("momentum", "adam", "adamw", "nadamw"):
+    space = optimizers.spec(name).search_space
+    assert set(space["lr_decay"].options) == set(optimizers.DECAYS), name
+    assert space["warmup_fraction"].contains(0.0) and space["warmup_fraction"].contains(0.1)
+    assert isinstance(space["learning_rate"], LogUniform), name
 
 
 def test_schedule_errors():

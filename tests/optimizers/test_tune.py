@@ -40,8 +40,11 @@ def test_lr_sweep_finds_the_stable_optimum_and_records_divergence():
 
 def test_grid_size_follows_num_trials():
   # adam: 2 numeric axes (learning_rate, b1) x Choice b2 with 2 options.
-  configs = optimizers.search_configs("adam", method="grid", num_trials=18)
+  configs = optimizers.search_configs("adam", method="grid", num_trials=18,
+                                      search=("learning_rate", "b1", "b2"))
   assert len(configs) == 3 * 3 * 2
+  # Its whole space: 3 numeric axes x b2 (2) x lr_decay (3): one point per numeric axis.
+  assert len(optimizers.search_configs("adam", method="grid", num_trials=18)) == 6
   assert len(optimizers.search_configs("adam", method="grid", num_trials=8,
                                        search=("learning_rate",))) == 8
   with pytest.raises(ValueError, match="categorical"):
