@@ -34,7 +34,7 @@ LABELS = {"ista": "ISTA", "fista": "FISTA", "lista": "LISTA", "lista_cp": "LISTA
 # ALISTA's analytic weight (init="analytic"), without which these short stages leave
 # them far behind (see docs/amortized.md).
 FULL = {
-    "lista": dict(learning_rate=1e-3, stage_steps=60, val_every=30, init="analytic",
+    "lista": dict(learning_rate=1e-3, stage_steps=40, val_every=30, init="analytic",
                   weight_lr_scale=0.02),
     "lista_cpss": dict(learning_rate=1e-3, stage_steps=80, val_every=40, init="analytic",
                        weight_lr_scale=0.02),
