@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+import tasks
 from tasks import common, mlp
 
 DATA = common.synthetic_image_data(seed=0, n=256)
@@ -150,3 +151,15 @@ def test_mup_hidden_activation_scale_is_width_independent():
     acts = jax.jit(jax.vmap(lambda key: mlp.activations_fn(task)(task.init(key), batch)))(keys)
     rms.append([float(jnp.sqrt(jnp.mean(acts[k] ** 2))) for k in ("linear_0", "linear_1")])
   np.testing.assert_allclose(rms[0], rms[1], rtol=0.15)
+
+
+@pytest.mark.parametrize("name, dataset, hidden", [
+    ("mlp_fmnist_w512_d2", "fashion_mnist", (512, 512)),  # 4x the meta-training widths.
+    ("mlp_mnist1d_w64_d3", "mnist1d", (64, 64, 64)),
+])
+def test_leaderboard_v2_mlps_are_registered_with_their_shapes(name, dataset, hidden):
+  task = tasks.get(name)
+  assert task.metadata["dataset"] == dataset and task.metadata["hidden"] == hidden
+  shapes = tasks.abstract_params(task)
+  assert [shapes[f"linear_{i}"]["w"].shape[1] for i in range(len(hidden))] == list(hidden)
+  assert task.error_rate is not None
