@@ -159,7 +159,8 @@ def warmup_decay_schedule(learning_rate: Any, total_steps: int, warmup_fraction:
   is ``learning_rate * t / W`` for ``t < W`` (linear warm-up from 0), then
   ``learning_rate * d(p)`` with ``p = min((t - W) / (T - W), 1)`` and ``d`` = 1
   (``constant``), ``(1 + cos(pi p)) / 2`` (``cosine``) or ``1 - p`` (``linear``).
-  ``learning_rate`` and ``warmup_fraction`` may be traced; ``decay`` is static.
+  ``learning_rate`` and ``warmup_fraction`` may be traced; ``decay`` is static. A
+  callable ``learning_rate`` (a schedule) is multiplied by the family's factor.
   ``warmup_fraction=0`` and ``decay="cosine"`` equal ``optax.cosine_decay_schedule``.
   """
   _check_schedule_family(warmup_fraction, decay)
@@ -181,7 +182,8 @@ def warmup_decay_schedule(learning_rate: Any, total_steps: int, warmup_fraction:
     else:
       factor = jnp.ones_like(progress)
     factor = jnp.where(t < warmup, t / jnp.maximum(warmup, 1.0), factor)
-    return learning_rate * factor
+    peak = learning_rate(count) if callable(learning_rate) else learning_rate
+    return peak * factor
 
   return schedule
 

@@ -220,6 +220,9 @@ def test_schedule_family_matches_optax(decay, warmup_fraction):
   sweep = jax.vmap(lambda a, w: optimizers.warmup_decay_schedule(a, total, w, decay)(7))(
       jnp.asarray([lr, 2 * lr]), jnp.asarray([warmup_fraction, warmup_fraction]))
   np.testing.assert_allclose(sweep, [ref(7), 2 * ref(7)], rtol=1e-5, atol=1e-7)
+  # A schedule as the peak rate is multiplied by the family's factor.
+  halved = optimizers.warmup_decay_schedule(lambda t: 0.5 * lr, total, warmup_fraction, decay)
+  np.testing.assert_allclose(halved(7), 0.5 * ref(7), rtol=1e-6, atol=1e-7)
 
 
 def test_schedule_family_through_get():
