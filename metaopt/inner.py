@@ -86,15 +86,27 @@ def run_steps(task: Task, opt: optax.GradientTransformation, params, opt_state, 
 
 
 def evaluate(task: Task, params, data, key: jax.Array, split: str = "inner_valid",
-             num_batches: int = 4) -> jax.Array:
-  """Mean loss over ``num_batches`` batches of ``split`` (batch ``j`` from the ``j``-th
-  of ``split(key, num_batches)``)."""
+             num_batches: int = 4, metric: Optional[Callable] = None) -> jax.Array:
+  """Mean of ``metric`` (default ``task.loss``; e.g. ``task.error_rate``) over
+  ``num_batches`` batches of ``split`` (batch ``j`` from the ``j``-th of
+  ``split(key, num_batches)``)."""
+  metric = task.loss if metric is None else metric
 
   def one(k):
     k_batch, k_loss = jax.random.split(k)
-    return task.loss(params, task.batch(data, k_batch, split), k_loss)
+    return metric(params, task.batch(data, k_batch, split), k_loss)
 
   return jnp.mean(jax.lax.map(one, jax.random.split(key, num_batches)))
+
+
+def evaluate_error_rate(task: Task, params, data, key: jax.Array, split: str = "inner_valid",
+                        num_batches: int = 4) -> jax.Array:
+  """``evaluate`` of ``task.error_rate`` on the same batches as the loss (same keys);
+  NaN for a task without one (not a classifier)."""
+  error_rate = getattr(task, "error_rate", None)
+  if error_rate is None:
+    return jnp.float32(jnp.nan)
+  return evaluate(task, params, data, key, split, num_batches, metric=error_rate)
 
 
 def eval_params(opt_state, params):
@@ -115,7 +127,7 @@ def eval_params(opt_state, params):
 
 def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
                 step_keys: jax.Array, eval_key: jax.Array, first_step=0,
-                eval_batches: int = 4):
+                eval_batches: int = 4, error_rate: bool = False):
   """Evaluation periods of a run, as one traceable function.
 
   Args:
@@ -124,9 +136,11 @@ def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state
       ``s = first_step + (i + 1) * E`` and uses ``fold_in(eval_key, s)``.
     first_step: steps already taken (int or traced int32).
     eval_batches: ``inner_valid`` batches averaged per evaluation.
+    error_rate: also evaluate ``task.error_rate`` (``evaluate_error_rate``) on the
+      same validation batches; ``valid_loss`` is then ``(P, 2)``: loss, error rate.
 
   Returns:
-    ``((params, opt_state), (losses (P, E), valid_loss (P,)))``.
+    ``((params, opt_state), (losses (P, E), valid_loss (P,) or (P, 2)))``.
   """
   period = step_keys.shape[1]
 
@@ -134,8 +148,11 @@ def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state
     keys, index = xs
     (p, s), losses = run_steps(task, opt, *carry, data, keys)
     at = first_step + (index + 1) * period
-    valid = evaluate(task, eval_params(s, p), data, jax.random.fold_in(eval_key, at),
-                     num_batches=eval_batches)
+    at_params, key = eval_params(s, p), jax.random.fold_in(eval_key, at)
+    valid = evaluate(task, at_params, data, key, num_batches=eval_batches)
+    if error_rate:
+      err = evaluate_error_rate(task, at_params, data, key, num_batches=eval_batches)
+      valid = jnp.stack([valid, err.astype(valid.dtype)])
     return (p, s), (losses, valid)
 
   return jax.lax.scan(one_period, (params, opt_state),
@@ -164,7 +181,7 @@ OptimizerOrFactory = Any  # optax transformation, or ``param_info -> transformat
 
 
 def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every: int,
-        eval_batches: int = 4):
+        eval_batches: int = 4, error_rate: bool = False):
   """A whole run from initialization, as one traceable function (jit it, vmap it over
   seeds or over optimizers built from traced hyper-parameters).
 
@@ -176,11 +193,15 @@ def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every:
     data: the task's data (an argument, so that it is never a compile-time constant).
     steps, eval_every: budget and validation period (``eval_schedule``).
     eval_batches: ``inner_valid`` batches averaged per evaluation.
+    error_rate: also measure the validation error rate (``run_periods``); the
+      result then has a fourth element.
 
   Returns:
     ``((params, opt_state), train_loss (steps,), valid_loss (E,))`` with the
     evaluations at ``eval_schedule(steps, eval_every)``; ``params`` are the last
-    iterate (``eval_params`` gives the one to evaluate).
+    iterate (``eval_params`` gives the one to evaluate). With ``error_rate``:
+    ``(..., valid_loss (E,), valid_error (E,))`` (NaN for a task without
+    ``error_rate``).
   """
   k_init, step_keys, k_eval = seed_keys(seed, steps)
   params = task.init(k_init)
@@ -191,15 +212,19 @@ def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every:
   losses, valid = [], []
   if full:
     keys = step_keys[:full * eval_every].reshape((full, eval_every) + step_keys.shape[1:])
-    carry, (l, v) = run_periods(task, opt, *carry, data, keys, k_eval, 0, eval_batches)
+    carry, (l, v) = run_periods(task, opt, *carry, data, keys, k_eval, 0, eval_batches,
+                                error_rate)
     losses.append(l.reshape(-1))
     valid.append(v)
   if steps % eval_every:
     carry, (l, v) = run_periods(task, opt, *carry, data, step_keys[None, full * eval_every:],
-                                k_eval, full * eval_every, eval_batches)
+                                k_eval, full * eval_every, eval_batches, error_rate)
     losses.append(l.reshape(-1))
     valid.append(v)
-  return carry, jnp.concatenate(losses), jnp.concatenate(valid)
+  valid = jnp.concatenate(valid)
+  if error_rate:
+    return carry, jnp.concatenate(losses), valid[:, 0], valid[:, 1]
+  return carry, jnp.concatenate(losses), valid
 
 
 def tree_where(pred: jax.Array, on_true, on_false):
@@ -223,6 +248,8 @@ class RunResult:
       or None.
     params: final parameters (the evaluation iterate), when the caller keeps them.
     error: the message of an exception that stopped the run ("" when none).
+    valid_error: (E,) validation error rate at ``eval_steps`` (classifiers, when
+      measured), else None.
   """
   train_loss: np.ndarray
   eval_steps: np.ndarray
@@ -231,6 +258,7 @@ class RunResult:
   diverged_at: Optional[int] = None
   params: Any = None
   error: str = ""
+  valid_error: Optional[np.ndarray] = None
 
   @property
   def diverged(self) -> bool:

@@ -32,6 +32,13 @@ def add_parser(subparsers) -> None:
   r.add_argument("--no-progress", action="store_true")
   r.set_defaults(func=_run)
 
+  t = sub.add_parser("set-targets", help="(suite maintainers) run the target-setting runs of "
+                     "an AlgoPerf suite and freeze its targets in the suite file")
+  common(t)
+  t.add_argument("--out", default=None,
+                 help="suite file to write (default: the shipped file of --suite)")
+  t.set_defaults(func=_set_targets)
+
   s = sub.add_parser("show", help="print the leaderboard table")
   common(s)
   s.set_defaults(func=_show)
@@ -66,6 +73,22 @@ def _run(args) -> int:
           f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
     with ResultsDB(args.db, readonly=True) as db:
       print(format_table(compute(db, suite)))
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    return _fail(e)
+  except sqlite3.Error as e:
+    return _db_error(args.db, e)
+  return 0
+
+
+def _set_targets(args) -> int:
+  from metaopt.eval import protocol, suites  # pylint: disable=import-outside-toplevel
+  try:
+    suite = suites.load(args.suite)
+    if not suite.algoperf:
+      raise ValueError(f"suite {suite.id} uses protocol {suite.protocol!r}: its targets come "
+                       "from its reference runs; set-targets is for 'algoperf' suites (v2).")
+    out = args.out or (args.suite if os.path.exists(args.suite) else None)
+    protocol.set_targets(suite, args.db, out)
   except (KeyError, ValueError, FileNotFoundError) as e:
     return _fail(e)
   except sqlite3.Error as e:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 import optax
 
+import tasks as task_registry
 from metaopt import optimizers
 from metaopt.lopt import io
 from tasks.registry import unknown_name_message
@@ -49,6 +50,8 @@ class Entrant:
     ruleset: one of ``RULESETS``.
     source: baseline registry name, or the learned optimizer's name/path.
     trained_on: task families a learned optimizer was meta-trained on.
+    trained_on_datasets, trained_on_architectures: the datasets and architecture
+      classes (``tasks.ARCHITECTURES``) of its meta-training tasks (leakage guard).
     meta_cost_hours: meta-training cost in device-hours (learned), else None.
     description: one line for reports.
     lopt, theta: a learned optimizer object and its meta-parameters (learned only).
@@ -65,6 +68,8 @@ class Entrant:
   lopt: Any = dataclasses.field(default=None, compare=False, repr=False)
   theta: Any = dataclasses.field(default=None, compare=False, repr=False)
   fingerprint: str = ""
+  trained_on_datasets: Tuple[str, ...] = ()
+  trained_on_architectures: Tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.kind not in ("baseline", "learned"):
@@ -96,11 +101,26 @@ class Entrant:
     return self.theta
 
   def build(self, hparams: Dict[str, Any], static: Dict[str, Any], aux: Any,
-            param_info: Any = None) -> optax.GradientTransformation:
-    """The optax transformation for one run (``hparams`` may be tracers)."""
+            param_info: Any = None, total_steps: Optional[int] = None
+            ) -> optax.GradientTransformation:
+    """The optax transformation for one run (``hparams`` may be tracers).
+
+    ``total_steps`` is the run's budget: a learning-rate schedule (a config's
+    ``schedule`` key, or the baseline's own schedule hyper-parameters) spans it.
+    A ``schedule`` in the config is applied as ``learning_rate * unit_schedule(t)``
+    so that a traced learning rate works with every optax schedule.
+    """
     if self.kind == "learned":
       return self.lopt.transform(aux, num_steps=static.get("num_steps"), param_info=param_info)
-    return optimizers.get(self.source, **static, **hparams)
+    cfg = dict(static, **hparams)
+    schedule = cfg.pop("schedule", "constant")
+    if schedule != "constant":
+      unit = optimizers.make_schedule(1.0, schedule, total_steps)
+      lr = cfg["learning_rate"]
+      cfg["learning_rate"] = lambda count: lr * unit(count)
+    if total_steps is None:
+      return optimizers.get(self.source, **cfg)
+    return optimizers.get(self.source, total_steps=total_steps, **cfg)
 
 
 def baseline(name: str, defaults_only: bool = False) -> Entrant:
@@ -121,14 +141,40 @@ def learned(name: str, lopt, theta, metadata: Optional[Dict[str, Any]] = None,
     h.update(np.asarray(leaf).tobytes())
   # metaopt.lopt.io writes "meta_training_device_hours"; accept the older spelling too.
   cost = metadata.get("meta_training_device_hours", metadata.get("meta_training_cost_hours"))
-  trained_on = metadata.get("trained_on") or ()
-  if isinstance(trained_on, str):
-    trained_on = (trained_on,)
+  trained_on = _strings(metadata.get("trained_on"))
+  families = tuple(dict.fromkeys(trained_on + _strings(metadata.get("trained_on_families"))))
+  datasets, architectures = derived_training_classes(families)
+  datasets = tuple(dict.fromkeys(_strings(metadata.get("trained_on_datasets")) + datasets))
+  architectures = tuple(dict.fromkeys(_strings(metadata.get("trained_on_architectures"))
+                                      + architectures))
   return Entrant(name=name, kind="learned", ruleset="self_tuning", source=source or name,
-                 trained_on=tuple(trained_on),
+                 trained_on=families, trained_on_datasets=datasets,
+                 trained_on_architectures=architectures,
                  meta_cost_hours=None if cost is None else float(cost),
                  description=str(metadata.get("description", f"learned ({lopt.arch})")),
                  lopt=lopt, theta=theta, fingerprint=h.hexdigest()[:16])
+
+
+def _strings(x) -> Tuple[str, ...]:
+  if not x:
+    return ()
+  return (str(x),) if isinstance(x, str) else tuple(str(v) for v in x)
+
+
+def derived_training_classes(families) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+  """``(datasets, architectures)`` of registered task families (or task names) from
+  their ``metadata`` (for weight files written before the header listed them);
+  unknown names contribute nothing."""
+  datasets, archs = [], []
+  for f in families:
+    meta = {}
+    if f in task_registry.family_names():
+      meta = dict(getattr(task_registry.get_family(f), "metadata", {}) or {})
+    if meta.get("dataset"):
+      datasets.append(str(meta["dataset"]))
+    if meta.get("architecture"):
+      archs.append(str(meta["architecture"]))
+  return tuple(dict.fromkeys(datasets)), tuple(dict.fromkeys(archs))
 
 
 def parse(spec: str) -> Entrant:
@@ -200,23 +246,32 @@ def tuning_grid(search_space: Dict[str, Any], defaults: Dict[str, Any], lr_point
 
 def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],
             task_metadata: Optional[Dict[str, Any]] = None) -> List[str]:
-  """Meta-training families of ``entrant`` that overlap the held-out task.
+  """What ``entrant``'s meta-training shares with the held-out task (empty: nothing).
 
-  Conservative: a family overlaps when it is the task's name, one of the suite's
+  Conservative. A family overlaps when it is the task's name, one of the suite's
   declared ``families`` of the task, the task's ``metadata["family"]``, or when the
   family's name without a ``_family`` suffix is a prefix of the task's name (e.g.
-  ``mlp_digits_family`` vs ``mlp_digits_w128_d2``).
+  ``mlp_digits_family`` vs ``mlp_digits_w128_d2``): listed by name. With the task's
+  ``metadata``, a shared dataset (``dataset digits``; generated data,
+  ``tasks.SYNTHETIC``, is not a shared dataset) or architecture class
+  (``architecture mlp``) overlaps too.
   """
   if entrant.kind != "learned":
     return []
+  meta = dict(task_metadata or {})
   declared = set(task_families)
-  fam = (task_metadata or {}).get("family")
-  if fam:
-    declared.add(str(fam))
+  if meta.get("family"):
+    declared.add(str(meta["family"]))
   hits = []
   for f in entrant.trained_on:
     stem = f[:-len("_family")] if f.endswith("_family") else f
     if f == task_name or f in declared or task_name.startswith(stem):
       hits.append(f)
+  dataset = meta.get("dataset")
+  if dataset and dataset != task_registry.SYNTHETIC and dataset in entrant.trained_on_datasets:
+    hits.append(f"dataset {dataset}")
+  arch = meta.get("architecture")
+  if arch and arch in entrant.trained_on_architectures:
+    hits.append(f"architecture {arch}")
   return hits
 

@@ -27,6 +27,7 @@ import numpy as np
 
 import metaopt
 from metaopt.eval import entrants as E
+from metaopt.eval import protocol
 from metaopt.eval import suites as S
 from metaopt.eval.runner import Runner
 from metaopt.eval.store import ResultsDB, config_key, runner_lock
@@ -77,6 +78,17 @@ def _trial_score(run: Dict[str, Any]) -> float:
   return v if math.isfinite(v) else math.inf
 
 
+def speedup_reference(suite: S.Suite) -> str:
+  """The first registered baseline of the suite's ``speedup_reference`` list (tuned
+  NAdamW, else Adam until NAdamW is registered)."""
+  from metaopt import optimizers as baselines  # pylint: disable=import-outside-toplevel
+  for name in suite.speedup_reference:
+    if name in baselines.names():
+      return name
+  raise ValueError(f"none of the speedup references {list(suite.speedup_reference)} is a "
+                   "registered baseline.")
+
+
 def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[Any]] = None,
                     seeds: Union[None, int, Sequence[int]] = None,
                     db_path: str = "leaderboard.db", progress: bool = True,
@@ -107,6 +119,13 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
   labels = [(e.name, e.ruleset) for e in ents]
   if len(set(labels)) != len(labels):
     raise ValueError(f"an optimizer is listed twice: {[e.name for e in ents]}.")
+  if suite.algoperf:
+    ref_name = speedup_reference(suite)
+    if not any(e.name == ref_name and e.ruleset == "tuned" for e in ents):
+      log(f"adding tuned {ref_name} (the reference of the normalized speedups)")
+      ents.insert(0, E.baseline(ref_name))
+    return protocol.run(suite, ents, db_path, progress=progress, retry_errors=retry_errors,
+                        log=log)
   if not any(e.name == suite.reference and e.ruleset == "tuned" for e in ents):
     ref = E.baseline(suite.reference)
     if ref.ruleset != "tuned":

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import jax
 import numpy as np
 
-from metaopt.eval import scoring
+from metaopt.eval import algoperf_scores, scoring
 from metaopt.eval import suites as S
 from metaopt.eval.entrants import Entrant, leakage
 from metaopt.eval.store import ResultsDB
@@ -41,6 +41,8 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
   ``entrants`` (list, best first within each ruleset; each with ``per_task`` metrics
   and scores) and ``curves`` (per task, per entrant: median smoothed curve).
   """
+  if suite.algoperf:
+    return algoperf_scores.compute(db, suite)
   runs = db.runs(suite.hash, "eval")
   task_names = [t.task for t in suite.tasks]
   meta = {(o["name"], o["ruleset"]): o for o in db.optimizers()}
@@ -173,14 +175,29 @@ SUMMARY_COLUMNS = [
     ("meta_cost_hours", "meta-train h"), ("leak", "leakage")]
 
 
+ALGOPERF_COLUMNS = [
+    ("optimizer", "optimizer"), ("ruleset", "ruleset"), ("kind", "kind"),
+    ("score_steps", "B (steps)"), ("score_time", "B (time)"),
+    ("score_steps_all", "B all (steps)"), ("speedup_iqm", "speedup IQM"),
+    ("speedup_ci", "95% CI"), ("frac_faster", "faster than ref"), ("reached", "reached"),
+    ("meta_cost_hours", "meta-train h"), ("leak", "leakage (left out)")]
+
+
+def columns(lb: Dict[str, Any]) -> List[tuple]:
+  """The summary columns of ``lb``'s protocol."""
+  return ALGOPERF_COLUMNS if lb.get("protocol") == "algoperf" else SUMMARY_COLUMNS
+
+
 def summary_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
-  """One flat dict per entrant with the ``SUMMARY_COLUMNS`` keys."""
+  """One flat dict per entrant with the ``columns(lb)`` keys."""
   n = len(lb["tasks"])
   rows = []
   for e in lb["entrants"]:
-    row = {k: e.get(k) for k, _ in SUMMARY_COLUMNS}
+    row = {k: e.get(k) for k, _ in columns(lb)}
     row["optimizer"] = e["name"]
-    row["reached"] = f"{e['reached']}/{n}"
+    row["reached"] = f"{e['reached']}/{e.get('scored_tasks', n)}"
+    if e.get("speedup_ci"):
+      row["speedup_ci"] = f"[{_fmt(e['speedup_ci'][0])}, {_fmt(e['speedup_ci'][1])}]"
     row["leak"] = ("OVERLAP: " + "; ".join(f"{t} ({', '.join(f)})" for t, f in e["leakage"].items())
                    if e["leakage"] else ("none" if e["kind"] == "learned" else ""))
     rows.append(row)
@@ -190,8 +207,9 @@ def summary_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
 def format_table(lb: Dict[str, Any]) -> str:
   """Plain-text leaderboard (``metaopt leaderboard show``)."""
   rows = summary_rows(lb)
-  header = [h for _, h in SUMMARY_COLUMNS]
-  cells = [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in SUMMARY_COLUMNS] for r in rows]
+  cols = columns(lb)
+  header = [h for _, h in cols]
+  cells = [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols] for r in rows]
   widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
             for i, h in enumerate(header)]
   lines = [f"Leaderboard {lb['suite']['id']} (hash {lb['suite']['hash']}), "
@@ -217,6 +235,7 @@ def per_task_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
       m = e["per_task"][t["task"]]
       out.append({"optimizer": e["name"], "ruleset": e["ruleset"], "task": t["task"],
                   "target": t["target"], **m,
+                  "leakage": "; ".join(e["leakage"].get(t["task"], [])),
                   "ratio_steps": e.get("ratios_steps", {}).get(t["task"]),
                   "ratio_time": e.get("ratios_time", {}).get(t["task"])})
   return out
@@ -247,18 +266,29 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
   cmap = plt.get_cmap("tab20")
   colors = {n: cmap(i % 20) for i, n in enumerate(names)}
   paths = {}
+  algoperf = lb.get("protocol") == "algoperf"
   for t in lb["tasks"]:
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
     for e, label in zip(lb["entrants"], names):
-      c = np.asarray(lb["curves"][t["task"]].get(e["name"], []), np.float64)
-      if c.size and np.any(np.isfinite(c)):
-        ax.plot(np.arange(1, len(c) + 1), c, label=label, color=colors[label],
+      c = lb["curves"][t["task"]].get(e["name"], [])
+      x = None
+      if isinstance(c, dict):  # AlgoPerf: validation loss at the evaluation steps.
+        x, c = np.asarray(c["x"], np.float64), c["y"]
+      c = np.asarray(c, np.float64)
+      if x is None:
+        x = np.arange(1, len(c) + 1)
+      if c.size and np.any(np.isfinite(c) & (c > 0)):
+        leak = " (leak)" if t["task"] in e.get("leakage", {}) else ""
+        ax.plot(x[:len(c)], c, label=label + leak, color=colors[label],
                 ls="-" if e["ruleset"] == "tuned" else "--", lw=1.3)
     if math.isfinite(t["target"]):
       ax.axhline(t["target"], color="k", ls=":", lw=1, label="target")
+    if algoperf:
+      ax.axvline(t["budget_external"], color="grey", ls="-.", lw=0.8, label="4/3 budget")
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("running-min smoothed train loss")
+    ax.set_ylabel("validation loss (median over studies)" if algoperf
+                  else "running-min smoothed train loss")
     ax.set_title(f"{t['task']} (median over seeds)")
     paths[t["task"]] = _finish(plt, fig, ax, out_dir, f"curves_{t['task']}.png")
   r_max = lb["suite"]["r_max"]
@@ -266,7 +296,7 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
   for label_key, title in (("steps", "steps to target"), ("time", "wall-clock time to target")):
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
     for e, label in zip(lb["entrants"], names):
-      ratios = list(e.get(f"ratios_{label_key}_all", {}).values())
+      ratios = [r for r in e.get(f"ratios_{label_key}_all", {}).values() if r is not None]
       b = e.get(f"score_{label_key}_all", float("nan"))
       ax.step(taus, scoring.performance_profile(ratios, taus), where="post",
               label=f"{label} (B={_fmt(b, 2)})", color=colors[label],
@@ -320,13 +350,14 @@ window.addEventListener('load', function () {
 def _html(lb: Dict[str, Any], plots: Dict[str, str], command: Optional[str], machine: str) -> str:
   esc = html.escape
   rows = summary_rows(lb)
+  cols = columns(lb)
   head = "".join(
       f"<th onclick=\"sortTable(this)\"{' data-default-sort' if k == 'score_steps' else ''}>"
-      f"{esc(h)}</th>" for k, h in SUMMARY_COLUMNS)
+      f"{esc(h)}</th>" for k, h in cols)
   body = []
   for r in rows:
     cells = []
-    for k, _ in SUMMARY_COLUMNS:
+    for k, _ in cols:
       v = r[k]
       num = ("" if not isinstance(v, (int, float)) or v is None or
              (isinstance(v, float) and math.isnan(v)) else f' data-value="{v}"')
@@ -340,12 +371,41 @@ def _html(lb: Dict[str, Any], plots: Dict[str, str], command: Optional[str], mac
     cells = [f"<td>{esc(e['name'])}{'' if e['ruleset'] == 'tuned' else ' [self]'}</td>"]
     for t in lb["tasks"]:
       v = e["per_task"][t["task"]]["steps_to_target"]
-      cells.append(f"<td data-value=\"{v}\">{esc(_fmt(v))}</td>")
+      if t["task"] in e.get("leakage", {}):
+        cells.append(f"<td data-value=\"{v}\" class=\"leak\" title=\"leakage: "
+                     f"{esc(', '.join(e['leakage'][t['task']]))}\">{esc(_fmt(v))} "
+                     "(leak)</td>")
+      else:
+        cells.append(f"<td data-value=\"{v}\">{esc(_fmt(v))}</td>")
     task_rows.append("<tr>" + "".join(cells) + "</tr>")
   imgs = "".join(f"<figure><img src=\"{esc(p)}\" alt=\"{esc(k)}\"><figcaption>{esc(k)}"
                  "</figcaption></figure>" for k, p in plots.items())
   s = lb["suite"]
   cmd = f"<p>Command: <code>{esc(command)}</code></p>" if command else ""
+  if lb.get("protocol") == "algoperf":
+    intro = (f"AlgoPerf protocol: targets on the validation loss from target-setting runs "
+             f"(seeds {esc(str(s['target_seeds']))}); external tuning gets "
+             f"{esc(s['budget_external'])} of the target-setting steps, {s['trials']} "
+             f"quasi-random trials per study, fastest trial per study, median over "
+             f"{len(s['seeds'])} studies; self-tuning gets {esc(s['budget_self_tuning'])}x. "
+             f"Speedup = t_{esc(s['reference'])} / t per study (0 when missed), IQM with a "
+             "95% stratified-bootstrap CI. Leaked (entrant, task) pairs are marked and left "
+             "out of that entrant's scores.")
+    target_rows = "".join(
+        f"<tr><td>{esc(t['task'])}</td><td>{esc(str(t['dataset']))}</td>"
+        f"<td>{esc(str(t['architecture']))}</td><td>{_fmt(t['target'], 4)}</td>"
+        f"<td>{_fmt(t['target_error'], 3)}</td><td>{esc(str(t['setter']))}</td>"
+        f"<td>{t['steps']}</td><td>{t['budget_external']}</td><td>{t['budget_self_tuning']}</td>"
+        "</tr>" for t in lb["tasks"])
+    targets = ("<h2>Targets and budgets</h2><table id=\"targets\"><thead><tr><th>task</th>"
+               "<th>dataset</th><th>architecture</th><th>target valid loss</th>"
+               "<th>target error rate</th><th>set by</th><th>target-setting steps</th>"
+               "<th>budget (external)</th><th>budget (self-tuning)</th></tr></thead><tbody>"
+               f"{target_rows}</tbody></table>")
+  else:
+    intro = (f"Target = upper median over seeds of tuned {esc(s['reference'])}'s running-min "
+             f"smoothed train loss (window {s['smoothing_window']}) at the budget.")
+    targets = ""
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metaopt leaderboard {esc(s['id'])}</title>
 <style>
@@ -360,14 +420,14 @@ figure {{ display: inline-block; margin: 0.5em; }}
 <body>
 <h1>metaopt leaderboard: suite {esc(s['id'])}</h1>
 <p>Suite hash <code>{esc(s['hash'])}</code>; {len(lb['tasks'])} tasks; evaluation seeds
-{esc(str(s['seeds']))}; target = upper median over seeds of tuned {esc(s['reference'])}'s
-running-min smoothed train loss (window {s['smoothing_window']}) at the budget.
+{esc(str(s['seeds']))}. {intro}
 B = AlgoPerf benchmark score (r_max = {s['r_max']}) within the ruleset; "B all" compares
 every optimizer. Click a column header to sort.</p>
 {cmd}<p>Machine: {esc(machine)}</p>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>
 {''.join(body)}
 </tbody></table>
+{targets}
 <h2>Median steps to target per task</h2>
 <table id="per-task"><thead><tr>{task_head}</tr></thead><tbody>
 {''.join(task_rows)}
@@ -412,7 +472,7 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
   plots = _plots(lb, out_dir)
   rows = summary_rows(lb)
   with open(os.path.join(out_dir, "leaderboard.csv"), "w", newline="") as f:
-    wr = csv.DictWriter(f, fieldnames=[k for k, _ in SUMMARY_COLUMNS])
+    wr = csv.DictWriter(f, fieldnames=[k for k, _ in columns(lb)])
     wr.writeheader()
     wr.writerows(rows)
   pt = per_task_rows(lb)
@@ -428,35 +488,64 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
         f"{lb['suite']['seeds']}, tuning seed {suite.tuning_seed}.", ""]
   if command:
     md += [f"Generated by: `{command}`", ""]
-  md += [f"Machine: {machine}", "",
-         "Scoring (see `metaopt/eval/scoring.py`): target = upper median over seeds of tuned "
-         f"{suite.reference}'s running-min smoothed train loss (trailing mean over "
-         f"{suite.smoothing_window} steps) at the budget; steps to target per task = median "
-         "over seeds (inf if not reached); B = AlgoPerf benchmark score "
-         f"(r_max = {suite.r_max}) within the ruleset, `B all` across all optimizers; "
-         "speedup = geometric mean over reached tasks of t_Adam / t; `[self]` = "
-         "self-tuning ruleset (one config for all tasks).", ""]
-  md.append(_markdown_table([h for _, h in SUMMARY_COLUMNS],
-                            [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in SUMMARY_COLUMNS]
-                             for r in rows]))
+  md += [f"Machine: {machine}", ""]
+  cols = columns(lb)
+  leak_mark = lambda e, t: " (leak)" if t in e.get("leakage", {}) else ""  # noqa: E731
+  if lb.get("protocol") == "algoperf":
+    s = lb["suite"]
+    md += ["Scoring (AlgoPerf protocol; `docs/leaderboard/ABOUT.md`, `metaopt/eval/scoring.py`): "
+           "target = validation loss from target-setting runs (best of the tuned "
+           f"target-setting baselines, median over seeds {s['target_seeds']}); external "
+           f"tuning: {s['trials']} quasi-random trials per study at {s['budget_external']} of "
+           f"the target-setting steps, fastest trial per study, median over {len(s['seeds'])} "
+           f"studies; self-tuning (`[self]`): one run per study at {s['budget_self_tuning']}x. "
+           f"B = AlgoPerf score (r_max = {suite.r_max}) within the ruleset, `B all` across all; "
+           f"speedup = t_{s['reference']} / t per study (0 when missed), IQM with a 95% "
+           "stratified-bootstrap CI; wall time = steps to target x median time per compiled "
+           "step (evaluation excluded). Pairs marked `(leak)` are left out of that entrant's "
+           "scores.", ""]
+    md.append(_markdown_table([h for _, h in cols],
+                              [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols]
+                               for r in rows]))
+    md += ["", "## Targets and budgets", ""]
+    md.append(_markdown_table(
+        ["task", "dataset", "architecture", "target valid loss", "target error rate",
+         "set by", "target-setting steps", "budget external", "budget self-tuning"],
+        [[t["task"], str(t["dataset"]), str(t["architecture"]), _fmt(t["target"], 4),
+          _fmt(t["target_error"], 3), str(t["setter"]), str(t["steps"]),
+          str(t["budget_external"]), str(t["budget_self_tuning"])] for t in lb["tasks"]]))
+  else:
+    md += ["Scoring (see `metaopt/eval/scoring.py`): target = upper median over seeds of "
+           f"tuned {suite.reference}'s running-min smoothed train loss (trailing mean over "
+           f"{suite.smoothing_window} steps) at the budget; steps to target per task = median "
+           "over seeds (inf if not reached); B = AlgoPerf benchmark score "
+           f"(r_max = {suite.r_max}) within the ruleset, `B all` across all optimizers; "
+           "speedup = geometric mean over reached tasks of t_Adam / t; `[self]` = "
+           "self-tuning ruleset (one config for all tasks).", ""]
+    md.append(_markdown_table([h for _, h in cols],
+                              [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols]
+                               for r in rows]))
   md += ["", "## Median steps to target", ""]
   md.append(_markdown_table(
       ["optimizer"] + [f"{t['task']} ({t['steps']})" for t in lb["tasks"]],
       [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-       [_fmt(e["per_task"][t["task"]]["steps_to_target"]) for t in lb["tasks"]]
+       [_fmt(e["per_task"][t["task"]]["steps_to_target"]) + leak_mark(e, t["task"])
+        for t in lb["tasks"]]
        for e in lb["entrants"]]))
   md += ["", "## Median final validation loss", ""]
   md.append(_markdown_table(
       ["optimizer"] + [t["task"] for t in lb["tasks"]],
       [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-       [_fmt(e["per_task"][t["task"]]["final_valid"], 4) for t in lb["tasks"]]
+       [_fmt(e["per_task"][t["task"]]["final_valid"], 4) + leak_mark(e, t["task"])
+        for t in lb["tasks"]]
        for e in lb["entrants"]]))
-  md += ["", "## Tuned configurations (best of the sweep on the tuning seed)", ""]
-  md.append(_markdown_table(
-      ["optimizer", "task", "best config", "final valid", "trials"],
-      [[t["optimizer"], t["task"], f"`{json.dumps(t['best_config'], sort_keys=True)}`",
-        _fmt(t["best_score"], 4), str(len(t["trials"]))]
-       for t in sorted(tunings, key=lambda x: (x["optimizer"], x["task"]))]))
+  if tunings:
+    md += ["", "## Tuned configurations (best of the sweep on the tuning seed)", ""]
+    md.append(_markdown_table(
+        ["optimizer", "task", "best config", "final valid", "trials"],
+        [[t["optimizer"], t["task"], f"`{json.dumps(t['best_config'], sort_keys=True)}`",
+          _fmt(t["best_score"], 4), str(len(t["trials"]))]
+         for t in sorted(tunings, key=lambda x: (x["optimizer"], x["task"]))]))
   md += ["", "## Plots", ""] + [f"![{k}]({p})" for k, p in plots.items()]
   md += [""] + lb["notes"]
   with open(os.path.join(out_dir, "README.md"), "w") as f:

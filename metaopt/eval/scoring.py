@@ -190,3 +190,128 @@ def fraction_faster(times: Mapping[str, float], reference: Mapping[str, float]) 
   wins = sum(1 for t, x in times.items()
              if math.isfinite(float(x)) and float(x) < float(reference.get(t, INF)))
   return wins / len(times)
+
+
+# AlgoPerf protocol (suites with "protocol": "algoperf") ------------------------
+#
+# * **Target** of a task: for each target-setting baseline, the median over the
+#   target-setting seeds of the best validation loss its tuned config reaches
+#   within the target-setting steps; the task's target is the lowest of these
+#   medians (the best baseline). ``target_from_runs``.
+# * **Steps to target** of a run: the first evaluation step whose validation loss
+#   is <= the target (``valid_steps_to_target``); inf if never.
+# * **Study** (external tuning): N trials; its time is the fastest trial's
+#   (``study_time``). Per task: the median over studies (``median_time``). A
+#   self-tuning entrant's study is its one run on that study's seed.
+# * **Normalized speedup** over the reference on a task: ``t_ref / t`` (0 when
+#   missed: a miss is never dropped); the per-task matrix (studies x tasks) is
+#   summarised by its IQM with a stratified bootstrap CI (``iqm``,
+#   ``stratified_bootstrap_ci``).
+
+
+def best_valid(valid_loss: Sequence[float]) -> float:
+  """Lowest finite validation loss of a curve; inf when none is finite."""
+  v = np.asarray(valid_loss, np.float64)
+  v = v[np.isfinite(v)]
+  return float(v.min()) if v.size else INF
+
+
+def target_from_runs(per_setter: Mapping[str, Sequence[Sequence[float]]]) -> Dict[str, object]:
+  """The target of a task from its target-setting runs.
+
+  Args:
+    per_setter: ``{baseline: [validation curve of each target-setting seed]}``.
+  Returns:
+    ``{"valid_loss": target, "setter": baseline, "medians": {baseline: median}}``:
+    per baseline the median over seeds of each seed's best validation loss, and
+    the lowest median as the target.
+  """
+  medians = {}
+  for name, curves in per_setter.items():
+    bests = np.asarray([best_valid(c) for c in curves], np.float64)
+    medians[name] = float(np.median(bests)) if bests.size else INF
+  if not medians:
+    raise ValueError("no target-setting runs.")
+  setter = min(medians, key=lambda k: (medians[k], k))
+  return {"valid_loss": medians[setter], "setter": setter, "medians": medians}
+
+
+def valid_steps_to_target(eval_steps: Sequence[float], valid_loss: Sequence[float],
+                          target: float) -> float:
+  """First evaluation step with validation loss <= ``target``; inf if never."""
+  v = np.asarray(valid_loss, np.float64)
+  if not math.isfinite(target) or v.size == 0:
+    return INF
+  hit = np.nonzero(np.isfinite(v) & (v <= target))[0]
+  return float(np.asarray(eval_steps)[hit[0]]) if len(hit) else INF
+
+
+def study_time(trial_times: Iterable[float]) -> float:
+  """A study's time: its fastest trial (inf when no trial reached the target)."""
+  t = np.asarray(list(trial_times), np.float64)
+  t = np.where(np.isnan(t), INF, t)
+  return float(t.min()) if t.size else INF
+
+
+def normalized_speedups(times: Sequence[float], reference: float,
+                        reference_fallback: float) -> np.ndarray:
+  """``reference / t`` per study (0 for a miss). A reference that missed the target
+  is replaced by ``reference_fallback`` (its budget: a lower bound on its time, so
+  the speedup is understated, never inflated)."""
+  ref = reference if math.isfinite(reference) else reference_fallback
+  t = np.asarray(times, np.float64)
+  with np.errstate(divide="ignore"):
+    return np.where(np.isfinite(t) & (t > 0), ref / np.where(t > 0, t, 1.0), 0.0)
+
+
+def iqm(x) -> float:
+  """Interquartile mean: the mean of the middle 50% of all values (the lowest and
+  highest ``floor(n/4)`` dropped), as ``scipy.stats.trim_mean(x, 0.25)``."""
+  v = np.sort(np.asarray(x, np.float64).ravel())
+  if v.size == 0:
+    return float("nan")
+  k = int(0.25 * v.size)
+  return float(v[k:v.size - k].mean())
+
+
+def stratified_bootstrap_ci(scores, statistic=iqm, reps: int = 2000, seed: int = 0,
+                            level: float = 0.95):
+  """Percentile bootstrap CI of ``statistic`` over a (runs, tasks) score matrix,
+  resampling runs with replacement independently within each task (rliable's
+  stratified bootstrap).
+
+  Returns ``(point estimate, low, high)``.
+  """
+  s = np.asarray(scores, np.float64)
+  if s.ndim != 2 or s.size == 0:
+    return float("nan"), float("nan"), float("nan")
+  n, m = s.shape
+  rng = np.random.default_rng(seed)
+  cols = np.arange(m)[None, :]
+  stats = np.empty(reps)
+  for b in range(reps):
+    stats[b] = statistic(s[rng.integers(0, n, size=(n, m)), cols])
+  alpha = (1.0 - level) / 2
+  lo, hi = np.percentile(stats, [100 * alpha, 100 * (1 - alpha)])
+  return statistic(s), float(lo), float(hi)
+
+
+def benchmark_scores(times: Mapping[str, Mapping[str, float]],
+                     excluded: Mapping[str, Iterable[str]], r_max: float
+                     ) -> Dict[str, tuple]:
+  """AlgoPerf ``B`` per optimizer with some (optimizer, task) pairs left out.
+
+  An excluded pair (leakage) neither sets the best time of its task nor counts in
+  its optimizer's profile, which is taken over that optimizer's other tasks.
+  Returns ``{optimizer: (B, {task: ratio or None when excluded})}``.
+  """
+  masked = {o: {t: (INF if t in set(excluded.get(o, ())) else v) for t, v in ts.items()}
+            for o, ts in times.items()}
+  ratios = performance_ratios(masked)
+  out = {}
+  for o, rs in ratios.items():
+    ex = set(excluded.get(o, ()))
+    kept = [r for t, r in rs.items() if t not in ex]
+    out[o] = (benchmark_score(kept, r_max) if kept else float("nan"),
+              {t: (None if t in ex else r) for t, r in rs.items()})
+  return out

@@ -55,14 +55,21 @@ CREATE TABLE IF NOT EXISTS tuning (
   best_config TEXT NOT NULL, best_score REAL, objective TEXT NOT NULL, tuning_seed INTEGER NOT NULL,
   trials TEXT NOT NULL, created REAL NOT NULL,
   PRIMARY KEY (suite_hash, ruleset, optimizer, task));
+CREATE TABLE IF NOT EXISTS timings (
+  suite_hash TEXT NOT NULL, ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, task TEXT NOT NULL,
+  config TEXT NOT NULL, steps INTEGER NOT NULL, seconds TEXT NOT NULL, per_step REAL NOT NULL,
+  created REAL NOT NULL, PRIMARY KEY (suite_hash, ruleset, optimizer, task));
 """
 
-_TABLES = ("suites", "optimizers", "runs", "tuning")
+_TABLES = ("suites", "optimizers", "runs", "tuning", "timings")
 #: Seconds a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_S = 60.0
 
 STATUSES = ("ok", "diverged", "error")
-PURPOSES = ("tune", "eval")
+#: ``tune``/``eval``: v1 protocol; ``trial``: a trial of an AlgoPerf study (external
+#: tuning) or a self-tuning run; ``target_tune``/``target``: target-setting sweep and
+#: its repeats on the target-setting seeds.
+PURPOSES = ("tune", "eval", "trial", "target_tune", "target")
 
 
 def config_key(config: Dict[str, Any]) -> str:
@@ -223,7 +230,9 @@ class ResultsDB:
                        description: str = "") -> None:
     self.conn.execute(
         "INSERT OR REPLACE INTO optimizers VALUES (?,?,?,?,?,?,?)",
-        (name, ruleset, kind, source, json.dumps(list(trained_on)), meta_cost_hours,
+        (name, ruleset, kind, source,
+         json.dumps(trained_on if isinstance(trained_on, dict) else list(trained_on)),
+         meta_cost_hours,
          description))
     self.conn.commit()
 
@@ -251,8 +260,12 @@ class ResultsDB:
               seed: int, config: Dict[str, Any], steps: int, status: str,
               error: Optional[str] = None, train_loss=None, eval_steps=None, valid_loss=None,
               wall_time: Optional[float] = None, package_version: str = "",
-              jax_version: str = "") -> None:
-    """Stores (or replaces, e.g. a retried error) one run and commits."""
+              jax_version: str = "", valid_error=None) -> None:
+    """Stores (or replaces, e.g. a retried error) one run and commits.
+
+    ``valid_error`` (the validation error rate at ``eval_steps``, classifiers) is
+    stored as a second row of the ``valid_loss`` column: ``[[losses], [errors]]``,
+    so older databases need no new column; ``runs`` splits it again."""
     if status not in STATUSES:
       raise ValueError(f"status {status!r} is not one of {STATUSES}.")
     if purpose not in PURPOSES:
@@ -265,7 +278,10 @@ class ResultsDB:
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (suite.name, suite.version, suite.hash, ruleset, optimizer, purpose, config_key(config),
          task, int(seed), int(steps), status, error, _dumps(train_loss), _dumps(eval_steps),
-         _dumps(valid_loss), wt, package_version, jax_version, time.time()))
+         _dumps(valid_loss if valid_error is None or valid_loss is None
+                else np.stack([np.asarray(valid_loss, np.float64),
+                               np.asarray(valid_error, np.float64)])),
+         wt, package_version, jax_version, time.time()))
     self.conn.commit()
 
   def runs(self, suite_hash: Optional[str] = None, purpose: Optional[str] = None,
@@ -283,6 +299,9 @@ class ResultsDB:
       d["config"] = json.loads(d["config"])
       for k in ("train_loss", "eval_steps", "valid_loss"):
         d[k] = _loads(d[k])
+      d["valid_error"] = None
+      if d["valid_loss"] is not None and d["valid_loss"].ndim == 2:
+        d["valid_loss"], d["valid_error"] = d["valid_loss"][0], d["valid_loss"][1]
       if d["wall_time"] is None:
         d["wall_time"] = float("nan")
       out.append(d)
@@ -317,3 +336,26 @@ class ResultsDB:
     rows = self.conn.execute("SELECT optimizer, ruleset, task FROM tuning WHERE suite_hash=?",
                              (suite_hash,)).fetchall()
     return [self.get_tuning(suite_hash, r["ruleset"], r["optimizer"], r["task"]) for r in rows]
+
+  # Timings -----------------------------------------------------------------
+  def set_timing(self, suite_hash: str, ruleset: str, optimizer: str, task: str,
+                 config: Dict[str, Any], steps: int, seconds: List[float]) -> float:
+    """Stores repeated timings (seconds) of ``steps`` compiled steps; returns and
+    stores the median time per step."""
+    per_step = float(np.median(seconds)) / steps
+    self.conn.execute(
+        "INSERT OR REPLACE INTO timings VALUES (?,?,?,?,?,?,?,?,?)",
+        (suite_hash, ruleset, optimizer, task, config_key(config), int(steps),
+         json.dumps([float(x) for x in seconds]), per_step, time.time()))
+    self.conn.commit()
+    return per_step
+
+  def timings(self, suite_hash: str) -> Dict[tuple, Dict[str, Any]]:
+    """``{(optimizer, ruleset, task): {"per_step", "seconds", "steps", "config"}}``."""
+    if not self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND "
+                             "name='timings'").fetchone():
+      return {}  # A read-only database written before timings existed.
+    rows = self.conn.execute("SELECT * FROM timings WHERE suite_hash=?", (suite_hash,))
+    return {(r["optimizer"], r["ruleset"], r["task"]):
+            {"per_step": r["per_step"], "seconds": json.loads(r["seconds"]), "steps": r["steps"],
+             "config": json.loads(r["config"])} for r in rows.fetchall()}

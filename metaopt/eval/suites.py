@@ -12,6 +12,22 @@ A suite is a JSON file ``metaopt/eval/suites/<name>.json``::
    "tasks": [{"task": "quadratic_d10_cond10", "steps": 300, "eval_every": 50,
               "families": ["quadratic_family"]}, ...]}
 
+A suite with ``"protocol": "algoperf"`` (``v2``) is scored the AlgoPerf way
+(``metaopt.eval.protocol``); its extra keys::
+
+   "trials": 5, "search": "quasirandom",  # external tuning: trials per study
+   "seeds": [0, 1, 2],                    # one study per seed (self-tuning: one run)
+   "budget": {"external": "4/3", "self_tuning": "3"},   # x the target-setting steps
+   "speedup_reference": ["nadamw", "adam"],   # first registered one: speedup baseline
+   "bootstrap": {"reps": 2000, "seed": 0},
+   "target_setting": {"seeds": [1000, ...], "tuning_seed": 2000, "trials": 8,
+                      "baselines": ["nadamw", "adamw", "adam"], "schedule": "warmup_cosine"},
+   "tasks": [{"task": ..., "steps": 300,  # the target-setting run's steps
+              "eval_every": 20, "target": {"valid_loss": ..., "valid_error": ..., ...}}]
+
+``metaopt leaderboard set-targets`` fills each task's ``target`` (frozen in the
+file, so covered by its hash).
+
 Every run stored in the results database records the suite's name, version and
 content hash (SHA-256 of the canonical JSON). Versions are immutable: the hash of
 every released version is pinned in ``suites/LOCK.json``, and loading a suite whose
@@ -22,6 +38,7 @@ version instead), so old results stay tied to the exact tasks they were run on.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import hashlib
 import json
 import os
@@ -33,9 +50,15 @@ SUITES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "suites")
 LOCK_PATH = os.path.join(SUITES_DIR, "LOCK.json")
 
 _TOP_KEYS = {"name", "version", "description", "seeds", "tuning_seed", "tuning",
-             "smoothing_window", "reference", "r_max", "eval_batches", "tasks"}
-_TASK_KEYS = {"task", "steps", "eval_every", "families"}
+             "smoothing_window", "reference", "r_max", "eval_batches", "tasks",
+             "protocol", "trials", "search", "budget", "speedup_reference", "bootstrap",
+             "target_setting"}
+_TASK_KEYS = {"task", "steps", "eval_every", "families", "target"}
 _TUNING_KEYS = {"lr_points", "other_points", "max_trials"}
+_TARGET_SETTING_KEYS = {"seeds", "tuning_seed", "trials", "baselines", "schedule"}
+PROTOCOLS = ("v1", "algoperf")
+#: Trial ``i`` of the study with seed ``s`` trains with seed ``STUDY_STRIDE * s + i``.
+STUDY_STRIDE = 100
 
 
 class SuiteError(ValueError):
@@ -51,11 +74,14 @@ class SuiteTask:
     steps: step budget.
     eval_every: validation loss every this many steps (divides ``steps``).
     families: task-family names this task belongs to (leakage guard).
+    target: (algoperf) the frozen target: ``valid_loss`` (the target), ``valid_error``
+      (classifiers), ``setter``, ``config``, ``per_seed``; None until set.
   """
   task: str
   steps: int
   eval_every: int
   families: Tuple[str, ...] = ()
+  target: Optional[Dict[str, Any]] = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +102,47 @@ class Suite:
   tasks: Tuple[SuiteTask, ...]
   content: Dict[str, Any] = dataclasses.field(compare=False, repr=False)
   hash: str = ""
+  protocol: str = "v1"
+  trials: int = 5
+  search: str = "quasirandom"
+  budget_external: fractions.Fraction = fractions.Fraction(4, 3)
+  budget_self_tuning: fractions.Fraction = fractions.Fraction(3)
+  speedup_reference: Tuple[str, ...] = ("nadamw", "adam")
+  bootstrap_reps: int = 2000
+  bootstrap_seed: int = 0
+  target_seeds: Tuple[int, ...] = ()
+  target_tuning_seed: int = 2000
+  target_trials: int = 8
+  target_baselines: Tuple[str, ...] = ("nadamw", "adamw", "adam")
+  target_schedule: str = "warmup_cosine"
 
   @property
   def id(self) -> str:
     return f"{self.name}@{self.version}"
+
+  @property
+  def algoperf(self) -> bool:
+    return self.protocol == "algoperf"
+
+  def budget(self, task: "SuiteTask", ruleset: str) -> int:
+    """Steps an entrant of ``ruleset`` gets on ``task``: the target-setting run's
+    steps times 4/3 (external tuning) or 3 (self-tuning), AlgoPerf's factors."""
+    factor = self.budget_external if ruleset == "tuned" else self.budget_self_tuning
+    return budget_steps(task.steps, factor)
+
+  def trial_seed(self, study_seed: int, trial: int) -> int:
+    """Training seed of trial ``trial`` of the study with seed ``study_seed``."""
+    return STUDY_STRIDE * study_seed + trial
+
+  @property
+  def setup_hash(self) -> str:
+    """Hash of the content without the frozen targets: what target-setting runs
+    are stored under (setting the targets must not orphan them)."""
+    content = dict(self.content)
+    content["tasks"] = [{k: v for k, v in t.items() if k != "target"}
+                        for t in content["tasks"]]
+    return content_hash(content)
+
 
   def task(self, name: str) -> SuiteTask:
     for t in self.tasks:
@@ -87,6 +150,16 @@ class Suite:
         return t
     raise KeyError(f"Suite {self.id}: "
                    + unknown_name_message("task", name, [t.task for t in self.tasks]))
+
+
+
+def budget_steps(steps: int, factor: fractions.Fraction) -> int:
+  """``steps * factor``, which must be a whole number of steps."""
+  b = steps * fractions.Fraction(factor)
+  if b.denominator != 1:
+    raise SuiteError(f"budget {steps} x {factor} = {b} is not a whole number of steps; "
+                     "choose target-setting steps divisible by the factor's denominator.")
+  return int(b)
 
 
 def content_hash(content: Dict[str, Any]) -> str:
@@ -164,7 +237,8 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
     every = int(t.get("eval_every", steps))
     _require(steps > 0 and every > 0 and steps % every == 0, w,
              f"'eval_every' ({every}) must be positive and divide 'steps' ({steps}).")
-    tasks.append(SuiteTask(str(t["task"]), steps, every, tuple(t.get("families", ()))))
+    tasks.append(SuiteTask(str(t["task"]), steps, every, tuple(t.get("families", ())),
+                           t.get("target")))
   names = [t.task for t in tasks]
   _require(len(set(names)) == len(names), where, f"duplicate task names in {names}.")
   h = content_hash(content)
@@ -176,7 +250,9 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
       smoothing_window=int(content.get("smoothing_window", 10)),
       reference=str(content.get("reference", "adam")), r_max=float(content.get("r_max", 4.0)),
       eval_batches=int(content.get("eval_batches", 4)), tasks=tuple(tasks), content=content,
-      hash=h)
+      hash=h, **_algoperf_fields(content, where))
+  if suite.algoperf:
+    _check_algoperf(suite, where)
   _require(suite.lr_points >= 1 and suite.other_points >= 1 and suite.max_trials >= 1, where,
            "tuning lr_points, other_points and max_trials must be >= 1.")
   _require(suite.r_max > 1.0, where, f"r_max must be > 1, got {suite.r_max}.")
@@ -187,6 +263,56 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
         "restore the file, or save the new content as a new version (new 'version' "
         "and/or new file name) and pin it.")
   return suite
+
+
+def _algoperf_fields(content: Dict[str, Any], where: str) -> Dict[str, Any]:
+  protocol = str(content.get("protocol", "v1"))
+  _require(protocol in PROTOCOLS, where, f"'protocol' must be one of {PROTOCOLS}, got {protocol!r}.")
+  if protocol != "algoperf":
+    return {"protocol": protocol}
+  budget = dict(content.get("budget", {}))
+  ts = dict(content.get("target_setting", {}))
+  unknown = set(ts) - _TARGET_SETTING_KEYS
+  _require(not unknown, where, f"unknown 'target_setting' key(s) {sorted(unknown)}; known: "
+           f"{sorted(_TARGET_SETTING_KEYS)}.")
+  boot = dict(content.get("bootstrap", {}))
+  try:
+    ext = fractions.Fraction(str(budget.get("external", "4/3")))
+    self_t = fractions.Fraction(str(budget.get("self_tuning", "3")))
+  except (ValueError, ZeroDivisionError) as e:
+    raise SuiteError(f"{where}: 'budget' factors must be numbers or fractions like \"4/3\" "
+                     f"({e}).") from e
+  return dict(
+      protocol=protocol, trials=int(content.get("trials", 5)),
+      search=str(content.get("search", "quasirandom")),
+      budget_external=ext, budget_self_tuning=self_t,
+      speedup_reference=tuple(content.get("speedup_reference", ("nadamw", "adam"))),
+      bootstrap_reps=int(boot.get("reps", 2000)), bootstrap_seed=int(boot.get("seed", 0)),
+      target_seeds=tuple(int(x) for x in ts.get("seeds", ())),
+      target_tuning_seed=int(ts.get("tuning_seed", 2000)),
+      target_trials=int(ts.get("trials", 8)),
+      target_baselines=tuple(ts.get("baselines", ("nadamw", "adamw", "adam"))),
+      target_schedule=str(ts.get("schedule", "warmup_cosine")))
+
+
+def _check_algoperf(suite: Suite, where: str) -> None:
+  _require(suite.trials >= 1, where, f"'trials' must be >= 1, got {suite.trials}.")
+  _require(len(suite.seeds) >= 3, where, "AlgoPerf scoring takes the median over >= 3 "
+           f"studies: give >= 3 'seeds', got {list(suite.seeds)}.")
+  _require(len(suite.target_seeds) >= 5, where, "'target_setting.seeds' needs >= 5 seeds, got "
+           f"{list(suite.target_seeds)}.")
+  trial_seeds = {suite.trial_seed(s, i) for s in suite.seeds for i in range(suite.trials)}
+  overlap = (trial_seeds | set(suite.seeds)) & (set(suite.target_seeds)
+                                                | {suite.target_tuning_seed})
+  _require(not overlap, where, f"target-setting seeds overlap evaluation seeds {sorted(overlap)}"
+           "; they must be separate.")
+  _require(suite.budget_external >= 1 and suite.budget_self_tuning >= 1, where,
+           "budget factors must be >= 1.")
+  for t in suite.tasks:
+    for ruleset in ("tuned", "self_tuning"):
+      b = suite.budget(t, ruleset)
+      _require(b % t.eval_every == 0, where, f"task {t.task}: eval_every ({t.eval_every}) must "
+               f"divide the {ruleset} budget ({b} steps).")
 
 
 def load(name_or_path: str) -> Suite:

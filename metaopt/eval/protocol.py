@@ -1,0 +1,258 @@
+"""The AlgoPerf protocol of suites with ``"protocol": "algoperf"`` (suite ``v2``).
+
+* ``set_targets``: per task, each target-setting baseline (with the suite's
+  learning-rate schedule) gets ``target_setting.trials`` quasi-random trials at the
+  task's target-setting steps on the target tuning seed; its best config (lowest
+  validation loss) is repeated on every target-setting seed; the target is the
+  lowest median best-validation-loss over the baselines (``scoring.target_from_runs``).
+  The targets are written into the suite file (frozen, covered by its hash).
+* ``run``: external tuning (``tuned`` entrants): one study per suite seed, each of
+  ``trials`` quasi-random configs of the baseline's search space, all trials of a
+  task vmapped in one program, at 4/3 of the target-setting steps. Self-tuning
+  entrants: one run per study seed at 3x the steps. Then the compiled training step
+  of each (task, entrant) is timed (``runner.time_steps``) for wall time to target.
+
+Runs are stored as they finish (purpose ``trial``, ``target_tune``, ``target``);
+stored runs are skipped, so both commands resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import jax
+import numpy as np
+
+import metaopt
+import tasks as task_registry
+from metaopt import optimizers
+from metaopt.eval import entrants as E
+from metaopt.eval import scoring
+from metaopt.eval import suites as S
+from metaopt.eval.runner import execute_batch, time_steps
+from metaopt.eval.store import ResultsDB, runner_lock
+from metaopt.optimizers.tune import METHODS
+
+#: Steps per timing call and number of timed calls (median taken).
+TIMING_STEPS = 32
+TIMING_REPEATS = 5
+#: Hyper-parameter names meaning that a baseline schedules its learning rate itself.
+_OWN_SCHEDULE_KEYS = ("schedule", "warmup_fraction", "warmup_steps", "decay", "decay_type",
+                      "decay_schedule")
+
+
+def search_method() -> str:
+  """``quasirandom`` when ``metaopt.optimizers`` has it, else ``random``."""
+  return "quasirandom" if "quasirandom" in METHODS else "random"
+
+
+def trial_configs(name: str, num_trials: int, seed: int,
+                  extra: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+  """``num_trials`` full configs of baseline ``name``: defaults updated by quasi-random
+  points of its search space (seeded by ``seed``) and ``extra``."""
+  spec = optimizers.spec(name)
+  points = optimizers.search_configs(name, method=search_method(), num_trials=num_trials,
+                                     seed=seed)
+  out = []
+  for p in points:
+    cfg = dict(spec.defaults)
+    cfg.update(p)
+    cfg.update(extra or {})
+    out.append({k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in cfg.items()})
+  return out
+
+
+def scheduled(name: str, schedule: str) -> Dict[str, Any]:
+  """The config entries giving baseline ``name`` the learning-rate ``schedule``: none
+  when it schedules itself (its defaults carry schedule keys) or takes only a
+  constant rate."""
+  spec = optimizers.spec(name)
+  if not spec.schedulable or any(k in spec.defaults for k in _OWN_SCHEDULE_KEYS):
+    return {}
+  return {"schedule": schedule}
+
+
+def _version() -> Dict[str, str]:
+  return dict(package_version=metaopt.__version__, jax_version=jax.__version__)
+
+
+def _store(db, suite, e, purpose, task, seed, config, steps, out) -> None:
+  db.add_run(suite=suite, ruleset=e.ruleset, optimizer=e.name, purpose=purpose, task=task,
+             seed=seed, config=config, steps=steps, status=out.status,
+             error=out.error or None, train_loss=out.train_loss, eval_steps=out.eval_steps,
+             valid_loss=out.valid_loss, valid_error=getattr(out, "valid_error", None),
+             wall_time=out.wall_time, **_version())
+
+
+def _run_missing(db, suite, e, task, purpose, configs, seeds, steps, eval_every,
+                 retry_errors, stats, log) -> List[Dict[str, Any]]:
+  """Trains the (config, seed) pairs not stored yet (one vmapped batch) and returns
+  the stored rows of all of them, in order."""
+  missing = [i for i, (c, s) in enumerate(zip(configs, seeds))
+             if not db.has_run(suite.hash, e.ruleset, e.name, purpose, task.name, s, c,
+                               include_errors=not retry_errors)]
+  stats["skipped"] += len(configs) - len(missing)
+  if missing:
+    outs, compiled = execute_batch(task, e, [configs[i] for i in missing],
+                                   [seeds[i] for i in missing], steps, eval_every,
+                                   suite.eval_batches)
+    stats["compiled"] += compiled
+    for i, out in zip(missing, outs):
+      stats["trained"] += 1
+      if out.status == "error":
+        stats["errors"] += 1
+        log(f"error: {e.name} on {task.name} ({purpose}, seed {seeds[i]}): "
+            f"{out.error.splitlines()[0]}")
+      elif out.status == "diverged":
+        stats["diverged"] += 1
+      _store(db, suite, e, purpose, task.name, seeds[i], configs[i], steps, out)
+  rows = []
+  for c, s in zip(configs, seeds):
+    rows += db.runs(suite.hash, purpose, ruleset=e.ruleset, optimizer=e.name, task=task.name,
+                    seed=s, config=json.dumps(c, sort_keys=True, separators=(",", ":"),
+                                              default=str))
+  return rows
+
+
+def plan(suite: S.Suite, e: E.Entrant, st: S.SuiteTask):
+  """``(configs, seeds, steps)`` of entrant ``e`` on ``st``: every trial of every study
+  (tuned) or one run per study seed (self-tuning)."""
+  steps = suite.budget(st, e.ruleset)
+  if e.tuned:
+    configs, seeds = [], []
+    for s in suite.seeds:
+      configs += trial_configs(e.source, suite.trials, seed=s)
+      seeds += [suite.trial_seed(s, i) for i in range(suite.trials)]
+    return configs, seeds, steps
+  cfg = e.fixed_config(steps)
+  return [cfg] * len(suite.seeds), [suite.trial_seed(s, 0) for s in suite.seeds], steps
+
+
+def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool = True,
+        retry_errors: bool = False, log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Runs (or resumes) the AlgoPerf protocol of ``suite`` for ``ents`` (see module
+  docstring). Returns run statistics like ``run_leaderboard``."""
+  missing_targets = [t.task for t in suite.tasks if not t.target]
+  if missing_targets:
+    raise ValueError(f"suite {suite.id} has no frozen targets for {missing_targets}; run "
+                     f"`metaopt leaderboard set-targets --suite {suite.name}` first.")
+  stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0,
+           "planned": 0}
+  bar = None
+  for st in suite.tasks:
+    for e in ents:
+      stats["planned"] += len(plan(suite, e, st)[0])
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    bar = tqdm(total=stats["planned"], desc=f"leaderboard {suite.id}", unit="run")
+  with runner_lock(db_path), ResultsDB(db_path) as db:
+    db.register_suite(suite)
+    for e in ents:
+      db.upsert_optimizer(e.name, e.ruleset, e.kind, e.source, _training_classes(e),
+                          e.meta_cost_hours, e.description)
+    timings = db.timings(suite.hash)
+    try:
+      for st in suite.tasks:
+        task = None
+        for e in ents:
+          configs, seeds, steps = plan(suite, e, st)
+          if bar is not None:
+            bar.set_postfix_str(f"{e.name} on {st.task}")
+          stored = all(db.has_run(suite.hash, e.ruleset, e.name, "trial", st.task, s, c,
+                                  include_errors=not retry_errors)
+                       for c, s in zip(configs, seeds))
+          timed = (e.name, e.ruleset, st.task) in timings
+          if stored and timed:
+            stats["skipped"] += len(configs)
+          else:
+            task = task or task_registry.get(st.task)
+            _run_missing(db, suite, e, task, "trial", configs, seeds, steps, st.eval_every,
+                         retry_errors, stats, log)
+            if not timed:
+              cfg = dict(configs[0]) if not e.tuned else dict(
+                  optimizers.spec(e.source).defaults)
+              try:
+                secs = time_steps(task, e, cfg, steps, TIMING_STEPS, TIMING_REPEATS)
+                db.set_timing(suite.hash, e.ruleset, e.name, st.task, cfg, TIMING_STEPS, secs)
+              except Exception as ex:  # pylint: disable=broad-except
+                log(f"timing failed: {e.name} on {st.task}: {type(ex).__name__}: {ex}")
+          if bar is not None:
+            bar.update(len(configs))
+    finally:
+      if bar is not None:
+        bar.close()
+  stats.update(suite=suite.id, db=db_path)
+  return stats
+
+
+def _training_classes(e: E.Entrant) -> Dict[str, List[str]]:
+  return {"families": list(e.trained_on), "datasets": list(e.trained_on_datasets),
+          "architectures": list(e.trained_on_architectures)}
+
+
+def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
+                progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Runs (or resumes) the target-setting runs of ``suite`` and writes the suite file
+  with every task's frozen ``target`` to ``out_path`` (default: the shipped file of
+  the suite). Returns the new suite content.
+
+  Target-setting runs are stored under ``suite.setup_hash`` (the content without
+  targets), so re-running after the targets were written resumes them.
+  """
+  setters = [b for b in suite.target_baselines if b in optimizers.names()]
+  if not setters:
+    raise ValueError(f"none of the target-setting baselines {list(suite.target_baselines)} "
+                     "is registered.")
+  skipped = [b for b in suite.target_baselines if b not in setters]
+  if skipped:
+    log(f"target-setting baselines not registered (skipped): {skipped}")
+  setup = S.Suite(**{**{f: getattr(suite, f) for f in suite.__dataclass_fields__},
+                     "hash": suite.setup_hash})
+  stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0}
+  content = json.loads(json.dumps(suite.content))
+  with runner_lock(db_path), ResultsDB(db_path) as db:
+    for k, st in enumerate(suite.tasks):
+      task = task_registry.get(st.task)
+      per_setter, chosen = {}, {}
+      for name in setters:
+        e = E.baseline(name)
+        e = E.Entrant(**{**{f: getattr(e, f) for f in e.__dataclass_fields__},
+                         "ruleset": "tuned"})
+        extra = scheduled(name, suite.target_schedule)
+        configs = trial_configs(name, suite.target_trials, suite.target_tuning_seed, extra)
+        seeds = [suite.target_tuning_seed + i for i in range(len(configs))]
+        rows = _run_missing(db, setup, e, task, "target_tune", configs, seeds, st.steps,
+                            st.eval_every, False, stats, log)
+        scores = [scoring.best_valid(r["valid_loss"]) if r["status"] == "ok" else np.inf
+                  for r in rows]
+        best = configs[int(np.argmin(scores))]
+        reps = _run_missing(db, setup, e, task, "target", [best] * len(suite.target_seeds),
+                            list(suite.target_seeds), st.steps, st.eval_every, False, stats,
+                            log)
+        per_setter[name] = [r["valid_loss"] if r["valid_loss"] is not None else [np.inf]
+                            for r in reps]
+        chosen[name] = (best, reps)
+        if progress:
+          log(f"  {st.task}: {name} median best valid "
+              f"{np.median([scoring.best_valid(c) for c in per_setter[name]]):.4g}")
+      tgt = scoring.target_from_runs(per_setter)
+      best_cfg, reps = chosen[tgt["setter"]]
+      errs = [np.nanmin(r["valid_error"]) for r in reps
+              if r["valid_error"] is not None and np.any(np.isfinite(r["valid_error"]))]
+      content["tasks"][k]["target"] = {
+          "valid_loss": tgt["valid_loss"],
+          "valid_error": float(np.median(errs)) if errs else None,
+          "setter": tgt["setter"], "config": best_cfg,
+          "per_seed": [scoring.best_valid(c) for c in per_setter[tgt["setter"]]],
+          "medians": tgt["medians"]}
+      log(f"target {st.task}: valid loss {tgt['valid_loss']:.4g} by {tgt['setter']}")
+  path = out_path or S.SHIPPED.get(suite.name)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(content, f, indent=1)
+    f.write("\n")
+  os.replace(tmp, path)
+  log(f"wrote {path} ({stats['trained']} runs trained, {stats['skipped']} stored)")
+  return content
