@@ -75,9 +75,10 @@ def _median_curve(curves: List[np.ndarray]) -> List[float]:
 
 
 def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
-  """Scores every entrant with runs of ``suite`` (see module docstring)."""
-  runs = db.runs(suite.hash, "trial")
-  timings = db.timings(suite.hash)
+  """Scores every entrant with runs of ``suite`` (see module docstring); runs are
+  read under ``suite.setup_hash`` and scored against the targets in ``suite``."""
+  runs = db.runs(suite.setup_hash, "trial")  # Runs do not depend on the targets.
+  timings = db.timings(suite.setup_hash)
   names = [t.task for t in suite.tasks]
   targets = {t.task: float((t.target or {}).get("valid_loss", float("nan"))) for t in suite.tasks}
   meta = {(o["name"], o["ruleset"]): o for o in db.optimizers()}

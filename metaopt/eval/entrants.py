@@ -28,6 +28,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -93,6 +94,11 @@ class Entrant:
       return {}, dict(config)
     numeric = {k: float(v) for k, v in config.items()
                if isinstance(v, float) and not isinstance(v, bool)}
+    decay = config.get("lr_decay")
+    if isinstance(decay, str) and decay in optimizers.DECAYS:
+      # The decay type becomes a traced index (``build``), so that the trials of
+      # every decay share one compiled program.
+      numeric["lr_decay"] = float(optimizers.DECAYS.index(decay))
     static = {k: v for k, v in config.items() if k not in numeric}
     return numeric, static
 
@@ -113,6 +119,11 @@ class Entrant:
     if self.kind == "learned":
       return self.lopt.transform(aux, num_steps=static.get("num_steps"), param_info=param_info)
     cfg = dict(static, **hparams)
+    if "lr_decay" in hparams and not isinstance(hparams["lr_decay"], str):
+      cfg["learning_rate"] = _traced_decay_schedule(
+          cfg.pop("learning_rate"), total_steps, cfg.pop("warmup_fraction"),
+          cfg.pop("lr_decay"))
+      return optimizers.get(self.source, schedule="constant", total_steps=total_steps, **cfg)
     schedule = cfg.pop("schedule", "constant")
     if schedule != "constant":
       unit = optimizers.make_schedule(1.0, schedule, total_steps)
@@ -121,6 +132,19 @@ class Entrant:
     if total_steps is None:
       return optimizers.get(self.source, **cfg)
     return optimizers.get(self.source, total_steps=total_steps, **cfg)
+
+
+def _traced_decay_schedule(learning_rate, total_steps, warmup_fraction, decay_index):
+  """``optimizers.warmup_decay_schedule`` with the decay chosen by a (traced) index
+  into ``optimizers.DECAYS``."""
+  options = [optimizers.warmup_decay_schedule(learning_rate, total_steps, warmup_fraction, d)
+             for d in optimizers.DECAYS]
+
+  def schedule(count):
+    values = jnp.stack([f(count) for f in options])
+    return values[jnp.asarray(decay_index, jnp.int32)]
+
+  return schedule
 
 
 def baseline(name: str, defaults_only: bool = False) -> Entrant:

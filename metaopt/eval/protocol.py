@@ -13,7 +13,10 @@
   of each (task, entrant) is timed (``runner.time_steps``) for wall time to target.
 
 Runs are stored as they finish (purpose ``trial``, ``target_tune``, ``target``);
-stored runs are skipped, so both commands resume.
+stored runs are skipped, so both commands resume. Runs are keyed by the suite's
+``setup_hash`` (its content without the frozen targets): no run depends on the
+targets, so ``run`` may even go before or beside ``set-targets`` (then use another
+``--db``: one runner per database).
 """
 
 from __future__ import annotations
@@ -136,8 +139,12 @@ def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool 
   docstring). Returns run statistics like ``run_leaderboard``."""
   missing_targets = [t.task for t in suite.tasks if not t.target]
   if missing_targets:
-    raise ValueError(f"suite {suite.id} has no frozen targets for {missing_targets}; run "
-                     f"`metaopt leaderboard set-targets --suite {suite.name}` first.")
+    log(f"note: suite {suite.id} has no frozen targets yet for {missing_targets}: runs are "
+        "trained (they do not depend on the targets) but cannot be scored until "
+        f"`metaopt leaderboard set-targets --suite {suite.name}` has run.")
+  # Runs do not depend on the targets: they are stored under the hash of the suite
+  # without its targets, so freezing the targets keeps them.
+  suite = setup_suite(suite)
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0,
            "planned": 0}
   bar = None
@@ -187,6 +194,12 @@ def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool 
   return stats
 
 
+def setup_suite(suite: S.Suite) -> S.Suite:
+  """``suite`` with ``hash = suite.setup_hash`` (what its runs are stored under)."""
+  return S.Suite(**{**{f: getattr(suite, f) for f in suite.__dataclass_fields__},
+                    "hash": suite.setup_hash})
+
+
 def _training_classes(e: E.Entrant) -> Dict[str, List[str]]:
   return {"families": list(e.trained_on), "datasets": list(e.trained_on_datasets),
           "architectures": list(e.trained_on_architectures)}
@@ -208,8 +221,7 @@ def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
   skipped = [b for b in suite.target_baselines if b not in setters]
   if skipped:
     log(f"target-setting baselines not registered (skipped): {skipped}")
-  setup = S.Suite(**{**{f: getattr(suite, f) for f in suite.__dataclass_fields__},
-                     "hash": suite.setup_hash})
+  setup = setup_suite(suite)
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0}
   content = json.loads(json.dumps(suite.content))
   with runner_lock(db_path), ResultsDB(db_path) as db:
