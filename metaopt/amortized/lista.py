@@ -296,8 +296,14 @@ def _nmse(xs, x_true):
 
 
 def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
-          callback=None, log_every: int = 100) -> LISTAResult:
+          callback=None, log_every: int = 100,
+          initial_params: Optional[Dict[str, Any]] = None) -> LISTAResult:
   """Trains a LISTA-type network on ``problem``'s ground-truth codes.
+
+  ``initial_params`` (e.g. ``params`` of a network of the same variant and depth
+  trained on a related problem) replaces ``init_params``: fine-tuning, e.g. a
+  noiseless-trained ALISTA on a noisy family. Stage-wise stages keep their best
+  validation point, so fine-tuning never ends worse than its start on the validation set.
 
   ``callback(step, {"loss": ...})`` is called every ``log_every`` steps (stage-wise:
   also ``layer`` and ``stage``).
@@ -308,6 +314,12 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
   a = _dictionary(problem)
   w_alista = alista_weight(a) if config.variant == "alista" else None
   params = init_params(problem, config.variant, config.num_layers, config.init)
+  if initial_params is not None:
+    shapes = jax.tree_util.tree_map(jnp.shape, params)
+    if jax.tree_util.tree_map(jnp.shape, dict(initial_params)) != shapes:
+      raise ValueError(f"initial_params must match init_params' shapes {shapes} "
+                       f"(same variant, num_layers and dictionary size).")
+    params = jax.tree_util.tree_map(jnp.asarray, dict(initial_params))
   counts = _counts_for(config, a.shape[1])
   key = problem.split_key(jax.random.PRNGKey(config.seed), "train")
   t0 = time.perf_counter()

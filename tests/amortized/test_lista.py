@@ -148,6 +148,18 @@ def test_stagewise_first_stage_trains_only_the_new_layer(problem):
   assert res.params["theta"][1] != res.params["theta"][0]
 
 
+def test_initial_params_start_training_where_given(problem):
+  """Zero steps return initial_params unchanged; wrong shapes are refused."""
+  start = lista.init_params(problem, "alista", 3)
+  start = {"gamma": start["gamma"] * 0.5, "theta": start["theta"] * 2.0}
+  res = lista.train(problem, lista.LISTAConfig(variant="alista", num_layers=3, steps=0),
+                    initial_params=start)
+  np.testing.assert_array_equal(res.params["theta"], start["theta"])
+  with pytest.raises(ValueError, match="initial_params"):
+    lista.train(problem, lista.LISTAConfig(variant="alista", num_layers=4, steps=0),
+                initial_params=start)
+
+
 def test_bad_config_and_problem():
   with pytest.raises(ValueError, match="known"):
     lista.LISTAConfig(variant="lista_ss")
