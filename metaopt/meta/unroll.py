@@ -143,7 +143,8 @@ class InnerProblem:
     new = InnerState(params, opt_state, state.step + 1, state.horizon, state.dynamic)
     return new, (meta_loss, loss, finite)
 
-  def unroll(self, thetas, states: InnerState, data, key: jax.Array, num_steps: int):
+  def unroll(self, thetas, states: InnerState, data, key: jax.Array, num_steps: int,
+             next_thetas=None):
     """Advances a group of B runs of the same task ``num_steps`` steps.
 
     The group holds the branches of one task that differ only in theta (the two
@@ -152,21 +153,29 @@ class InnerProblem:
     random numbers) and restart together, when they reach the horizon or when any
     branch diverges (so a pair never desynchronizes). The replacement run is drawn
     from ``key``. Horizons are >= the truncation, so at most one scheduled restart
-    happens per truncation.
+    happens per truncation. ``next_thetas`` (default ``thetas``): the thetas of the
+    runs that start inside this unroll (an estimator that keeps one perturbation per
+    run switches to the next run's here).
 
     Returns:
       ``(states, UnrollOut)`` with ``meta_loss, loss, finite`` of shape
       ``(num_steps, B)`` and ``reset`` of shape ``(num_steps,)``.
     """
-    fresh = jax.vmap(self.new_run, in_axes=(0, None))(thetas, jax.random.fold_in(key, num_steps))
+    next_thetas = thetas if next_thetas is None else next_thetas
+    fresh = jax.vmap(self.new_run, in_axes=(0, None))(next_thetas,
+                                                      jax.random.fold_in(key, num_steps))
     step = jax.vmap(self.step, in_axes=(0, 0, None, None))
 
-    def body(st, i):
-      st, (meta_loss, loss, finite) = step(thetas, st, data, jax.random.fold_in(key, i))
+    def body(carry, i):
+      st, restarted = carry
+      th = inner.tree_where(restarted, next_thetas, thetas)
+      st, (meta_loss, loss, finite) = step(th, st, data, jax.random.fold_in(key, i))
       done = jnp.any(st.step >= st.horizon) | ~jnp.all(finite)
-      return inner.tree_where(done, fresh, st), UnrollOut(meta_loss, loss, finite, done)
+      return ((inner.tree_where(done, fresh, st), restarted | done),
+              UnrollOut(meta_loss, loss, finite, done))
 
-    return jax.lax.scan(body, states, jnp.arange(num_steps))
+    (states, _), out = jax.lax.scan(body, (states, jnp.asarray(False)), jnp.arange(num_steps))
+    return states, out
 
 
 def train_curve(family: TaskFamily, static, opt: inner.OptimizerOrFactory, dynamic, data,

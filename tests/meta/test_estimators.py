@@ -79,6 +79,41 @@ def test_pes_unbiased_where_tbptt_is_biased(horizon):
   assert rel_err(tbptt, exact) > 3 * TOL, (tbptt, exact)
 
 
+@pytest.mark.parametrize("horizon", [N * K, 7])
+def test_nres_unbiased(horizon):
+  """Noise reuse: one perturbation per run (horizon 7: runs restart inside truncations
+  and switch to their successor's perturbation there)."""
+  with jax.enable_x64(True):
+    theta, nres, _ = run_estimator("nres", horizon, NUM_PERTURBATIONS, N)
+    exact = exact_total_grad(theta, N * K, horizon)
+  assert rel_err(nres, exact) < TOL, (nres, exact)
+
+
+def test_nres_has_lower_variance_than_pes_late_in_a_run():
+  """The estimate of one truncation (what an outer step uses), 4 truncations into a
+  run: PES multiplies by its growing sum of perturbations, NRES by one (Li et al. 2023)."""
+  def spread(name):
+    with jax.enable_x64(True):
+      lopt = LrMomentum(init_log_lr=-1.5, init_logit_momentum=1.0)
+      theta = lopt.init_meta_params(None)
+      problem = InnerProblem(quadratic_family(), None, lopt,
+                             TruncationSchedule("constant", K, N * K, random_offsets=False))
+      est = E.build_estimator(name, problem, 1, sigma=SIGMA)
+      step = jax.jit(est.compute_gradient)
+
+      def last(seed):
+        ws = est.init_worker_state(theta, jax.random.PRNGKey(seed))
+        for n in range(N):
+          g, ws, _ = step(theta, ws, {}, jax.random.PRNGKey(1000 * seed + n))
+        return np.array([g["log_lr"], g["logit_momentum"]])
+
+      samples = np.stack([last(s) for s in range(200)])
+    return np.sum(np.var(samples, axis=0))
+
+  nres, pes = spread("nres"), spread("pes")
+  assert nres < 0.8 * pes, (nres, pes)
+
+
 def test_tbptt_and_es_exact_for_one_truncation():
   with jax.enable_x64(True):
     theta, tbptt, _ = run_estimator("tbptt", N * K, 2, 1)
@@ -102,7 +137,7 @@ def test_full_es_matches_backprop_of_whole_run():
   assert rel_err(g, exact) < TOL, (g, exact)
 
 
-@pytest.mark.parametrize("name", ["pes", pytest.param("tbptt", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["pes", "nres", pytest.param("tbptt", marks=pytest.mark.slow),
                                   pytest.param("es", marks=pytest.mark.slow),
                                   pytest.param("full_es", marks=pytest.mark.slow)])
 def test_diverging_tasks_are_excluded_and_counted(name):
@@ -149,7 +184,7 @@ def test_mixed_estimator_is_normalized_weighted_sum():
 def test_unknown_estimator_lists_known():
   lopt = LrMomentum()
   problem = InnerProblem(quadratic_family(), None, lopt, TruncationSchedule())
-  with pytest.raises(ValueError, match="Did you mean pes.*Known: es, full_es, pes, tbptt"):
+  with pytest.raises(ValueError, match="Did you mean pes.*Known: es, full_es, nres, pes, tbptt"):
     E.build_estimator("pse", problem, 4)
   with pytest.raises(ValueError, match="Unknown full-ES loss 'mean'"):
     E.build_estimator("full_es", problem, 4, full_es_loss="mean")
@@ -157,11 +192,11 @@ def test_unknown_estimator_lists_known():
 
 def test_build_estimator_passes_each_class_its_options():
   problem = InnerProblem(quadratic_family(), None, LrMomentum(), TruncationSchedule())
-  assert set(E.ESTIMATORS) == {"tbptt", "es", "pes", "full_es"}
+  assert set(E.ESTIMATORS) == {"tbptt", "es", "pes", "full_es", "nres"}
   built = {n: E.build_estimator(n, problem, 3, sigma=0.5, full_es_loss="min")
            for n in E.ESTIMATORS}
   for name, est in built.items():
     assert type(est) is E.ESTIMATOR_CLASSES.get(name) and est.name == name
     assert est.num_tasks == 3
-  assert built["es"].sigma == built["pes"].sigma == built["full_es"].sigma == 0.5
+  assert built["es"].sigma == built["pes"].sigma == built["nres"].sigma == built["full_es"].sigma == 0.5
   assert built["full_es"].loss_type == "min"
