@@ -29,6 +29,8 @@ def add_parser(subparsers) -> None:
   r.add_argument("--seeds", type=int, default=None,
                  help="number of evaluation seeds (default: the suite's)")
   r.add_argument("--retry-errors", action="store_true", help="re-run stored failed runs")
+  r.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                 help="(AlgoPerf suites such as v2) run only these tasks of the suite")
   r.add_argument("--no-progress", action="store_true")
   r.set_defaults(func=_run)
 
@@ -68,7 +70,8 @@ def _run(args) -> int:
   try:
     suite = suites.load(args.suite)
     stats = run_leaderboard(suite, args.optimizers, args.seeds, args.db,
-                            progress=not args.no_progress, retry_errors=args.retry_errors)
+                            progress=not args.no_progress, retry_errors=args.retry_errors,
+                            only_tasks=args.tasks)
     print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
           f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
     with ResultsDB(args.db, readonly=True) as db:

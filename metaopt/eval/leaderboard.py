@@ -93,7 +93,8 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
                     seeds: Union[None, int, Sequence[int]] = None,
                     db_path: str = "leaderboard.db", progress: bool = True,
                     retry_errors: bool = False, compile_workers: int = 2,
-                    log: Callable[[str], None] = print) -> Dict[str, Any]:
+                    log: Callable[[str], None] = print,
+                    only_tasks: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Runs (or resumes) the leaderboard of ``suite``.
 
   Args:
@@ -107,6 +108,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
     compile_workers: threads compiling the programs of one task's optimizers in
       parallel before its runs (XLA compilation dominates on small tasks).
     log: where one-line messages go.
+    only_tasks: (AlgoPerf suites) run only these tasks of the suite.
   Returns:
     ``{"suite", "db", "planned", "trained", "skipped", "errors", "diverged",
     "compiled"}``; ``trained == 0`` when everything was already stored.
@@ -125,7 +127,7 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
       log(f"adding tuned {ref_name} (the reference of the normalized speedups)")
       ents.insert(0, E.baseline(ref_name))
     return protocol.run(suite, ents, db_path, progress=progress, retry_errors=retry_errors,
-                        log=log)
+                        log=log, only_tasks=only_tasks)
   if not any(e.name == suite.reference and e.ruleset == "tuned" for e in ents):
     ref = E.baseline(suite.reference)
     if ref.ruleset != "tuned":

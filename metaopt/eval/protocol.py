@@ -134,9 +134,11 @@ def plan(suite: S.Suite, e: E.Entrant, st: S.SuiteTask):
 
 
 def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool = True,
-        retry_errors: bool = False, log: Callable[[str], None] = print) -> Dict[str, Any]:
+        retry_errors: bool = False, log: Callable[[str], None] = print,
+        only_tasks: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Runs (or resumes) the AlgoPerf protocol of ``suite`` for ``ents`` (see module
-  docstring). Returns run statistics like ``run_leaderboard``."""
+  docstring), on ``only_tasks`` when given (e.g. to split a suite over processes
+  with separate databases). Returns run statistics like ``run_leaderboard``."""
   missing_targets = [t.task for t in suite.tasks if not t.target]
   if missing_targets:
     log(f"note: suite {suite.id} has no frozen targets yet for {missing_targets}: runs are "
@@ -148,7 +150,11 @@ def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool 
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0,
            "planned": 0}
   bar = None
-  for st in suite.tasks:
+  todo = [st for st in suite.tasks if only_tasks is None or st.task in only_tasks]
+  if only_tasks is not None:
+    for name in only_tasks:
+      suite.task(name)  # An unknown name raises listing the suite's tasks.
+  for st in todo:
     for e in ents:
       stats["planned"] += len(plan(suite, e, st)[0])
   if progress:
@@ -161,7 +167,7 @@ def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool 
                           e.meta_cost_hours, e.description)
     timings = db.timings(suite.hash)
     try:
-      for st in suite.tasks:
+      for st in todo:
         task = None
         for e in ents:
           configs, seeds, steps = plan(suite, e, st)
@@ -209,7 +215,8 @@ def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
                 progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Runs (or resumes) the target-setting runs of ``suite`` and writes the suite file
   with every task's frozen ``target`` to ``out_path`` (default: the shipped file of
-  the suite). Returns the new suite content.
+  the suite, whose new hash is then pinned in ``LOCK.json``; a pinned version with
+  other targets is refused: bump its version). Returns the new suite content.
 
   Target-setting runs are stored under ``suite.setup_hash`` (the content without
   targets), so re-running after the targets were written resumes them.
@@ -261,10 +268,19 @@ def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
           "medians": tgt["medians"]}
       log(f"target {st.task}: valid loss {tgt['valid_loss']:.4g} by {tgt['setter']}")
   path = out_path or S.SHIPPED.get(suite.name)
+  shipped = suite.name in S.SHIPPED and os.path.abspath(path) == os.path.abspath(
+      S.SHIPPED.get(suite.name))
+  new = S.from_dict(content, where=path)
+  lock = S.read_lock()
+  if shipped and new.id in lock and lock[new.id] != new.hash:
+    raise S.SuiteError(f"{new.id} is released with other targets (pinned hash "
+                       f"{lock[new.id]}); bump the suite's 'version' before setting new ones.")
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(content, f, indent=1)
     f.write("\n")
   os.replace(tmp, path)
+  if shipped:
+    S.pin(new)  # The frozen targets are part of the released version.
   log(f"wrote {path} ({stats['trained']} runs trained, {stats['skipped']} stored)")
   return content

@@ -185,7 +185,7 @@ def suite_names() -> List[str]:
   return SHIPPED.names()
 
 
-def _read_lock() -> Dict[str, str]:
+def read_lock() -> Dict[str, str]:
   if not os.path.exists(LOCK_PATH):
     return {}
   with open(LOCK_PATH) as f:
@@ -329,12 +329,12 @@ def load(name_or_path: str) -> Suite:
       content = json.load(f)
     except json.JSONDecodeError as e:
       raise SuiteError(f"{path}: not valid JSON ({e}).") from e
-  return from_dict(content, where=path, lock=_read_lock())
+  return from_dict(content, where=path, lock=read_lock())
 
 
 def pin(suite: Suite) -> None:
   """Pins ``suite``'s hash in LOCK.json (done once, when a version is released)."""
-  lock = _read_lock()
+  lock = read_lock()
   if suite.id in lock and lock[suite.id] != suite.hash:
     raise SuiteError(f"{suite.id} is already pinned to a different hash; bump the version.")
   lock[suite.id] = suite.hash
