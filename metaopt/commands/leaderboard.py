@@ -41,6 +41,12 @@ def add_parser(subparsers) -> None:
                  help="suite file to write (default: the shipped file of --suite)")
   t.set_defaults(func=_set_targets)
 
+  m = sub.add_parser("merge", help="copy the results of other databases into --db (e.g. "
+                     "from processes that each ran some tasks with --tasks)")
+  m.add_argument("--db", default="leaderboard.db", help="results database to merge into")
+  m.add_argument("sources", nargs="+", metavar="DB", help="databases to copy from")
+  m.set_defaults(func=_merge)
+
   s = sub.add_parser("show", help="print the leaderboard table")
   common(s)
   s.set_defaults(func=_show)
@@ -92,6 +98,21 @@ def _set_targets(args) -> int:
                        "from its reference runs; set-targets is for 'algoperf' suites (v2).")
     out = args.out or (args.suite if os.path.exists(args.suite) else None)
     protocol.set_targets(suite, args.db, out)
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    return _fail(e)
+  except sqlite3.Error as e:
+    return _db_error(args.db, e)
+  return 0
+
+
+def _merge(args) -> int:
+  from metaopt.eval.store import ResultsDB, runner_lock  # pylint: disable=import-outside-toplevel
+  try:
+    with runner_lock(args.db), ResultsDB(args.db) as db:
+      for src in args.sources:
+        if not os.path.exists(src):
+          raise FileNotFoundError(f"No results database at {src!r}.")
+        print(f"{src}: {db.merge(src)} runs added to {args.db}")
   except (KeyError, ValueError, FileNotFoundError) as e:
     return _fail(e)
   except sqlite3.Error as e:

@@ -359,3 +359,33 @@ class ResultsDB:
     return {(r["optimizer"], r["ruleset"], r["task"]):
             {"per_step": r["per_step"], "seconds": json.loads(r["seconds"]), "steps": r["steps"],
              "config": json.loads(r["config"])} for r in rows.fetchall()}
+
+  # Merging -----------------------------------------------------------------
+  def merge(self, other_path: str) -> int:
+    """Copies the runs, tunings, timings, optimizers and suites of the database at
+    ``other_path`` that this one lacks (e.g. from processes that each ran some tasks
+    with ``--tasks``); returns the number of runs added. Suites registered in both
+    must agree (``SuiteMismatchError`` otherwise)."""
+    with ResultsDB(other_path, readonly=True) as other:
+      for row in other.conn.execute("SELECT * FROM suites").fetchall():
+        mine = self.suite_hash(row["name"], row["version"])
+        if mine is not None and mine != row["hash"]:
+          raise SuiteMismatchError(f"{other_path} holds suite {row['name']}@{row['version']} "
+                                   f"with hash {row['hash']}, {self.path} with {mine}.")
+    self.conn.execute("ATTACH DATABASE ? AS other",
+                      ("file:" + urllib.parse.quote(os.path.abspath(other_path)) + "?mode=ro",))
+    try:
+      before = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+      cols = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()
+              if r[1] != "id"]
+      names = ", ".join(cols)
+      self.conn.execute(f"INSERT OR IGNORE INTO runs ({names}) SELECT {names} FROM other.runs")
+      for table in ("suites", "optimizers", "tuning", "timings"):
+        have = self.conn.execute("SELECT name FROM other.sqlite_master WHERE type='table' "
+                                 "AND name=?", (table,)).fetchone()
+        if have:
+          self.conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
+      self.conn.commit()
+      return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - before
+    finally:
+      self.conn.execute("DETACH DATABASE other")

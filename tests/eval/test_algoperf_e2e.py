@@ -134,3 +134,15 @@ def test_algoperf_page_renders_in_headless_chromium(done, tmp_path):
   assert 'data-images-loaded="3/3"' in body  # The validation curves + 2 profiles.
   assert 'alt="' + tiny.LINREG in dom
   assert 'data-sorted-by="B (steps)"' in dom
+
+
+def test_merge_databases(done, tmp_path):
+  from metaopt.cli import main as cli_main  # pylint: disable=import-outside-toplevel
+  target = str(tmp_path / "merged.sqlite")
+  assert cli_main(["leaderboard", "merge", "--db", target, done["db"]]) == 0
+  with ResultsDB(target, readonly=True) as a, ResultsDB(done["db"], readonly=True) as b:
+    h = done["suite"].setup_hash
+    assert len(a.runs(h, "trial")) == len(b.runs(h, "trial")) == 15
+    assert a.timings(h) == b.timings(h)
+  with ResultsDB(target) as db:
+    assert db.merge(done["db"]) == 0  # Nothing new the second time.
