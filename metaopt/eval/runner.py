@@ -200,7 +200,8 @@ class Runner:
                numeric_static: Dict[str, float], steps: int, eval_every: int,
                eval_batches: int, example_hp: Dict[str, Any], aux: Any):
     def build(hparams, aux_, param_info):
-      return entrant.build(dict(hparams, **numeric_static), static, aux_, param_info)
+      return entrant.build(dict(hparams, **numeric_static), static, aux_, param_info,
+                           total_steps=steps)
     run = make_run_fn(task, build, steps, eval_every, eval_batches)
     compiled = jax.jit(run).lower(example_hp, aux, jnp.int32(0), task.data).compile()
     with self._lock:
