@@ -3,6 +3,8 @@
 * ``run_leaderboard(suite, optimizers, seeds, db_path, progress)``: run/resume a suite.
 * ``write_report(db_path, suite, out_dir) -> path of index.html``.
 * ``suites.load(name)``, ``scoring`` (AlgoPerf metrics), ``store.ResultsDB``.
+* ``protocol``: the AlgoPerf protocol of suite v2 (``set_targets``, ``run``);
+  ``algoperf_scores.compute`` scores it.
 """
 
 from metaopt.eval import scoring, suites

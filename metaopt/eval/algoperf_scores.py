@@ -171,9 +171,12 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
     e["speedup_iqm"], e["speedup_ci"] = point, [lo, hi]
     e["frac_faster"] = float(np.mean([e["per_task"][t]["steps_to_target"]
                                       < ref_e["per_task"][t]["steps_to_target"] for t in kept]))
-  entries.sort(key=lambda e: (e["ruleset"] != "tuned",
-                              -(e.get("score_steps") if e.get("score_steps") == e.get(
-                                  "score_steps") else -1.0), e["name"]))
+  def rank(e):
+    b = e.get("score_steps")
+    return (e["ruleset"] != "tuned", -(b if b is not None and not math.isnan(b) else -1.0),
+            e["name"])
+
+  entries.sort(key=rank)
   return {"protocol": "algoperf",
           "suite": {"name": suite.name, "version": suite.version, "hash": suite.hash,
                     "id": suite.id, "r_max": suite.r_max, "reference": ref,

@@ -35,7 +35,7 @@ from metaopt.eval import entrants as E
 from metaopt.eval import scoring
 from metaopt.eval import suites as S
 from metaopt.eval.runner import execute_batch, time_steps
-from metaopt.eval.store import ResultsDB, runner_lock
+from metaopt.eval.store import ResultsDB, config_key, runner_lock
 from metaopt.optimizers.tune import METHODS
 
 #: Steps per timing call and number of timed calls (median taken).
@@ -114,8 +114,7 @@ def _run_missing(db, suite, e, task, purpose, configs, seeds, steps, eval_every,
   rows = []
   for c, s in zip(configs, seeds):
     rows += db.runs(suite.hash, purpose, ruleset=e.ruleset, optimizer=e.name, task=task.name,
-                    seed=s, config=json.dumps(c, sort_keys=True, separators=(",", ":"),
-                                              default=str))
+                    seed=s, config=config_key(c))
   return rows
 
 
