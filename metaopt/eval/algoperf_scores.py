@@ -153,6 +153,9 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
   if ref_e is None:
     notes.append(f"No runs of tuned {ref} (the speedup reference): no speedups.")
   for e in entries:
+    missing = [t for t in names if e["per_task"][t]["seeds"] == 0]
+    if missing:
+      notes.append(f"{e['name']} has no runs yet on {missing} (counted as missed).")
     kept = [t for t in names if t not in e["leakage"]]
     e["reached"] = sum(math.isfinite(e["per_task"][t]["steps_to_target"]) for t in kept)
     e["scored_tasks"] = len(kept)

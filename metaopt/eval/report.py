@@ -539,6 +539,21 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
        [_fmt(e["per_task"][t["task"]]["final_valid"], 4) + leak_mark(e, t["task"])
         for t in lb["tasks"]]
        for e in lb["entrants"]]))
+  if lb.get("protocol") == "algoperf":
+    md += ["", "## Median best validation error rate (classifiers)", ""]
+    cls = [t for t in lb["tasks"] if t.get("target_error") is not None]
+    md.append(_markdown_table(
+        ["optimizer"] + [f"{t['task']} (target {_fmt(t['target_error'], 3)})" for t in cls],
+        [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
+         [_fmt(e["per_task"][t["task"]]["best_error"], 3) + leak_mark(e, t["task"])
+          for t in cls] for e in lb["entrants"]]))
+    md += ["", "## Seconds per compiled step (median of timed calls, evaluation excluded)",
+           ""]
+    md.append(_markdown_table(
+        ["optimizer"] + [t["task"] for t in lb["tasks"]],
+        [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
+         [_fmt(e["per_task"][t["task"]]["seconds_per_step"], 3) for t in lb["tasks"]]
+         for e in lb["entrants"]]))
   if tunings:
     md += ["", "## Tuned configurations (best of the sweep on the tuning seed)", ""]
     md.append(_markdown_table(
