@@ -191,3 +191,19 @@ def test_scores_from_the_database(tmp_path):
   # Speedups on the one unleaked task: 20 / 10 = 2 in every study.
   assert lo["speedup_iqm"] == pytest.approx(2.0)
   assert lo["speedup_ci"] == pytest.approx([2.0, 2.0])
+
+
+def test_suite_v2_shape():
+  """v2: >= 10 tasks over >= 5 kinds and >= 4 datasets, a long horizon, every target
+  frozen (from the target-setting runs) and seeds separate."""
+  import tasks  # pylint: disable=import-outside-toplevel
+  suite = S.load("v2")
+  assert suite.algoperf and len(suite.tasks) >= 10
+  meta = [dict(tasks.get(t.task).metadata) for t in suite.tasks]
+  assert len({m["architecture"] for m in meta}) >= 5
+  assert len({m["dataset"] for m in meta}) >= 4
+  assert max(suite.budget(t, "tuned") for t in suite.tasks) >= 2000
+  for t in suite.tasks:
+    assert t.target["setter"] in suite.target_baselines
+    assert t.target["valid_loss"] == pytest.approx(float(np.median(t.target["per_seed"])))
+  assert not set(suite.target_seeds) & set(suite.seeds)
