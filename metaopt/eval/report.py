@@ -289,7 +289,8 @@ def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (median over studies)" if algoperf
                   else "running-min smoothed train loss")
-    ax.set_title(f"{t['task']} (median over seeds)")
+    ax.set_title(f"{t['task']} (" + ("selected trial per study, median over studies"
+                                      if algoperf else "median over seeds") + ")")
     paths[t["task"]] = _finish(plt, fig, ax, out_dir, f"curves_{t['task']}.png")
   r_max = lb["suite"]["r_max"]
   taus = np.linspace(1.0, r_max, 301)
