@@ -22,10 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-import jax
 import numpy as np
 
-import metaopt
 from metaopt.eval import entrants as E
 from metaopt.eval import protocol
 from metaopt.eval import suites as S
@@ -142,7 +140,6 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
   from metaopt import optimizers as baselines  # pylint: disable=import-outside-toplevel
   runner = Runner(compile_workers)
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0}
-  version = dict(package_version=metaopt.__version__, jax_version=jax.__version__)
 
   with runner_lock(db_path), ResultsDB(db_path) as db:
     db.register_suite(suite)
@@ -179,18 +176,8 @@ def run_leaderboard(suite: Union[str, S.Suite], optimizers: Optional[Sequence[An
       else:
         out = runner.execute(get_task(st.task), e, config, seed, st.steps, st.eval_every,
                              suite.eval_batches)
-        stats["trained"] += 1
-        if out.status == "error":
-          stats["errors"] += 1
-          log(f"error: {e.name} on {st.task} ({purpose}, seed {seed}): "
-              f"{out.error.splitlines()[0]}")
-        elif out.status == "diverged":
-          stats["diverged"] += 1
-        db.add_run(suite=suite, ruleset=e.ruleset, optimizer=e.name, purpose=purpose,
-                   task=st.task, seed=seed, config=config, steps=st.steps, status=out.status,
-                   error=out.error or None, train_loss=out.train_loss,
-                   eval_steps=out.eval_steps, valid_loss=out.valid_loss,
-                   wall_time=out.wall_time, **version)
+        protocol.store_outcome(db, suite, e, purpose, st.task, seed, config, st.steps, out,
+                               stats, log)
       if bar is not None:
         bar.update(1)
       return db.runs(suite.hash, purpose, ruleset=e.ruleset, optimizer=e.name, task=st.task,

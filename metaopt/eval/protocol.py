@@ -77,16 +77,22 @@ def scheduled(name: str, schedule: str) -> Dict[str, Any]:
   return {"schedule": schedule}
 
 
-def _version() -> Dict[str, str]:
-  return dict(package_version=metaopt.__version__, jax_version=jax.__version__)
-
-
-def _store(db, suite, e, purpose, task, seed, config, steps, out) -> None:
+def store_outcome(db, suite, e, purpose: str, task: str, seed: int, config, steps: int, out,
+                  stats: Dict[str, int], log: Callable[[str], None]) -> None:
+  """Counts a finished run in ``stats`` (trained / errors / diverged), logs an error's
+  first line, and stores the run with the package and JAX versions."""
+  stats["trained"] += 1
+  if out.status == "error":
+    stats["errors"] += 1
+    log(f"error: {e.name} on {task} ({purpose}, seed {seed}): {out.error.splitlines()[0]}")
+  elif out.status == "diverged":
+    stats["diverged"] += 1
   db.add_run(suite=suite, ruleset=e.ruleset, optimizer=e.name, purpose=purpose, task=task,
              seed=seed, config=config, steps=steps, status=out.status,
              error=out.error or None, train_loss=out.train_loss, eval_steps=out.eval_steps,
              valid_loss=out.valid_loss, valid_error=getattr(out, "valid_error", None),
-             wall_time=out.wall_time, **_version())
+             wall_time=out.wall_time, package_version=metaopt.__version__,
+             jax_version=jax.__version__)
 
 
 def _run_missing(db, suite, e, task, purpose, configs, seeds, steps, eval_every,
@@ -103,14 +109,8 @@ def _run_missing(db, suite, e, task, purpose, configs, seeds, steps, eval_every,
                                    suite.eval_batches)
     stats["compiled"] += compiled
     for i, out in zip(missing, outs):
-      stats["trained"] += 1
-      if out.status == "error":
-        stats["errors"] += 1
-        log(f"error: {e.name} on {task.name} ({purpose}, seed {seeds[i]}): "
-            f"{out.error.splitlines()[0]}")
-      elif out.status == "diverged":
-        stats["diverged"] += 1
-      _store(db, suite, e, purpose, task.name, seeds[i], configs[i], steps, out)
+      store_outcome(db, suite, e, purpose, task.name, seeds[i], configs[i], steps, out,
+                    stats, log)
   rows = []
   for c, s in zip(configs, seeds):
     rows += db.runs(suite.hash, purpose, ruleset=e.ruleset, optimizer=e.name, task=task.name,
