@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
 import shlex
 import sqlite3
@@ -69,88 +69,84 @@ def _db_error(db: str, e: sqlite3.Error) -> int:
                           "and re-run `metaopt leaderboard run` to rebuild it."))
 
 
+def _clean_errors(command):
+  """Bad input (unknown names, bad files, a damaged database) becomes one line on
+  stderr and exit status 2 instead of a traceback."""
+
+  @functools.wraps(command)
+  def wrapped(args) -> int:
+    try:
+      return command(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+      return _fail(e)
+    except sqlite3.Error as e:
+      return _db_error(args.db, e)
+
+  return wrapped
+
+
+@_clean_errors
 def _run(args) -> int:
   from metaopt.eval import format_table, run_leaderboard, suites  # pylint: disable=import-outside-toplevel
   from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
   from metaopt.eval.report import compute  # pylint: disable=import-outside-toplevel
-  try:
-    suite = suites.load(args.suite)
-    stats = run_leaderboard(suite, args.optimizers, args.seeds, args.db,
-                            progress=not args.no_progress, retry_errors=args.retry_errors,
-                            only_tasks=args.tasks)
-    print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
-          f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
-    with ResultsDB(args.db, readonly=True) as db:
-      print(format_table(compute(db, suite)))
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    return _fail(e)
-  except sqlite3.Error as e:
-    return _db_error(args.db, e)
+  suite = suites.load(args.suite)
+  stats = run_leaderboard(suite, args.optimizers, args.seeds, args.db,
+                          progress=not args.no_progress, retry_errors=args.retry_errors,
+                          only_tasks=args.tasks)
+  print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
+        f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
+  with ResultsDB(args.db, readonly=True) as db:
+    print(format_table(compute(db, suite)))
   return 0
 
 
+@_clean_errors
 def _set_targets(args) -> int:
   from metaopt.eval import protocol, suites  # pylint: disable=import-outside-toplevel
-  try:
-    suite = suites.load(args.suite)
-    if not suite.algoperf:
-      raise ValueError(f"suite {suite.id} uses protocol {suite.protocol!r}: its targets come "
-                       "from its reference runs; set-targets is for 'algoperf' suites (v2).")
-    out = args.out or (args.suite if os.path.exists(args.suite) else None)
-    protocol.set_targets(suite, args.db, out)
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    return _fail(e)
-  except sqlite3.Error as e:
-    return _db_error(args.db, e)
+  suite = suites.load(args.suite)
+  if not suite.algoperf:
+    raise ValueError(f"suite {suite.id} uses protocol {suite.protocol!r}: its targets come "
+                     "from its reference runs; set-targets is for 'algoperf' suites (v2).")
+  out = args.out or (args.suite if os.path.exists(args.suite) else None)
+  protocol.set_targets(suite, args.db, out)
   return 0
 
 
+@_clean_errors
 def _merge(args) -> int:
   from metaopt.eval.store import ResultsDB, runner_lock  # pylint: disable=import-outside-toplevel
-  try:
-    with runner_lock(args.db), ResultsDB(args.db) as db:
-      for src in args.sources:
-        if not os.path.exists(src):
-          raise FileNotFoundError(f"No results database at {src!r}.")
-        print(f"{src}: {db.merge(src)} runs added to {args.db}")
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    return _fail(e)
-  except sqlite3.Error as e:
-    return _db_error(args.db, e)
+  with runner_lock(args.db), ResultsDB(args.db) as db:
+    for src in args.sources:
+      if not os.path.exists(src):
+        raise FileNotFoundError(f"No results database at {src!r}.")
+      print(f"{src}: {db.merge(src)} runs added to {args.db}")
   return 0
 
 
+@_clean_errors
 def _show(args) -> int:
   from metaopt.eval import format_table, suites  # pylint: disable=import-outside-toplevel
   from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
   from metaopt.eval.report import compute  # pylint: disable=import-outside-toplevel
-  try:
-    suite = suites.load(args.suite)
-    if not os.path.exists(args.db):
-      raise FileNotFoundError(f"No results database at {args.db!r}; run `metaopt leaderboard "
-                              f"run --suite {args.suite} --db {args.db}` first.")
-    with ResultsDB(args.db, readonly=True) as db:
-      lb = compute(db, suite)
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    return _fail(e)
-  except sqlite3.Error as e:
-    return _db_error(args.db, e)
+  suite = suites.load(args.suite)
+  if not os.path.exists(args.db):
+    raise FileNotFoundError(f"No results database at {args.db!r}; run `metaopt leaderboard "
+                            f"run --suite {args.suite} --db {args.db}` first.")
+  with ResultsDB(args.db, readonly=True) as db:
+    lb = compute(db, suite)
   if not lb["entrants"]:
     return _fail(ValueError(f"{args.db} has no runs for suite {suite.id}."))
   print(format_table(lb))
   return 0
 
 
+@_clean_errors
 def _report(args) -> int:
   from metaopt.eval import suites, write_report  # pylint: disable=import-outside-toplevel
   out = args.out or f"leaderboard_{os.path.splitext(os.path.basename(args.suite))[0]}"
-  try:
-    path = write_report(args.db, suites.load(args.suite), out,
-                        command="metaopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-                        if os.path.basename(sys.argv[0]) == "metaopt" else None)
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    return _fail(e)
-  except sqlite3.Error as e:
-    return _db_error(args.db, e)
+  path = write_report(args.db, suites.load(args.suite), out,
+                      command="metaopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+                      if os.path.basename(sys.argv[0]) == "metaopt" else None)
   print(f"wrote {path} (and README.md, CSV, JSON, PNG plots in {out})")
   return 0
