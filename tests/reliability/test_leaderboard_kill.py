@@ -81,8 +81,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
   # Everything stored before the kill is a complete run.
   runs, _ = _snapshot(killed_db, suite)
   for r in runs.values():
-    assert r["status"] == "ok" and r["train_loss"].shape == (40,), (seed, r)
-    assert r["valid_loss"].shape == (4,) and np.all(np.isfinite(r["train_loss"]))
+    # A tuning trial at a large learning rate may diverge: stored complete all the same.
+    assert r["status"] in ("ok", "diverged"), (seed, r)
+    assert r["train_loss"].shape == (40,) and r["valid_loss"].shape == (4,), (seed, r)
+    assert np.isfinite(r["train_loss"][0]), (seed, r)
+    assert r["status"] == "diverged" or np.all(np.isfinite(r["train_loss"])), (seed, r)
 
   resumed = _finish(_job(str(path), killed_db, pause=0.0))
   reference = _finish(clean)
