@@ -492,7 +492,8 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
   md += [f"Machine: {machine}", ""]
   cols = columns(lb)
   leak_mark = lambda e, t: " (leak)" if t in e.get("leakage", {}) else ""  # noqa: E731
-  if lb.get("protocol") == "algoperf":
+  algoperf = lb.get("protocol") == "algoperf"
+  if algoperf:
     s = lb["suite"]
     md += ["Scoring (AlgoPerf protocol; `docs/leaderboard/ABOUT.md`, `metaopt/eval/scoring.py`): "
            "target = validation loss from target-setting runs (best of the tuned "
@@ -505,16 +506,6 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
            "stratified-bootstrap CI; wall time = steps to target x median time per compiled "
            "step (evaluation excluded). Pairs marked `(leak)` are left out of that entrant's "
            "scores.", ""]
-    md.append(_markdown_table([h for _, h in cols],
-                              [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols]
-                               for r in rows]))
-    md += ["", "## Targets and budgets", ""]
-    md.append(_markdown_table(
-        ["task", "dataset", "architecture", "target valid loss", "target error rate",
-         "set by", "target-setting steps", "budget external", "budget self-tuning"],
-        [[t["task"], str(t["dataset"]), str(t["architecture"]), _fmt(t["target"], 4),
-          _fmt(t["target_error"], 3), str(t["setter"]), str(t["steps"]),
-          str(t["budget_external"]), str(t["budget_self_tuning"])] for t in lb["tasks"]]))
   else:
     md += ["Scoring (see `metaopt/eval/scoring.py`): target = upper median over seeds of "
            f"tuned {suite.reference}'s running-min smoothed train loss (trailing mean over "
@@ -523,9 +514,17 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
            f"(r_max = {suite.r_max}) within the ruleset, `B all` across all optimizers; "
            "speedup = geometric mean over reached tasks of t_Adam / t; `[self]` = "
            "self-tuning ruleset (one config for all tasks).", ""]
-    md.append(_markdown_table([h for _, h in cols],
-                              [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols]
-                               for r in rows]))
+  md.append(_markdown_table([h for _, h in cols],
+                            [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols]
+                             for r in rows]))
+  if algoperf:
+    md += ["", "## Targets and budgets", ""]
+    md.append(_markdown_table(
+        ["task", "dataset", "architecture", "target valid loss", "target error rate",
+         "set by", "target-setting steps", "budget external", "budget self-tuning"],
+        [[t["task"], str(t["dataset"]), str(t["architecture"]), _fmt(t["target"], 4),
+          _fmt(t["target_error"], 3), str(t["setter"]), str(t["steps"]),
+          str(t["budget_external"]), str(t["budget_self_tuning"])] for t in lb["tasks"]]))
   md += ["", "## Median steps to target", ""]
   md.append(_markdown_table(
       ["optimizer"] + [f"{t['task']} ({t['steps']})" for t in lb["tasks"]],

@@ -2,9 +2,7 @@
 report with validation curves and leakage marks, the page in headless Chromium."""
 
 import json
-import os
 import re
-import subprocess
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +12,8 @@ from metaopt import inner
 from metaopt.eval import entrants, leaderboard, protocol, report, suites
 from metaopt.eval.runner import execute_batch
 from metaopt.eval.store import ResultsDB
-from tests.eval import tiny
-from tests.eval.test_leaderboard import _chromium, _ScaledSGD
+from tests.eval import browser, tiny
+from tests.eval.test_leaderboard import _ScaledSGD
 
 
 def _content():
@@ -121,14 +119,10 @@ def test_report_marks_leakage_and_shows_validation_curves(done):
   assert (out / f"curves_{tiny.LINREG}.png").stat().st_size > 0
 
 
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed")
+@pytest.mark.skipif(browser.chromium() is None, reason="headless Chromium is not installed")
 def test_algoperf_page_renders_in_headless_chromium(done, tmp_path):
   index = report.write_report(done["db"], done["suite"], str(tmp_path / "html"))
-  cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", f"file://{os.path.abspath(index)}"]
-  dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+  dom = browser.dump_dom(index, tmp_path / "profile")
   body = re.search(r"<body[^>]*>", dom).group(0)
   assert 'data-rows="3"' in body
   assert 'data-images-loaded="3/3"' in body  # The validation curves + 2 profiles.

@@ -4,8 +4,6 @@ runs kept, tuning recorded, runner equal to metaopt.train.train, CLI and HTML pa
 import dataclasses
 import os
 import re
-import shutil
-import subprocess
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +16,7 @@ from metaopt.eval import entrants, leaderboard, report, suites
 from metaopt.eval.store import ResultsDB
 from metaopt.lopt.base import LearnedOptimizer
 from metaopt.train import train
-from tests.eval import tiny
+from tests.eval import browser, tiny
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,24 +210,12 @@ def test_cli_run_show_report(lb, capsys):
   assert "Unknown suite 'nope'" in capsys.readouterr().err
 
 
-def _chromium():
-  for name in ("chromium", "chromium-browser", "google-chrome"):
-    path = shutil.which(name)
-    if path:
-      return path
-  return None
-
-
-@pytest.mark.skipif(_chromium() is None,
+@pytest.mark.skipif(browser.chromium() is None,
                     reason="headless Chromium is not installed (scripts/setup.sh installs "
                            "Debian's chromium package when run as root)")
 def test_html_page_renders_in_headless_chromium(lb, tmp_path):
   index = report.write_report(lb["db"], lb["suite"], str(tmp_path / "html"))
-  cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", f"file://{os.path.abspath(index)}"]
-  dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+  dom = browser.dump_dom(index, tmp_path / "profile")
   # The page's JS ran: it counted rows and loaded images, and sorted by B (steps).
   body = re.search(r"<body[^>]*>", dom).group(0)
   assert 'data-rows="4"' in body
