@@ -37,8 +37,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from tasks import common
-from tasks.base import ParamInfo, Task, TaskFamily, num_params
+from tasks import augment, common
+from tasks.base import SYNTHETIC, ParamInfo, Task, TaskFamily, num_params
 from tasks.registry import register_family, register_task
 
 PARAMETRIZATIONS = ("standard", "mup")
@@ -286,3 +286,21 @@ register_family("mlp_digits_w32_d2_family", lambda: mlp_family(
 register_family("mlp_digits_mup_family", lambda: mlp_family(
     "digits", widths=(32, 64, 128, 256), depths=(2,), activations=("relu",),
     parametrization="mup", init_scale_range=(1.0, 1.0), name="mlp_digits_mup_family"))
+# Generated data (dataset "synthetic"): meta-training MLPs that share no dataset with
+# any leaderboard task. Widths 32-128, depth 1-2 (fixed per family: a run samples one
+# static config per member family, so a mixture lists the shapes it wants).
+# ``+reparam_global``: the same with VeLO/Celo2's global reparameterization (the loss
+# sees ``c * p`` with ``c`` log-uniform in [1e-2, 1e2] per task), so a learned step size
+# must adapt to the parameters' scale. ``_mup`` families use μP (for ``mup`` optimizers).
+def _teacher_family(width: int, parametrization: str = "standard") -> TaskFamily:
+  tag = "_mup" if parametrization == "mup" else ""
+  return mlp_family(SYNTHETIC, widths=(width,), depths=(2,),
+                    activations=("relu", "tanh", "gelu"), parametrization=parametrization,
+                    name=f"mlp_teacher{tag}_w{width}_family", data=common.teacher_mlp_data())
+
+
+for _w in (32, 64, 128):
+  register_family(f"mlp_teacher_w{_w}_family", lambda w=_w: _teacher_family(w))
+  register_family(f"mlp_teacher_w{_w}_family+reparam_global",
+                  lambda w=_w: augment.reparameterize(_teacher_family(w), "global", (1e-2, 1e2)))
+  register_family(f"mlp_teacher_mup_w{_w}_family", lambda w=_w: _teacher_family(w, "mup"))

@@ -248,3 +248,7 @@ def transformer_family(dataset: str = "text_stdlib", d_models: Sequence[int] = (
 register_task("transformer_text_d64_l2", lambda: transformer_task("text_stdlib", 64, 2))
 register_task("transformer_text_d128_l4", lambda: transformer_task("text_stdlib", 128, 4))
 register_family("transformer_text_family", lambda: transformer_family("text_stdlib"))
+# Small enough to meta-train on a CPU: one layer, d_model 32, 32-token windows.
+register_family("transformer_text_tiny_family", lambda: transformer_family(
+    "text_stdlib", d_models=(32,), layer_choices=(1,), seq_len=32, batch_size=16,
+    name="transformer_text_tiny_family"))

@@ -12,3 +12,4 @@ from metaopt.lopt import math_l2o  # noqa: F401
 from metaopt.lopt import mulo  # noqa: F401
 from metaopt.lopt import adafactor_mlp  # noqa: F401
 from metaopt.lopt import hypernet  # noqa: F401
+from metaopt.lopt import general  # noqa: F401

@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tasks as task_registry
 from metaopt import lopt as lopt_lib
@@ -186,7 +186,10 @@ class MetaTrainConfig:
   """Everything that defines a meta-training run (same config + seed = same numbers).
 
   Attributes:
-    family: task family registry name (``tasks.family_names()``).
+    family: task family registry name (``tasks.family_names()``), or a mixture of
+      families joined by commas (``"a_family,b_family"``): each member has its own
+      in-flight tasks (``estimator.num_tasks`` each) and the meta-gradient is the mean
+      of the members' estimates.
     lopt: learned-optimizer architecture (``metaopt.lopt.arch_names()``).
     lopt_config: fields of that architecture's config dataclass (checked against it).
     seed: the one seed of the run.
@@ -202,10 +205,18 @@ class MetaTrainConfig:
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
+  @property
+  def families(self) -> Tuple[str, ...]:
+    """The member families: ``family`` is one name or a mixture ``"a,b,c"``."""
+    return tuple(self.family.split(","))
+
   def __post_init__(self):
-    if self.family not in task_registry.family_names():
-      raise ValueError(task_registry.unknown_name_message(
-          "task family", self.family, task_registry.family_names()))
+    for name in self.families:
+      if name not in task_registry.family_names():
+        raise ValueError(task_registry.unknown_name_message(
+            "task family", name, task_registry.family_names()))
+    if len(set(self.families)) != len(self.families):
+      raise ValueError(f"family {self.family!r} names a family twice.")
     if self.lopt not in lopt_lib.arch_names():
       raise ValueError(task_registry.unknown_name_message(
           "learned-optimizer architecture (lopt)", self.lopt, lopt_lib.arch_names()))

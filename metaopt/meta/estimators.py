@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Dict, Sequence, Tuple, Type
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 import jax
 import jax.numpy as jnp
@@ -408,12 +408,17 @@ class MixedEstimator(GradientEstimator):
   Weights are normalized by their sum, for the gradient and the ``meta_loss`` alike,
   so ``(1, 3)`` means ``(0.25, 0.75)``. Metrics are summed counts
   (``num_nan_resets``, ``inner_steps``...) and the weight-averaged ``meta_loss``,
-  plus every estimator's own metrics as ``name/key``.
+  plus every estimator's own metrics as ``label/key`` (``labels``: the estimators'
+  names by default).
+
+  With ``split_data`` the members are estimators of different problems (a mixture of
+  task families): ``data`` is then a tuple with one member's data per estimator.
   """
 
   name = "mix"
 
-  def __init__(self, estimators: Sequence[GradientEstimator], weights: Sequence[float]):
+  def __init__(self, estimators: Sequence[GradientEstimator], weights: Sequence[float],
+               split_data: bool = False, labels: Optional[Sequence[str]] = None):
     if len(estimators) != len(weights) or not estimators:
       raise ValueError("MixedEstimator needs one weight per estimator (and at least one).")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
@@ -424,6 +429,10 @@ class MixedEstimator(GradientEstimator):
     total = float(sum(weights))
     #: Normalized weights (summing to 1).
     self.mix_weights = tuple(float(w) / total for w in weights)
+    self.split_data = split_data
+    self.labels = tuple(labels) if labels is not None else tuple(e.name for e in estimators)
+    if len(set(self.labels)) != len(self.labels):
+      raise ValueError(f"MixedEstimator labels must be distinct, got {self.labels}.")
 
   def init_worker_state(self, theta, key):
     keys = jax.random.split(key, len(self.estimators))
@@ -433,13 +442,15 @@ class MixedEstimator(GradientEstimator):
     keys = jax.random.split(key, len(self.estimators))
     grad = tmap(jnp.zeros_like, theta)
     states, metrics = [], {}
-    for est, w, ws, k in zip(self.estimators, self.mix_weights, worker_state, keys):
-      g, ws, m = est.compute_gradient(theta, ws, data, k)
+    datas = data if self.split_data else (data,) * len(self.estimators)
+    for est, label, w, ws, d, k in zip(self.estimators, self.labels, self.mix_weights,
+                                       worker_state, datas, keys):
+      g, ws, m = est.compute_gradient(theta, ws, d, k)
       grad = tmap(lambda a, b, w=w: a + w * b, grad, g)
       states.append(ws)
       for name, value in m.items():
-        metrics[f"{est.name}/{name}"] = value
-        if name == "meta_loss":
+        metrics[f"{label}/{name}"] = value
+        if name == "meta_loss" or (self.split_data and name == "valid_fraction"):
           metrics[name] = metrics.get(name, 0.0) + w * value
         elif name != "valid_fraction" and name != "train_loss":
           metrics[name] = metrics.get(name, 0.0) + value

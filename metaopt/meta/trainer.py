@@ -119,6 +119,7 @@ def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformatio
 
 
 def make_estimator(config: MetaTrainConfig, problem: InnerProblem) -> est_lib.GradientEstimator:
+  """The configured estimator on one problem (one member family)."""
   def one(name):
     est = config.estimator
     return est_lib.build_estimator(name, problem, est.num_tasks, est.sigma, est.full_es_loss)
@@ -128,6 +129,22 @@ def make_estimator(config: MetaTrainConfig, problem: InnerProblem) -> est_lib.Gr
     return est_lib.MixedEstimator([one(n) for n in names],
                                   [config.estimator.mix_weights[n] for n in names])
   return one(config.estimator.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One family of a run (a run meta-trains on one family or a mixture ``a,b``).
+
+  Attributes:
+    name: the family's registry name.  family: the ``TaskFamily``.
+    static: its static config (sampled once per run).  data: its shared data.
+    problem: the ``InnerProblem`` the estimator unrolls.
+  """
+  name: str
+  family: Any
+  static: Any
+  data: Any
+  problem: InnerProblem
 
 
 def default_mesh() -> Mesh:
@@ -170,16 +187,31 @@ class MetaTrainer:
 
   def __init__(self, config: MetaTrainConfig, family=None, lopt=None, mesh: Optional[Mesh] = None):
     self.config = config
-    self.family = family if family is not None else task_registry.get_family(config.family)
     self.lopt = lopt if lopt is not None else lopt_lib.build(config.lopt, config.lopt_config)
     key = jax.random.PRNGKey(config.seed)
     k_static, k_data, self._k_theta, self._k_worker, self._k_loop, self._k_eval = (
         jax.random.split(key, 6))
-    self.static = self.family.sample_static(k_static)
-    self.data = shared_data(self.family, self.static, k_data)
-    self.problem = InnerProblem(self.family, self.static, self.lopt, config.schedule,
-                                config.estimator.meta_loss)
-    self.estimator = make_estimator(config, self.problem)
+    names = config.families
+    if family is not None and len(names) > 1:
+      raise ValueError("MetaTrainer(family=...) replaces a single family; the config names "
+                       f"the mixture {config.family!r}.")
+    self.members = []
+    for i, name in enumerate(names):
+      fam = family if family is not None else task_registry.get_family(name)
+      # A single family keeps the keys of the one-family trainer (same numbers).
+      ks, kd = (k_static, k_data) if len(names) == 1 else (
+          jax.random.fold_in(k_static, i), jax.random.fold_in(k_data, i))
+      static = fam.sample_static(ks)
+      problem = InnerProblem(fam, static, self.lopt, config.schedule, config.estimator.meta_loss)
+      self.members.append(Member(name, fam, static, shared_data(fam, static, kd), problem))
+    if len(self.members) == 1:
+      self.estimator = make_estimator(config, self.members[0].problem)
+      self.data = self.members[0].data
+    else:
+      self.estimator = est_lib.MixedEstimator(
+          [make_estimator(config, m.problem) for m in self.members], [1.0] * len(self.members),
+          split_data=True, labels=names)
+      self.data = tuple(m.data for m in self.members)
     self.outer = make_outer_optimizer(config)
     self.mesh = mesh if mesh is not None else default_mesh()
     check_task_split(config.estimator.num_tasks, self.mesh.size)
@@ -261,7 +293,12 @@ class MetaTrainer:
   # -- evaluation -------------------------------------------------------------------
 
   def _eval_curves(self, opt_theta, data):
-    """(eval_tasks, eval_horizon) training losses of held-out tasks (fixed key)."""
+    """Per member family: (eval_tasks, eval_horizon) training losses of held-out tasks
+    (fixed key). ``data``: the trainer's data (a tuple for a mixture)."""
+    datas = (data,) if len(self.members) == 1 else data
+    return [self._member_curves(m, opt_theta, d) for m, d in zip(self.members, datas)]
+
+  def _member_curves(self, member: Member, opt_theta, data):
     if opt_theta is None:
       opt = optax.adam(self.config.eval.adam_lr)
     else:
@@ -270,10 +307,10 @@ class MetaTrainer:
           return self.lopt.transform(opt_theta)
         return self.lopt.transform(opt_theta, param_info=param_info)
     k_tasks, k_runs = jax.random.split(self._k_eval)
-    dyn = jax.vmap(lambda k: self.family.sample_dynamic(k, self.static))(
+    dyn = jax.vmap(lambda k: member.family.sample_dynamic(k, member.static))(
         jax.random.split(k_tasks, self.config.eval.tasks))
     keys = jax.random.split(k_runs, self.config.eval.tasks)
-    run = lambda d, k: train_curve(self.family, self.static, opt, d, data, k,  # noqa: E731
+    run = lambda d, k: train_curve(member.family, member.static, opt, d, data, k,  # noqa: E731
                                    self.config.eval.horizon)
     return jax.vmap(run)(dyn, keys)
 
@@ -285,11 +322,26 @@ class MetaTrainer:
 
   def evaluate(self, theta) -> Dict[str, float]:
     """Held-out tasks trained with theta vs Adam (``eval_adam_lr``), same budget.
-    ``*_final_loss``: mean training loss over the last 10% of steps."""
-    out = self._summary(_to_host(self._eval_fn(theta, self.data)), "eval/lopt")
+    ``*_final_loss``: mean training loss over the last 10% of steps. A mixture reports
+    each member as ``eval/<family>/...`` and, as ``eval/lopt_...`` / ``eval/adam_...``,
+    the mean over members of the losses normalized by the member's first-step loss
+    under Adam (families' losses have different scales)."""
+    lopt_curves = _to_host(self._eval_fn(theta, self.data))
     if self._adam_eval is None:
-      self._adam_eval = self._summary(_to_host(self._eval_fn(None, self.data)), "eval/adam")
-    out.update(self._adam_eval)
+      self._adam_eval = _to_host(self._eval_fn(None, self.data))
+    if len(self.members) == 1:
+      out = self._summary(lopt_curves[0], "eval/lopt")
+      out.update(self._summary(self._adam_eval[0], "eval/adam"))
+      return out
+    out, parts = {}, {"lopt": [], "adam": []}
+    for m, lc, ac in zip(self.members, lopt_curves, self._adam_eval):
+      scale = max(float(np.mean(np.abs(ac[:, 0]))), 1e-12)
+      for label, curves in (("lopt", lc), ("adam", ac)):
+        out.update(self._summary(curves, f"eval/{m.name}/{label}"))
+        parts[label].append(self._summary(curves / scale, label))
+    for label, rows in parts.items():
+      for k in rows[0]:
+        out[f"eval/{k}"] = float(np.mean([r[k] for r in rows]))
     return out
 
   # -- checkpoints ------------------------------------------------------------------
@@ -439,7 +491,7 @@ class MetaTrainer:
     cfg = self.config
     path = self.export_path
     io.save(path, self.lopt, theta, {
-        "trained_on": [cfg.family],
+        "trained_on": list(cfg.families),
         # Outer steps, held-out evaluations and one compilation, on every device.
         "meta_training_device_hours": wall_time * jax.device_count() / 3600.0,
         "meta_training_steps": cfg.outer.num_steps,

@@ -1,0 +1,42 @@
+"""``general-v1``: the general-purpose learned optimizer (``general``), meta-trained
+with PES on a mixture of five task families that differ in architecture and data
+(MLPs on generated teacher data, one of them globally reparameterized, a char-level
+transformer on Python's standard library, LASSO, L1-regularized logistic regression),
+with log-uniform inner horizons of 100-2,000 steps.
+
+None of these families, architecture classes or datasets is a leaderboard v2 task's
+except the MLP class (the v2 MLP tasks are then marked as leaked for this optimizer).
+
+Reproduce the shipped file (resumable: rerun the same command)::
+
+  metaopt meta-train configs/general_v1.py --set run.name=general-v1
+
+``pod`` runs the same recipe with more tasks in flight (any device count dividing 64).
+"""
+
+from metaopt.meta import presets
+from metaopt.meta.config import MetaTrainConfig
+
+FAMILIES = (
+    "mlp_teacher_w64_family",
+    "mlp_teacher_w128_family+reparam_global",
+    "transformer_text_tiny_family",
+    "lasso_m64_n128_p0.1_noiseless",
+    "l1_logreg_d50_n100_lam0.05",
+)
+
+COMMON = {
+    "family": ",".join(FAMILIES), "lopt": "general", "estimator.name": "pes",
+    "schedule.name": "loguniform", "schedule.truncation_length": 50,
+    "schedule.min_horizon": 100, "schedule.horizon": 2000,
+    "outer.lr_schedule": "warmup_cosine", "outer.warmup_steps": 50,
+    "eval.horizon": 500, "eval.tasks": 2,
+}
+
+
+def get_config(variant: str = "cpu") -> MetaTrainConfig:
+  return presets.experiment("general_v1", variant, COMMON, changes={
+      "cpu": {"estimator.num_tasks": 4, "outer.num_steps": 1200, "outer.lr": 3e-3,
+              "eval.every": 300, "run.checkpoint_every": 50},
+      "pod": {"estimator.num_tasks": 64, "outer.num_steps": 5000, "outer.lr": 1e-3},
+  })
