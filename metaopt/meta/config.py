@@ -140,11 +140,16 @@ class EvalConfig:
     tasks: held-out tasks (a fixed key) trained ...
     horizon: ... for this many inner steps, with theta and with Adam at ``adam_lr``.
     adam_lr: learning rate of the Adam baseline.
+    keep_best: also export the theta of the evaluation with the lowest
+      ``eval/lopt_final_loss`` so far as ``<run.name>.best.safetensors`` (model
+      selection on the held-out tasks of the meta-training families: PES can make a
+      learned optimizer worse late in a run).
   """
   every: int = 100
   tasks: int = 4
   horizon: int = 200
   adam_lr: float = 1e-3
+  keep_best: bool = False
 
   def __post_init__(self):
     _check_at_least("eval", self, ("every",), 0)

@@ -402,6 +402,9 @@ class MetaTrainer:
     if progress and lead:
       bar = tqdm(total=cfg.outer.num_steps, initial=start, desc=cfg.run.name, unit="step")
     step, t_window, steps_window = start, time.perf_counter(), 0
+    # The best held-out evaluation so far (eval.keep_best), from the kept metrics rows.
+    best = min((r["eval/lopt_final_loss"] for r in read_metrics(metrics_path)
+                if "eval/lopt_final_loss" in r), default=float("inf")) if restored else float("inf")
     interrupted = False
     try:
       with stop:
@@ -425,6 +428,10 @@ class MetaTrainer:
           if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.outer.num_steps):
             row.update(self.evaluate(state.theta))
             t_window, steps_window = time.perf_counter(), 0
+            if cfg.eval.keep_best and row["eval/lopt_final_loss"] < best:
+              best = row["eval/lopt_final_loss"]
+              self.export(_to_host(state.theta), wall + time.perf_counter() - t0 + compile_time,
+                          path=self.best_path, selected_at_step=step)
           wall += time.perf_counter() - t0
           if row:
             row["elapsed_s"] = wall
@@ -484,13 +491,20 @@ class MetaTrainer:
   def export_path(self) -> str:
     return os.path.join(self.config.run.run_dir, f"{self.config.run.name}.safetensors")
 
-  def export(self, theta, wall_time: float) -> Optional[str]:
-    """Writes theta as ``<run_dir>/<name>.safetensors`` (loadable by ``metaopt.load``)."""
+  @property
+  def best_path(self) -> str:
+    return os.path.join(self.config.run.run_dir, f"{self.config.run.name}.best.safetensors")
+
+  def export(self, theta, wall_time: float, path: Optional[str] = None,
+             selected_at_step: Optional[int] = None) -> Optional[str]:
+    """Writes theta as ``<run_dir>/<name>.safetensors`` (or ``path``; loadable by
+    ``metaopt.load``); ``selected_at_step`` records a best-evaluation export."""
     if jax.process_index() != 0:
       return None
     cfg = self.config
-    path = self.export_path
-    io.save(path, self.lopt, theta, {
+    path = path or self.export_path
+    extra = {} if selected_at_step is None else {"selected_at_step": selected_at_step}
+    io.save(path, self.lopt, theta, {**extra,
         "trained_on": list(cfg.families),
         # Outer steps, held-out evaluations and one compilation, on every device.
         "meta_training_device_hours": wall_time * jax.device_count() / 3600.0,

@@ -48,7 +48,8 @@ def test_split_data_mixture_is_the_mean_of_member_estimates():
 
 
 def test_meta_train_on_a_mixture_logs_each_member_and_exports_all(tmp_path, second_family):
-  cfg = script.config(str(tmp_path), num_steps=6, family=f"test_quadratic,{second_family}")
+  cfg = script.config(str(tmp_path), num_steps=6, family=f"test_quadratic,{second_family}",
+                      **{"eval.every": 3, "eval.keep_best": True})
   assert cfg.families == ("test_quadratic", second_family)
   result = trainer_lib.MetaTrainer(cfg, lopt=LrMomentum()).run(progress=False)
   last = result.rows[-1]
@@ -59,6 +60,12 @@ def test_meta_train_on_a_mixture_logs_each_member_and_exports_all(tmp_path, seco
   assert evals and f"eval/{second_family}/adam_final_loss" in evals[-1]
   _, _, meta = io.load_meta_params(result.export_path)
   assert meta["trained_on"] == ["test_quadratic", second_family]
+  # keep_best: the exported best is the evaluation with the lowest held-out loss.
+  best_step = min(evals, key=lambda r: r["eval/lopt_final_loss"])["step"]
+  _, best_theta, best_meta = io.load_meta_params(str(tmp_path / "tiny.best.safetensors"))
+  assert best_meta["selected_at_step"] == best_step
+  if best_step == 6:
+    np.testing.assert_allclose(best_theta["log_lr"], result.theta["log_lr"])
 
 
 def test_unknown_member_of_a_mixture_is_named():
