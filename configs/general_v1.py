@@ -25,19 +25,9 @@ FAMILIES = (
     "l1_logreg_d50_n100_lam0.05",
 )
 
-COMMON = {
-    "family": ",".join(FAMILIES), "lopt": "general", "estimator.name": "pes",
-    "schedule.name": "loguniform", "schedule.truncation_length": 50,
-    "schedule.min_horizon": 100, "schedule.horizon": 2000,
-    "outer.lr_schedule": "warmup_cosine", "outer.warmup_steps": 50,
-    "estimator.meta_loss": "valid", "eval.horizon": 500, "eval.tasks": 2,
-    "eval.keep_best": True,
-}
+COMMON = {**presets.GENERALIZATION, "family": ",".join(FAMILIES)}
 
 
 def get_config(variant: str = "cpu") -> MetaTrainConfig:
-  return presets.experiment("general_v1", variant, COMMON, changes={
-      "cpu": {"estimator.num_tasks": 4, "outer.num_steps": 600, "outer.lr": 1e-3,
-              "eval.every": 100, "run.checkpoint_every": 50},
-      "pod": {"estimator.num_tasks": 64, "outer.num_steps": 5000, "outer.lr": 1e-3},
-  })
+  return presets.experiment("general_v1", variant, COMMON,
+                            changes=presets.generalization_sizes(cpu_steps=600))

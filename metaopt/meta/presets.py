@@ -39,6 +39,26 @@ POD: Dict[str, Any] = {
 }
 PRESETS: Dict[str, Dict[str, Any]] = {"cpu": CPU, "demo": DEMO, "pod": POD}
 
+# The recipe of the shipped general-purpose optimizers (configs/general*.py): the
+# `general` architecture, PES over log-uniform horizons of 100-2,000 steps, validation
+# meta-loss, the best held-out evaluation kept.
+GENERALIZATION: Dict[str, Any] = {
+    "lopt": "general", "estimator.name": "pes",
+    "schedule.name": "loguniform", "schedule.truncation_length": 50,
+    "schedule.min_horizon": 100, "schedule.horizon": 2000,
+    "outer.lr_schedule": "warmup_cosine", "outer.warmup_steps": 50,
+    "estimator.meta_loss": "valid", "eval.horizon": 500, "eval.tasks": 2,
+    "eval.keep_best": True,
+}
+
+
+def generalization_sizes(cpu_steps: int) -> Dict[str, Dict[str, Any]]:
+  """``changes`` per variant for a ``GENERALIZATION`` experiment: 4 tasks per family and
+  ``cpu_steps`` outer steps on a CPU, 64 tasks and 5,000 steps on a pod."""
+  return {"cpu": {"estimator.num_tasks": 4, "outer.num_steps": cpu_steps, "outer.lr": 1e-3,
+                  "eval.every": 100, "run.checkpoint_every": 50},
+          "pod": {"estimator.num_tasks": 64, "outer.num_steps": 5000, "outer.lr": 1e-3}}
+
 
 def experiment(name: str, variant: str, common: Mapping[str, Any],
                changes: Optional[Mapping[str, Mapping[str, Any]]] = None,
