@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export WANDB_MODE=disabled JAX_PLATFORMS=cpu
-O="$O"
+O="${OUT:-runs/v2_timed}"
 mkdir -p "$O"
 rm -f $O/t_a.sqlite $O/t_b.sqlite $O/t_all.sqlite
 start=$(date +%s)
