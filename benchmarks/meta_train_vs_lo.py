@@ -1,0 +1,75 @@
+"""Meta-training throughput, metaopt vs learned_optimization, interleaved in one run.
+
+  python benchmarks/meta_train_vs_lo.py [--pairs 3] [--anchor-python ~/lo-venv/bin/python]
+
+Runs the anchor (``../shared/anchors/lo_pes_bench.py``: learned_optimization's own PES
+stack on the reference config) and this project's ``benchmarks/meta_train.py`` (the same
+config through ``metaopt meta-train``'s jitted outer step) as alternating subprocesses
+(anchor first in even pairs, project first in odd ones), and prints both inner-step
+rates per pair, their ratio (project / anchor) and the median of the paired ratios.
+Both figures are means over their timed windows (the anchor: its timed steps; the
+project: the mean of its ``--repeats`` windows), never a best window against a mean.
+
+Install the anchor as ``../shared/anchors/README.md`` says; without it this script
+prints how and exits 0. Run it only when nothing else runs on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANCHOR = os.path.join(os.path.dirname(ROOT), "shared", "anchors", "lo_pes_bench.py")
+
+
+def run_anchor(python: str) -> float:
+  out = subprocess.run([python, ANCHOR], capture_output=True, text=True, check=True,
+                       cwd=ROOT).stdout
+  line = next(l for l in out.splitlines() if l.startswith("RESULT_JSON "))
+  return float(json.loads(line[len("RESULT_JSON "):])["inner_steps_per_s"])
+
+
+def run_project(repeats: int) -> float:
+  env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "meta_train.py"),
+                        "--repeats", str(repeats)], capture_output=True, text=True,
+                       check=True, cwd=ROOT, env=env).stdout
+  line = next(l for l in out.splitlines() if l.startswith("PES inner steps/s (wall)"))
+  rates = ast.literal_eval(line.split("all ", 1)[1])
+  return float(statistics.mean(rates))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--pairs", type=int, default=3)
+  p.add_argument("--repeats", type=int, default=3, help="project windows per run")
+  p.add_argument("--anchor-python", default=os.path.expanduser("~/lo-venv/bin/python"))
+  args = p.parse_args(argv)
+  if not (os.path.exists(args.anchor_python) and os.path.exists(ANCHOR)):
+    print(f"skipped: the anchor is not installed ({args.anchor_python} or {ANCHOR} is "
+          f"missing); install it as {os.path.join(os.path.dirname(ANCHOR), 'README.md')} "
+          f"says.")
+    return 0
+  ratios = []
+  for i in range(args.pairs):
+    if i % 2 == 0:
+      anchor, project = run_anchor(args.anchor_python), run_project(args.repeats)
+    else:
+      project, anchor = run_project(args.repeats), run_anchor(args.anchor_python)
+    ratios.append(project / anchor)
+    print(f"pair {i + 1}: anchor {anchor:.0f} inner steps/s, metaopt {project:.0f}, "
+          f"ratio {ratios[-1]:.2f}", flush=True)
+  print(f"median of {len(ratios)} paired ratios (metaopt / learned_optimization): "
+        f"{statistics.median(ratios):.2f} (target >= 1.5); load average "
+        f"{os.getloadavg()[0]:.1f} at the end")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
