@@ -244,7 +244,7 @@ class MetaTrainConfig:
 
 
 #: Fields outside ``run`` that may change between a run and its resume.
-_BOOKKEEPING = (("outer", "num_steps"), ("eval", "every"))
+_BOOKKEEPING = (("outer", "num_steps"), ("eval", "every"), ("eval", "keep_best"))
 
 
 def _checked_lopt_config(arch_config: type, values: Mapping[str, Any]) -> Dict[str, Any]:

@@ -1,5 +1,7 @@
 """Meta-training on a mixture of task families (``family="a,b"``)."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -73,3 +75,13 @@ def test_unknown_member_of_a_mixture_is_named():
     config_lib.from_dict({"family": "quadratic_family,no_such_family"})
   with pytest.raises(ValueError, match="twice"):
     config_lib.from_dict({"family": "quadratic_family,quadratic_family"})
+
+
+def test_keep_best_is_bookkeeping_not_part_of_the_fingerprint():
+  """Turning keep_best on (or upgrading to a version that has it) must not stop a
+  run from resuming its checkpoints."""
+  cfg = config_lib.from_dict({"family": "quadratic_family"})
+  best = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, keep_best=True))
+  assert best.fingerprint() == cfg.fingerprint()
+  other = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=77))
+  assert other.fingerprint() != cfg.fingerprint()
