@@ -233,13 +233,8 @@ class GeneralLOpt(LearnedOptimizer):
     del num_steps  # horizon-free
     if not self.config.mup:
       return scale_by_general(self.config, theta)
-    if param_info is None:
-      raise ValueError(
-          "This 'general' optimizer was meta-trained with μP step multipliers (mup=True) "
-          "and needs param_info: pass param_info=task.param_info(params) for a registered "
-          "task, or metaopt.lopt.mulo.mlp_param_info(params, input=..., output=...) for "
-          "your own model.")
-    return scale_by_general(self.config, theta, step_scales=mulo.step_multipliers(param_info))
+    return scale_by_general(self.config, theta,
+                            step_scales=mulo.step_multipliers(param_info, "general (mup=True)"))
 
   def flops_per_param(self) -> int:
     """Arithmetic per parameter per step: three EMAs, two Adam directions, the cosine

@@ -58,8 +58,17 @@ class MuLOConfig(mlp.MLPConfig):
   """Same fields as ``MLPConfig`` (per-parameter MLP, features, step scales)."""
 
 
-def step_multipliers(param_info) -> Any:
-  """Pytree of Python floats (the table in the module docstring) from ``param_info``."""
+def step_multipliers(param_info, arch: str = "mulo") -> Any:
+  """Pytree of Python floats (the table in the module docstring) from ``param_info``;
+  a missing ``param_info`` raises, naming the architecture ``arch`` and the fix."""
+  if param_info is None:
+    raise ValueError(
+        f"The {arch!r} learned optimizer uses μP step multipliers and needs param_info: "
+        "a pytree of tasks.ParamInfo matching the params (role "
+        "input|hidden|output|bias|scalar and fan_in). Pass "
+        "param_info=task.param_info(params) for a registered task, or "
+        "metaopt.lopt.mulo.mlp_param_info(params, input='linear_0', output='linear_2') "
+        "for your own model.")
   leaves = jax.tree_util.tree_leaves(param_info, is_leaf=lambda x: isinstance(x, ParamInfo))
   bad = [x for x in leaves if not isinstance(x, ParamInfo)]
   if bad:
@@ -135,13 +144,6 @@ class MuLO(mlp.MLPLOpt):
 
   def transform(self, theta, *, num_steps: Optional[int] = None, param_info: Any = None):
     del num_steps  # horizon-free
-    if param_info is None:
-      raise ValueError(
-          "The 'mulo' (μP) learned optimizer needs param_info: a pytree of "
-          "tasks.ParamInfo matching the params (role input|hidden|output|bias|scalar and "
-          "fan_in). Pass param_info=task.param_info(params) for a registered task, or "
-          "metaopt.lopt.mulo.mlp_param_info(params, input='linear_0', output='linear_2') "
-          "for your own model.")
     scales = step_multipliers(param_info)
     inner = mlp.scale_by_mlp(self.config, theta, step_scales=scales)
     expected = jax.tree_util.tree_structure(scales)
