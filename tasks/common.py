@@ -180,6 +180,7 @@ def synthetic_image_data(seed: int = 0, n: int = 256, shape: Tuple[int, ...] = (
   return out
 
 
+@functools.lru_cache(maxsize=None)
 def teacher_mlp_data(seed: int = 0, n: int = 16384, dim: int = 32, n_classes: int = 10,
                      hidden: int = 64, label_noise: float = 0.05
                      ) -> Dict[str, Dict[str, jax.Array]]:
@@ -189,6 +190,8 @@ def teacher_mlp_data(seed: int = 0, n: int = 16384, dim: int = 32, n_classes: in
   label with probability ``label_noise``. The train split has ``n`` rows, the others
   ``n // 4`` (enough that 500 steps of batch 128 do not overfit a width-128 MLP). Used as
   meta-training data that shares nothing with the real datasets of the leaderboard.
+  Cached per arguments (every teacher family of a mixture shares one copy); callers
+  must not mutate the returned dict.
   """
   rng = np.random.default_rng(seed)
   w1 = rng.normal(size=(dim, hidden)) / np.sqrt(dim)

@@ -287,7 +287,7 @@ register_family("mlp_digits_mup_family", lambda: mlp_family(
     "digits", widths=(32, 64, 128, 256), depths=(2,), activations=("relu",),
     parametrization="mup", init_scale_range=(1.0, 1.0), name="mlp_digits_mup_family"))
 # Generated data (dataset "synthetic"): meta-training MLPs that share no dataset with
-# any leaderboard task. Widths 32-128, depth 1-2 (fixed per family: a run samples one
+# any leaderboard task. Widths 32-128, depth 2 (width fixed per family: a run samples one
 # static config per member family, so a mixture lists the shapes it wants).
 # ``+reparam_global``: the same with VeLO/Celo2's global reparameterization (the loss
 # sees ``c * p`` with ``c`` log-uniform in [1e-2, 1e2] per task), so a learned step size

@@ -201,11 +201,16 @@ def build_columns(features: Sequence[Feature], context: Context):
       normalize.append(f.normalize and not f.per_tensor)
   idx = [i for i, n in enumerate(normalize) if n]
   if idx:
-    size = cols[idx[0]].size
-    sums = sums_of_squares([cols[i] for i in idx])
-    for k, i in enumerate(idx):
-      cols[i] = cols[i] * jax.lax.rsqrt(NORM_EPS + sums[k] / size)
+    for i, c in zip(idx, normalize_columns([cols[i] for i in idx])):
+      cols[i] = c
   return cols
+
+
+def normalize_columns(cols):
+  """Each column (arrays of one tensor's shape ``S``) divided by its RMS over the
+  tensor, ``c / sqrt(NORM_EPS + mean(c**2))``, in one fused pass (``sums_of_squares``)."""
+  size = cols[0].size
+  return [c * jax.lax.rsqrt(NORM_EPS + sq / size) for c, sq in zip(cols, sums_of_squares(cols))]
 
 
 def split_inputs(features: Sequence[Feature], context: Context):

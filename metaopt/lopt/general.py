@@ -172,7 +172,7 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
     hbar = [0.9 * hb + 0.1 * hi_ for hb, hi_ in zip(hbar_old, h)]
     hbar_global = 0.9 * state.hbar_global + 0.1 * h_global
 
-    time_feats = jnp.tanh(tf / timescales - 1.0)
+    time_feats = F.tanh_step_embedding(tf, timescales)
     rows = []
     for p, hi_, hb, l in zip(p_leaves, h, hbar, l_old):
       kind = jax.nn.one_hot(_kind_index(jnp.ndim(p)), len(KINDS), dtype=jnp.float32)
@@ -193,9 +193,7 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
       x = mlp_lib.as_vector_shape(g)
       cols = [x, mlp_lib.as_vector_shape(m), mlp_lib.as_vector_shape(ms),
               mlp_lib.as_vector_shape(a), mlp_lib.as_vector_shape(jnp.asarray(p, x.dtype))]
-      sums = F.sums_of_squares(cols)
-      cols = [c * jax.lax.rsqrt(F.NORM_EPS + sq / c.size) for c, sq in zip(cols, sums)]
-      (correction,) = mlp_lib.fused_mlp(theta["mlp"], cols)
+      (correction,) = mlp_lib.fused_mlp(theta["mlp"], F.normalize_columns(cols))
       d = a + config.mlp_scale * correction.reshape(jnp.shape(a))
       size = jnp.exp(l + theta["kind_log_scale"][_kind_index(jnp.ndim(p))]) * s
       updates.append((-size * d).astype(jnp.result_type(p)))
