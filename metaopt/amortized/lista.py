@@ -132,6 +132,11 @@ class LISTAConfig:
       ``W2``) relative to steps and thresholds. Adam moves every entry by about the
       learning rate per step, so a rate right for a threshold (~1e-2) scrambles a
       matrix whose entries are ~0.1 within a few dozen steps; ~0.02 keeps them apart.
+    stage_init: stage-wise only: ``"fresh"`` starts layer ``t``'s first stage from its
+      ``init`` values; ``"previous"`` copies the trained layer ``t - 1`` into layer ``t``
+      first (its thresholds have already shrunk and its matrices adapted, so the new
+      layer starts as one more step of the layer before; ignored when fine-tuning from
+      ``initial_params``, whose layers are all trained already).
   """
   variant: str = "lista"
   num_layers: int = 16
@@ -151,6 +156,7 @@ class LISTAConfig:
   val_size: int = 1000
   init: str = "ista"
   weight_lr_scale: float = 1.0
+  stage_init: str = "fresh"
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
@@ -163,6 +169,9 @@ class LISTAConfig:
                        f"init={self.init!r} with variant {self.variant!r}.")
     if self.weight_lr_scale <= 0:
       raise ValueError(f"weight_lr_scale must be > 0, got {self.weight_lr_scale}.")
+    if self.stage_init not in ("fresh", "previous"):
+      raise ValueError(f"stage_init must be 'fresh' or 'previous', got "
+                       f"{self.stage_init!r}.")
     if self.training not in TRAINING:
       raise ValueError(f"training must be one of {TRAINING}, got {self.training!r}.")
     if self.num_layers < 1 or self.steps < 0 or self.batch_size < 1:
@@ -324,8 +333,9 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
   key = problem.split_key(jax.random.PRNGKey(config.seed), "train")
   t0 = time.perf_counter()
   if config.training == "stagewise":
-    params, losses, stages = _train_stagewise(problem, config, params, a, w_alista, counts,
-                                              key, callback, log_every)
+    params, losses, stages = _train_stagewise(
+        problem, config, params, a, w_alista, counts, key, callback, log_every,
+        copy_previous=config.stage_init == "previous" and initial_params is None)
   else:
     params, losses = _train_end_to_end(problem, config, params, a, w_alista, counts, key,
                                        callback, log_every)
@@ -364,7 +374,7 @@ def _train_end_to_end(problem, config, params, a, w_alista, counts, key, callbac
 
 
 def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback,
-                     log_every):
+                     log_every, copy_previous=False):
   """The papers' schedule (module docstring). Each stage gets a fresh Adam state; the
   first stage of a layer masks the gradient of the earlier layers to zero (Adam then
   leaves them exactly unchanged)."""
@@ -409,6 +419,8 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
   losses, stages, step = [], [], 0
   for t in range(1, num_layers + 1):
     run_chunk, val_loss = fns(t)
+    if copy_previous and t > 1:
+      params = jax.tree_util.tree_map(lambda p: p.at[t - 1].set(p[t - 2]), params)
     for s, decay in enumerate(config.stage_lr_decays):
       prefix = jax.tree_util.tree_map(lambda p: p[:t], params)
       opt_state = adam.init(prefix)

@@ -169,3 +169,26 @@ def test_bad_config_and_problem():
     lista.LISTAConfig(ss_p_step=1.2)
   with pytest.raises(ValueError, match="ground-truth"):
     lista.train(sparse.l1_logreg(d=5, num_samples=10), lista.LISTAConfig(steps=1))
+
+
+def test_stage_init_previous_starts_each_layer_from_the_one_before():
+  """Copying the trained layer t-1 into layer t before its stage (thresholds already
+  shrunk) beats starting every layer from its init at the same number of steps
+  (measured: -3.6 vs -2.2 dB here; -7.6 vs -3.8 with six layers and longer stages);
+  fine-tuning from initial_params ignores it."""
+  pb = sparse.lasso(m=64, n=128, p=0.1, snr=float("inf"))
+  test = pb.sample_batch(pb.split_key(jax.random.PRNGKey(1), "test"), 256)
+  cfg = lista.LISTAConfig(variant="alista", num_layers=4, training="stagewise",
+                          learning_rate=3e-3, stage_steps=10, val_every=10, val_size=64,
+                          stage_lr_decays=(1.0,))
+  fresh = lista.evaluate(pb, lista.train(pb, cfg), test)[-1]
+  previous = lista.train(pb, dataclasses.replace(cfg, stage_init="previous"))
+  assert lista.evaluate(pb, previous, test)[-1] < fresh - 0.7
+  start = lista.init_params(pb, "alista", 2)
+  start["theta"] = start["theta"] * jnp.array([1.0, 3.0])
+  tuned = lista.train(pb, dataclasses.replace(cfg, num_layers=2, stage_init="previous",
+                                              stage_steps=1, learning_rate=0.0),
+                      initial_params=start)
+  np.testing.assert_array_equal(tuned.params["theta"], start["theta"])
+  with pytest.raises(ValueError, match="stage_init"):
+    lista.LISTAConfig(stage_init="last")
