@@ -20,6 +20,7 @@ import argparse
 import ast
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,18 +29,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANCHOR = os.path.join(os.path.dirname(ROOT), "shared", "anchors", "lo_pes_bench.py")
 
 
-def run_anchor(python: str) -> float:
-  out = subprocess.run([python, ANCHOR], capture_output=True, text=True, check=True,
-                       cwd=ROOT).stdout
+def _run(cmd, env) -> str:
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+  if proc.returncode:
+    raise SystemExit(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+  return proc.stdout
+
+
+def run_anchor(python: str, script: str = ANCHOR, platform: str = "cpu",
+               without_tf: bool = False) -> float:
+  env = dict(os.environ, JAX_PLATFORMS=platform)
+  wrapper = [os.path.join(ROOT, "benchmarks", "anchor_without_tf.py")] if without_tf else []
+  out = _run([python, *wrapper, script], env)
   line = next(l for l in out.splitlines() if l.startswith("RESULT_JSON "))
   return float(json.loads(line[len("RESULT_JSON "):])["inner_steps_per_s"])
 
 
-def run_project(repeats: int) -> float:
-  env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "meta_train.py"),
-                        "--repeats", str(repeats)], capture_output=True, text=True,
-                       check=True, cwd=ROOT, env=env).stdout
+def run_project(repeats: int, platform: str = "cpu") -> float:
+  env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS=platform)
+  out = _run([sys.executable, os.path.join(ROOT, "benchmarks", "meta_train.py"),
+              "--repeats", str(repeats)], env)
+  print("  metaopt:", next(l for l in out.splitlines() if l.startswith("devices=")),
+        flush=True)
   line = next(l for l in out.splitlines() if l.startswith("PES inner steps/s (wall)"))
   rates = ast.literal_eval(line.split("all ", 1)[1])
   return float(statistics.mean(rates))
@@ -50,18 +61,30 @@ def main(argv=None):
   p.add_argument("--pairs", type=int, default=3)
   p.add_argument("--repeats", type=int, default=3, help="project windows per run")
   p.add_argument("--anchor-python", default=os.path.expanduser("~/lo-venv/bin/python"))
+  p.add_argument("--anchor-script", default=ANCHOR,
+                 help="lo_pes_bench.py (default: ../shared/anchors/ beside the checkout)")
+  p.add_argument("--platform", default="cpu",
+                 help="JAX_PLATFORMS for both runs (cuda on a GPU machine)")
+  p.add_argument("--anchor-without-tf", action="store_true",
+                 help="run the anchor through benchmarks/anchor_without_tf.py (machines "
+                      "without TensorFlow, e.g. the lent GPU machine)")
   args = p.parse_args(argv)
-  if not (os.path.exists(args.anchor_python) and os.path.exists(ANCHOR)):
-    print(f"skipped: the anchor is not installed ({args.anchor_python} or {ANCHOR} is "
-          f"missing); install it as {os.path.join(os.path.dirname(ANCHOR), 'README.md')} "
+  anchor_script = args.anchor_script
+  if not (shutil.which(args.anchor_python) and os.path.exists(anchor_script)):
+    print(f"skipped: the anchor is not installed ({args.anchor_python} or {anchor_script} "
+          f"is missing); install it as {os.path.join(os.path.dirname(ANCHOR), 'README.md')} "
           f"says.")
     return 0
   ratios = []
   for i in range(args.pairs):
     if i % 2 == 0:
-      anchor, project = run_anchor(args.anchor_python), run_project(args.repeats)
+      anchor = run_anchor(args.anchor_python, anchor_script, args.platform,
+                          args.anchor_without_tf)
+      project = run_project(args.repeats, args.platform)
     else:
-      project, anchor = run_project(args.repeats), run_anchor(args.anchor_python)
+      project = run_project(args.repeats, args.platform)
+      anchor = run_anchor(args.anchor_python, anchor_script, args.platform,
+                          args.anchor_without_tf)
     ratios.append(project / anchor)
     print(f"pair {i + 1}: anchor {anchor:.0f} inner steps/s, metaopt {project:.0f}, "
           f"ratio {ratios[-1]:.2f}", flush=True)
