@@ -52,6 +52,7 @@ from tasks.problems import Problem
 
 VARIANTS = ("lista", "lista_cp", "lista_cpss", "alista")
 TRAINING = ("end_to_end", "stagewise")
+STAGE_INIT = ("fresh", "previous", "monotone")
 DEFAULT_LR = {"lista": 3e-3, "lista_cp": 3e-3, "lista_cpss": 3e-3, "alista": 1e-2}
 # Stage-wise training starts lower, as in the papers' code (5e-4 for the weight matrices).
 DEFAULT_STAGEWISE_LR = {"lista": 5e-4, "lista_cp": 5e-4, "lista_cpss": 5e-4, "alista": 1e-2}
@@ -135,8 +136,12 @@ class LISTAConfig:
     stage_init: stage-wise only: ``"fresh"`` starts layer ``t``'s first stage from its
       ``init`` values; ``"previous"`` copies the trained layer ``t - 1`` into layer ``t``
       first (its thresholds have already shrunk and its matrices adapted, so the new
-      layer starts as one more step of the layer before; ignored when fine-tuning from
-      ``initial_params``, whose layers are all trained already).
+      layer starts as one more step of the layer before); ``"monotone"`` does the same
+      unless that copy validates worse than an *identity* layer (``x_t = x_{t-1}``:
+      zero step and threshold, ``identity_layer``), which then is the start. As every
+      stage keeps its best validation point, validation NMSE then never grows with
+      depth (noisy problems, where extra layers start fitting noise). Both are ignored
+      when fine-tuning from ``initial_params``, whose layers are all trained already.
   """
   variant: str = "lista"
   num_layers: int = 16
@@ -169,8 +174,8 @@ class LISTAConfig:
                        f"init={self.init!r} with variant {self.variant!r}.")
     if self.weight_lr_scale <= 0:
       raise ValueError(f"weight_lr_scale must be > 0, got {self.weight_lr_scale}.")
-    if self.stage_init not in ("fresh", "previous"):
-      raise ValueError(f"stage_init must be 'fresh' or 'previous', got "
+    if self.stage_init not in STAGE_INIT:
+      raise ValueError(f"stage_init must be one of {STAGE_INIT}, got "
                        f"{self.stage_init!r}.")
     if self.training not in TRAINING:
       raise ValueError(f"training must be one of {TRAINING}, got {self.training!r}.")
@@ -270,7 +275,9 @@ class LISTAResult:
   """A trained network: ``params``, its config, the loss curve and train wall time.
 
   ``stages`` (stage-wise only): one dict per stage with ``layer``, ``lr``, ``steps``
-  run and the best validation NMSE (dB) of that layer.
+  run, ``start`` (the first stage of a layer: ``"init"``, ``"previous"`` or
+  ``"identity"``, see ``LISTAConfig.stage_init``; later stages: ``"best"``) and the best
+  validation NMSE (dB) of that layer.
   """
   params: Dict[str, Any]
   config: LISTAConfig
@@ -335,7 +342,7 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
   if config.training == "stagewise":
     params, losses, stages = _train_stagewise(
         problem, config, params, a, w_alista, counts, key, callback, log_every,
-        copy_previous=config.stage_init == "previous" and initial_params is None)
+        stage_init="fresh" if initial_params is not None else config.stage_init)
   else:
     params, losses = _train_end_to_end(problem, config, params, a, w_alista, counts, key,
                                        callback, log_every)
@@ -374,7 +381,7 @@ def _train_end_to_end(problem, config, params, a, w_alista, counts, key, callbac
 
 
 def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback,
-                     log_every, copy_previous=False):
+                     log_every, stage_init="fresh"):
   """The papers' schedule (module docstring). Each stage gets a fresh Adam state; the
   first stage of a layer masks the gradient of the earlier layers to zero (Adam then
   leaves them exactly unchanged)."""
@@ -419,8 +426,9 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
   losses, stages, step = [], [], 0
   for t in range(1, num_layers + 1):
     run_chunk, val_loss = fns(t)
-    if copy_previous and t > 1:
-      params = jax.tree_util.tree_map(lambda p: p.at[t - 1].set(p[t - 2]), params)
+    start = "init"
+    if stage_init != "fresh" and t > 1:
+      params, start = _start_layer(params, t, config.variant, stage_init, val_loss)
     for s, decay in enumerate(config.stage_lr_decays):
       prefix = jax.tree_util.tree_map(lambda p: p[:t], params)
       opt_state = adam.init(prefix)
@@ -442,10 +450,36 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
           callback(step, {"loss": float(chunk_losses[-1]), "layer": t, "stage": s,
                           "val_nmse_db": 10 * np.log10(best)})
       params = jax.tree_util.tree_map(lambda p, b: p.at[:t].set(b), params, best_prefix)
-      stages.append({"layer": t, "lr": lr, "steps": done,
-                     "val_nmse_db": float(10 * np.log10(best))})
+      stages.append({"layer": t, "lr": lr, "steps": done, "start": start if s == 0 else
+                     "best", "val_nmse_db": float(10 * np.log10(best))})
   losses = np.concatenate(losses) if losses else np.zeros((0,))
   return params, losses, stages
+
+
+def identity_layer(layer: Dict[str, jax.Array], variant: str) -> Dict[str, jax.Array]:
+  """Parameters of one layer (no layer axis) that map ``x_k`` to itself: zero threshold
+  (soft thresholding and support selection by 0 are the identity) and zero step
+  (``lista``: ``W1 = 0``, ``W2 = I``)."""
+  out = {k: jnp.zeros_like(v) for k, v in layer.items()}
+  if variant == "lista":
+    out["W2"] = jnp.eye(layer["W2"].shape[0], dtype=layer["W2"].dtype)
+  elif variant in ("lista_cp", "lista_cpss"):
+    out["W"] = layer["W"]  # the step g_k = 0 already makes the layer the identity
+  return out
+
+
+def _start_layer(params, t, variant, stage_init, val_loss):
+  """Layer ``t``'s starting point (``LISTAConfig.stage_init``, ``t >= 2``) and its name
+  (``"previous"`` or ``"identity"``)."""
+  copied = jax.tree_util.tree_map(lambda p: p.at[t - 1].set(p[t - 2]), params)
+  if stage_init == "previous":
+    return copied, "previous"
+  ident = identity_layer(jax.tree_util.tree_map(lambda p: p[t - 1], params), variant)
+  ident = jax.tree_util.tree_map(lambda p, i: p.at[t - 1].set(i), params, ident)
+  prefix = lambda ps: jax.tree_util.tree_map(lambda p: p[:t], ps)
+  if float(val_loss(prefix(copied))) <= float(val_loss(prefix(ident))):
+    return copied, "previous"
+  return ident, "identity"
 
 
 def evaluate(problem: Problem, result: Optional[LISTAResult], instances) -> np.ndarray:
