@@ -33,13 +33,15 @@ LABELS = {"ista": "ISTA", "fista": "FISTA", "lista": "LISTA", "lista_cp": "LISTA
 # papers run thousands of steps per stage; here at most `stage_steps`.
 # LISTA is the papers' LISTA (no support selection); LISTA and LISTA-CPSS start from
 # ALISTA's analytic weight (init="analytic"), without which these short stages leave
-# them far behind (see docs/amortized.md).
+# them far behind, and every new layer starts as a copy of the trained one before it
+# (stage_init="previous"; see docs/amortized.md).
 FULL = {
-    "lista": dict(learning_rate=1e-3, stage_steps=40, val_every=30, init="analytic",
-                  weight_lr_scale=0.02),
+    "lista": dict(learning_rate=1e-3, stage_steps=150, val_every=30, init="analytic",
+                  weight_lr_scale=0.1, stage_init="previous"),
     "lista_cpss": dict(learning_rate=1e-3, stage_steps=80, val_every=40, init="analytic",
-                       weight_lr_scale=0.02),
-    "alista": dict(learning_rate=1e-3, stage_steps=150, val_every=50),
+                       weight_lr_scale=0.02, stage_init="previous"),
+    "alista": dict(learning_rate=1e-3, stage_steps=150, val_every=50,
+                   stage_init="previous"),
 }
 QUICK = {v: dict(kw, stage_steps=40, val_every=20) for v, kw in FULL.items()}
 
