@@ -31,7 +31,9 @@ instances each step, in one of two ways (``LISTAConfig.training``):
   alone at ``lr``, then stages training layers ``1..t`` at ``lr * d`` for each further
   ``d`` in ``stage_lr_decays`` (default 0.2, 0.02); the loss is the NMSE of layer ``t``;
   each stage runs at most ``stage_steps`` steps and stops early after ``patience``
-  validations without improvement, keeping its best parameters.
+  validations without improvement, keeping its best parameters. A new layer starts at
+  its init, as a copy of the trained layer before it, or as the better of that copy and
+  an identity layer (``stage_init``).
 
 Evaluation reports NMSE (dB) per layer on held-out instances from a disjoint key stream.
 """
