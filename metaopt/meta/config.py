@@ -110,6 +110,11 @@ class OuterConfig:
     num_steps: outer steps of the run.
     resample_every: restart every in-flight task every this many outer steps (0: only
       when runs reach their horizon).
+    small_leaf_lr_multiplier: learning-rate multiplier of the θ leaves with at most
+      ``SMALL_LEAF_SIZE`` entries (an initial log step size, a gain, per-kind scales).
+      Adam moves every entry by about ``lr`` per step whatever its role, so at a rate
+      right for network weights a log step size can move by only ~0.6 in 600 steps
+      (a factor 1.8): the meta-gradient cannot set it. 1 leaves them at ``lr``.
   """
   optimizer: str = "adam"
   lr: float = 1e-3
@@ -120,9 +125,11 @@ class OuterConfig:
   grad_accum: int = 1
   num_steps: int = 1000
   resample_every: int = 0
+  small_leaf_lr_multiplier: float = 1.0
 
   def __post_init__(self):
     _check_choice("outer.optimizer", self.optimizer, OUTER_OPTIMIZERS)
+    _check_positive("outer.small_leaf_lr_multiplier", self.small_leaf_lr_multiplier)
     _check_choice("outer.lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("outer.grad_clip", self.grad_clip, GRAD_CLIPS)
     _check_positive("outer.lr", self.lr)
@@ -240,11 +247,19 @@ class MetaTrainConfig:
     del keep["run"]
     for section, name in _BOOKKEEPING:
       del keep[section][name]
+    for (section, name), default in _ADDED_LATER.items():
+      if keep[section][name] == default:
+        del keep[section][name]
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 #: Fields outside ``run`` that may change between a run and its resume.
 _BOOKKEEPING = (("outer", "num_steps"), ("eval", "every"), ("eval", "keep_best"))
+#: Fields added after runs were written, with their defaults: hashed only when set to
+#: something else, so those runs still resume.
+_ADDED_LATER = {("outer", "small_leaf_lr_multiplier"): 1.0}
+#: θ leaves with at most this many entries count as small (``small_leaf_lr_multiplier``).
+SMALL_LEAF_SIZE = 4
 
 
 def _checked_lopt_config(arch_config: type, values: Mapping[str, Any]) -> Dict[str, Any]:

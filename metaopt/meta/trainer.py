@@ -39,7 +39,7 @@ from metaopt import lopt as lopt_lib
 from metaopt.lopt import io
 from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 from metaopt.meta import estimators as est_lib
-from metaopt.meta.config import MetaTrainConfig
+from metaopt.meta.config import SMALL_LEAF_SIZE, MetaTrainConfig
 from metaopt.meta.unroll import InnerProblem, shared_data, train_curve
 
 #: Metrics that are counts (summed over gradient-accumulation micro-steps).
@@ -111,6 +111,10 @@ def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformatio
     lr = optax.warmup_cosine_decay_schedule(
         0.0, config.outer.lr, max(config.outer.warmup_steps, 1), config.outer.num_steps)
   opt = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}[config.outer.optimizer](lr)
+  mult = config.outer.small_leaf_lr_multiplier
+  if mult != 1.0:
+    opt = optax.chain(opt, optax.stateless(lambda updates, _: jax.tree_util.tree_map(
+        lambda u: u * mult if u.size <= SMALL_LEAF_SIZE else u, updates)))
   if config.outer.grad_clip == "value":
     return optax.chain(optax.clip(config.outer.clip_value), opt)
   if config.outer.grad_clip == "global_norm":

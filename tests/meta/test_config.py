@@ -112,6 +112,31 @@ def test_fingerprint_ignores_bookkeeping_only():
   assert a.fingerprint() != C.from_dict({"eval.horizon": 50}).fingerprint()
 
 
+def test_small_leaf_multiplier_speeds_up_only_small_leaves_and_keeps_old_fingerprints():
+  """A log step size (a scalar of θ) moves `small_leaf_lr_multiplier` times faster than
+  network weights under the outer Adam; left at 1 it does not change the fingerprint of
+  runs written before the field existed."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from metaopt.meta.trainer import make_outer_optimizer  # pylint: disable=import-outside-toplevel
+  theta = {"log_lr0": jnp.float32(-6.9), "scales": jnp.zeros(3), "w": jnp.zeros((8, 8))}
+  grads = {k: jnp.ones_like(v) for k, v in theta.items()}
+  moves = {}
+  for mult in (1.0, 10.0):
+    cfg = C.from_dict({"outer.small_leaf_lr_multiplier": mult, "outer.grad_clip": "none"})
+    opt = make_outer_optimizer(cfg)
+    updates, _ = opt.update(grads, opt.init(theta), theta)
+    moves[mult] = {k: float(jnp.abs(u).max()) for k, u in updates.items()}
+  assert moves[10.0]["w"] == pytest.approx(moves[1.0]["w"])
+  for small in ("log_lr0", "scales"):
+    assert moves[10.0][small] == pytest.approx(10 * moves[1.0][small])
+  assert C.MetaTrainConfig().fingerprint() == C.from_dict(
+      {"outer.small_leaf_lr_multiplier": 1.0}).fingerprint()
+  assert C.MetaTrainConfig().fingerprint() != C.from_dict(
+      {"outer.small_leaf_lr_multiplier": 10.0}).fingerprint()
+  with pytest.raises(ValueError, match="small_leaf_lr_multiplier"):
+    C.OuterConfig(small_leaf_lr_multiplier=0.0)
+
+
 def test_to_dict_round_trips_through_json():
   cfg = C.load_config(os.path.join(ROOT, "configs", "mlp_digits.py:pod"),
                       ["lopt_config.hidden_sizes=(8, 8)"])
