@@ -66,12 +66,10 @@ def main(argv=None):
   log = lambda tag: (lambda s, mt: print(f"  {tag} step {s} {mt}", flush=True))
 
   source = make()
-  t0 = time.perf_counter()
   trained = lista.train(source, config, callback=log("source"), log_every=2000)
-  print(f"source: {lista.evaluate(source, trained, held_out(source, args.num_test))[-1]:.1f}"
-        f" dB, {trained.wall_time:.0f} s", flush=True)
-  rows = {"source": (lista.evaluate(source, trained, held_out(source, args.num_test)),
-                     None, trained.wall_time)}
+  source_db = lista.evaluate(source, trained, held_out(source, args.num_test))
+  print(f"source: {source_db[-1]:.1f} dB, {trained.wall_time:.0f} s", flush=True)
+  rows = {"source": (source_db, None, trained.wall_time)}
   for name in args.targets.split(","):
     target = make(**TARGETS[name])
     insts = held_out(target, args.num_test)

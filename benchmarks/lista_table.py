@@ -15,8 +15,6 @@ with one row per method, one column per layer k, and the training wall time.
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
 import json
 import platform
 
@@ -24,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metaopt import typed_config
 from metaopt.amortized import lista, solvers
 from tasks.problems import get_problem
 
@@ -46,22 +45,6 @@ FULL = {
 QUICK = {v: dict(kw, stage_steps=40, val_every=20) for v, kw in FULL.items()}
 
 
-def parse_overrides(items):
-  """``["field=value", ...]`` -> dict, checked against ``LISTAConfig``'s fields."""
-  fields = {f.name for f in dataclasses.fields(lista.LISTAConfig)}
-  out = {}
-  for item in items:
-    name, sep, value = item.partition("=")
-    if not sep or name not in fields:
-      raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
-                       f"{sorted(fields)}.")
-    try:
-      out[name] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[name] = value  # a bare string, e.g. stage_init=previous
-  return out
-
-
 def baseline(problem, name, insts, k):
   xs = jax.jit(jax.vmap(lambda i: solvers.SOLVERS[name](problem, i, k)))(insts)
   return np.asarray(solvers.nmse_db(jnp.swapaxes(xs, 0, 1), insts[problem.truth]))
@@ -82,7 +65,7 @@ def main(argv=None):
   ap.add_argument("--steps", type=int, default=3000, help="end-to-end steps")
   ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                   help="LISTAConfig overrides for every variant, e.g. stage_init=previous "
-                       "ss_p_max=0.08 (values parsed as Python literals)")
+                       "ss_p_max=0.08 (typed and checked like metaopt's --set)")
   ap.add_argument("--out", default="lista_table.md")
   ap.add_argument("--include", nargs="*", default=[],
                   help="JSON files written by earlier runs (same problem): their learned "
@@ -102,16 +85,18 @@ def main(argv=None):
         if row["train_s"] is not None:
           rows[m] = (np.asarray(row["nmse_db"]), row["train_s"])
   settings = QUICK if args.quick else FULL
-  overrides = parse_overrides(args.set)
   for variant in [v for v in args.variants.split(",") if v]:
     kw = dict(settings.get(variant, {}))
     if args.stage_steps:
       kw["stage_steps"] = args.stage_steps
     if args.training == "end_to_end":
       kw.pop("learning_rate", None)
-    kw.update(overrides)
-    cfg = lista.LISTAConfig(variant=variant, num_layers=k, training=args.training,
-                            steps=args.steps, **kw)
+    try:
+      cfg = typed_config.apply_overrides(
+          lista.LISTAConfig(variant=variant, num_layers=k, training=args.training,
+                            steps=args.steps, **kw), args.set)
+    except ValueError as e:  # ConfigError (unknown key, wrong type) or a bad value
+      raise SystemExit(f"--set: {e}") from None
     result = lista.train(problem, cfg, callback=lambda s, m: print(
         f"  {variant} step {s} {m}", flush=True), log_every=1000)
     rows[variant] = (lista.evaluate(problem, result, insts), result.wall_time)
