@@ -1,6 +1,8 @@
 """Meta-training throughput, metaopt vs learned_optimization, interleaved in one run.
 
   python benchmarks/meta_train_vs_lo.py [--pairs 3] [--anchor-python ~/lo-venv/bin/python]
+  python benchmarks/meta_train_vs_lo.py --platform cuda --anchor-python python3 \
+      --anchor-script lo_pes_bench.py --anchor-without-tf     # a GPU box without TF
 
 Runs the anchor (``../shared/anchors/lo_pes_bench.py``: learned_optimization's own PES
 stack on the reference config) and this project's ``benchmarks/meta_train.py`` (the same
