@@ -15,7 +15,11 @@ by side in one run (repetitions interleaved across optimizers, median per step):
 * ``time/bound``: how far the implementation is from that bound (target <= 1.3);
 * ``state/adam``: bytes of optimizer-state leaves relative to adam's.
 
-Usage: ``python benchmarks/lopt_step.py [--reps 7] [--steps 5] [--archs mlp,adam]``.
+``--pretrained general-v1,general-v2`` adds shipped optimizers (their own config and
+trained theta) beside the architectures.
+
+Usage: ``python benchmarks/lopt_step.py [--reps 7] [--steps 5] [--archs mlp,adam]
+[--pretrained NAMES]`` (``--archs none``: only the pretrained ones).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 import optax
 
 from metaopt import lopt
-from metaopt.lopt import mulo
+from metaopt.lopt import io, mulo
 
 SIZES = (784, 1024, 256, 10)
 BATCH = 128
@@ -77,7 +81,8 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--reps", type=int, default=7)
   ap.add_argument("--steps", type=int, default=5, help="steps per timed repetition")
-  ap.add_argument("--archs", default="", help="comma-separated subset (default: all)")
+  ap.add_argument("--archs", default="", help="comma-separated subset (default: all; none)")
+  ap.add_argument("--pretrained", default="", help="comma-separated shipped names or paths")
   args = ap.parse_args()
 
   params0 = init_model(jax.random.PRNGKey(0))
@@ -89,13 +94,18 @@ def main():
   model_flops = 6 * BATCH
 
   entries = {"optax.adam": (optax.adam(1e-3), ADAM_FLOPS, "")}
-  archs = args.archs.split(",") if args.archs else lopt.arch_names()
+  archs = [] if args.archs == "none" else (
+      args.archs.split(",") if args.archs else lopt.arch_names())
+  candidates = [(arch, lopt.build(arch, {}), None) for arch in archs]
+  for name in filter(None, args.pretrained.split(",")):
+    opt, theta, _ = io.load_meta_params(name)
+    candidates.append((name, opt, theta))
   skipped = {}
-  for arch in archs:
-    opt = lopt.build(arch, {})
+  for arch, opt, theta in candidates:
+    if theta is None:
+      theta = opt.init_meta_params(jax.random.PRNGKey(0))
     try:
-      tx = opt.transform(opt.init_meta_params(jax.random.PRNGKey(0)), num_steps=None,
-                         param_info=info)
+      tx = opt.transform(theta, num_steps=None, param_info=info)
       state = jax.eval_shape(tx.init, params0)
       g = jax.tree_util.tree_map(jnp.zeros_like, params0)
       measured = xla_flops(lambda g, s, p: tx.update(g, s, p, value=jnp.float32(1.0)),

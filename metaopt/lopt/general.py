@@ -17,7 +17,20 @@ Math, per parameter tensor ``p`` with gradient ``g_t`` at step ``t >= 1``:
     u_t = gain * hbar_t + c_theta(h_t, hbar_t, H_t, Hbar_t, l_{t-1} - l0, time, kind)
     l_t = clip(l_{t-1} + D tanh(u_t / D), l_min, l_max)     (log step size; l_0 = l0)
     d_t = a_t + gamma * f_theta(x_t)                        (f: per-parameter MLP)
-    p_{t+1} = p_t - exp(l_t + s_kind) * mult_p * d_t
+    p_{t+1} = p_t - D_t exp(l_t + s_kind) * mult_p * d_t
+
+``D_t`` is 1, or with ``config.distance_adapt`` Prodigy's estimate of the distance
+to a solution (Mishchenko & Defazio 2024), over all parameters ``x``; the moments
+``m, v, m_slow`` then average ``D_t g_t`` (and ``eps`` becomes ``D_t eps``), so that
+gradients seen while ``D`` was still tiny fade from them as in Prodigy:
+
+    lam_t = (D_{t-1} / D_0) D_{t-1} sqrt(1 - b2^t) / (1 - b1^t)
+    r_t = b3 r_{t-1} + lam_t <g_t, x_0 - x_t>       s_t = b3 s_{t-1} + lam_t g_t
+    D_t = max(D_{t-1}, r_t / |s_t|_1)               (b3 = sqrt(b2))
+
+a lower bound on ``|x_0 - x*|_inf`` for convex losses, whatever the trajectory, so the
+learned multiplier ``exp(l_t)`` then starts near 1 on every problem instead of at one
+learning rate for all scales.
 
 ``h > 0`` means the previous step was too short (the gradient still points the same
 way), so the step size grows, ``h < 0`` that it overshot: multiplicative hypergradient
@@ -74,6 +87,9 @@ class GeneralConfig:
     mlp_hidden: hidden widths of the per-parameter MLP (small: it runs per entry).
     mlp_scale: ``gamma``, the weight of the per-parameter MLP's output.
     mup: apply μP step multipliers (``transform`` then needs ``param_info``).
+    distance_adapt: multiply the step size by Prodigy's distance estimate ``D_t``
+      (module docstring); ``init_lr`` is then the initial multiplier of ``D_t``.
+    d0: ``D_0``, the initial (under-)estimate of the distance.
   """
   b1: float = 0.9
   b2: float = 0.999
@@ -88,6 +104,23 @@ class GeneralConfig:
   mlp_hidden: Tuple[int, ...] = (8,)
   mlp_scale: float = 0.1
   mup: bool = False
+  distance_adapt: bool = False
+  d0: float = 1e-6
+
+
+class DistanceState(NamedTuple):
+  """State of the distance estimate (``distance_adapt``).
+
+  Attributes:
+    params0: ``P`` the initial parameters ``x_0``.
+    grad_sum: ``P`` ``s_t``, the weighted gradient sum.
+    numerator: ``r_t``, the weighted sum of ``<g_k, x_0 - x_k>``.
+    d: ``D_t``.
+  """
+  params0: Any
+  grad_sum: Any
+  numerator: jax.Array
+  d: jax.Array
 
 
 class GeneralState(NamedTuple):
@@ -99,6 +132,7 @@ class GeneralState(NamedTuple):
     log_lr: ``T`` log step size ``l_t``.
     hbar: ``T`` EMA of the per-tensor hypergradient cosine.
     hbar_global: scalar EMA of the global cosine.
+    distance: ``DistanceState`` with ``distance_adapt``, else None.
   """
   count: jax.Array
   m: Any
@@ -107,6 +141,7 @@ class GeneralState(NamedTuple):
   log_lr: Any
   hbar: Any
   hbar_global: jax.Array
+  distance: Optional[DistanceState] = None
 
 
 def _kind_index(ndim: int) -> int:
@@ -135,9 +170,15 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
         lambda p: jnp.zeros(jnp.shape(p), mlp_lib.compute_dtype(p)), params)
     per_tensor = lambda value: jax.tree_util.tree_map(  # noqa: E731
         lambda p: jnp.asarray(value, jnp.float32), params)
+    distance = None
+    if config.distance_adapt:
+      distance = DistanceState(
+          jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params),
+          jax.tree_util.tree_map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
+          jnp.zeros((), jnp.float32), jnp.asarray(config.d0, jnp.float32))
     return GeneralState(jnp.zeros((), jnp.int32), zeros(), zeros(), zeros(),
                         per_tensor(theta["log_lr0"]), per_tensor(0.0),
-                        jnp.zeros((), jnp.float32))
+                        jnp.zeros((), jnp.float32), distance)
 
   def update_fn(grads, state, params=None, **extra_args):
     del extra_args  # the rule reads gradients only (value= is optional for users)
@@ -153,16 +194,23 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
     t = state.count + 1
     tf = t.astype(jnp.float32)
 
-    def direction(m, v, count_f):
+    # The moments average D-weighted gradients (weight 1 without distance_adapt), so
+    # that steps taken while D was still tiny fade from them (Prodigy).
+    distance, weight, weight_prev = None, 1.0, 1.0
+    if config.distance_adapt:
+      distance = _update_distance(config, state.distance, g_leaves, p_leaves, treedef, tf)
+      weight, weight_prev = distance.d, state.distance.d
+
+    def direction(m, v, count_f, w):
       mhat = m / (1.0 - b1 ** count_f)
       vhat = v / (1.0 - b2 ** count_f)
-      return mhat / (jnp.sqrt(vhat) + eps)
+      return mhat / (jnp.sqrt(vhat) + w * eps)
 
     # Hypergradient cosines against the previous direction (zero at the first step).
     prev_f = jnp.maximum(tf - 1.0, 1.0)
     dots, gg, aa = [], [], []
     for g, m, v in zip(g_leaves, m_old, v_old):
-      a_prev = direction(m, v, prev_f)
+      a_prev = direction(m, v, prev_f, weight_prev)
       dots.append(jnp.sum(g * a_prev))
       gg.append(jnp.sum(g * g))
       aa.append(jnp.sum(a_prev * a_prev))
@@ -186,16 +234,17 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
 
     new_m, new_v, new_ms, updates = [], [], [], []
     for g, p, m, v, ms, l, s in zip(g_leaves, p_leaves, m_old, v_old, ms_old, new_l, scales):
-      m = b1 * m + (1.0 - b1) * g
-      v = b2 * v + (1.0 - b2) * g * g
-      ms = config.slow_decay * ms + (1.0 - config.slow_decay) * g
-      a = direction(m, v, tf)
+      wg = weight * g
+      m = b1 * m + (1.0 - b1) * wg
+      v = b2 * v + (1.0 - b2) * wg * wg
+      ms = config.slow_decay * ms + (1.0 - config.slow_decay) * wg
+      a = direction(m, v, tf, weight)
       x = mlp_lib.as_vector_shape(g)
       cols = [x, mlp_lib.as_vector_shape(m), mlp_lib.as_vector_shape(ms),
               mlp_lib.as_vector_shape(a), mlp_lib.as_vector_shape(jnp.asarray(p, x.dtype))]
       (correction,) = mlp_lib.fused_mlp(theta["mlp"], F.normalize_columns(cols))
       d = a + config.mlp_scale * correction.reshape(jnp.shape(a))
-      size = jnp.exp(l + theta["kind_log_scale"][_kind_index(jnp.ndim(p))]) * s
+      size = weight * jnp.exp(l + theta["kind_log_scale"][_kind_index(jnp.ndim(p))]) * s
       updates.append((-size * d).astype(jnp.result_type(p)))
       new_m.append(m)
       new_v.append(v)
@@ -203,9 +252,27 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
 
     unflat = treedef.unflatten
     return unflat(updates), GeneralState(t, unflat(new_m), unflat(new_v), unflat(new_ms),
-                                         unflat(new_l), unflat(hbar), hbar_global)
+                                         unflat(new_l), unflat(hbar), hbar_global, distance)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _update_distance(config: GeneralConfig, state: DistanceState, g_leaves, p_leaves,
+                     treedef, t: jax.Array) -> DistanceState:
+  """One step of the distance estimate ``D_t`` (module docstring), in float32."""
+  b3 = math.sqrt(config.b2)
+  debias = jnp.sqrt(1.0 - config.b2 ** t) / (1.0 - config.b1 ** t)
+  lam = state.d / config.d0 * state.d * debias
+  x0 = treedef.flatten_up_to(state.params0)
+  s_old = treedef.flatten_up_to(state.grad_sum)
+  g32 = [jnp.asarray(g, jnp.float32) for g in g_leaves]
+  dot = sum(jnp.sum(g * (p0 - jnp.asarray(p, jnp.float32)))
+            for g, p0, p in zip(g32, x0, p_leaves))
+  numerator = b3 * state.numerator + lam * dot
+  grad_sum = [b3 * s + lam * g for s, g in zip(s_old, g32)]
+  l1 = sum(jnp.sum(jnp.abs(s)) for s in grad_sum)
+  d = jnp.maximum(state.d, numerator / jnp.maximum(l1, 1e-30))
+  return DistanceState(state.params0, treedef.unflatten(grad_sum), numerator, d)
 
 
 @register
@@ -238,4 +305,5 @@ class GeneralLOpt(LearnedOptimizer):
     """Arithmetic per parameter per step: three EMAs, two Adam directions, the cosine
     reductions, five normalized columns and the per-parameter MLP."""
     sizes = (NUM_MLP_INPUTS,) + tuple(self.config.mlp_hidden) + (1,)
-    return mlp_lib.mlp_flops(sizes) + 9 + 2 * 6 + 6 + 3 * NUM_MLP_INPUTS + 4
+    distance = 6 if self.config.distance_adapt else 0  # <g, x0 - x>, s_t, |s_t|_1
+    return mlp_lib.mlp_flops(sizes) + 9 + 2 * 6 + 6 + 3 * NUM_MLP_INPUTS + 4 + distance

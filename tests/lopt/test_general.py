@@ -122,3 +122,59 @@ def test_meta_gradient_reaches_every_meta_parameter():
   assert np.any(np.asarray(grads["controller"][-1]["w"]) != 0)
   assert np.any(np.asarray(grads["mlp"][-1]["w"]) != 0)
   assert np.isfinite(general.GeneralLOpt().flops_per_param())
+
+
+def _quadratic_grad(params):
+  """Gradient of 0.5 |x - 3|^2 over every entry (minimum 3 away from PARAMS)."""
+  return jax.tree_util.tree_map(lambda p: p - 3.0, params)
+
+
+def test_distance_estimate_matches_optax_prodigy_on_its_trajectory():
+  """Fed the iterates and gradients of an optax prodigy run, the distance estimate
+  D_t is prodigy's estimate after each step (the same weights lam_t, sums and max)."""
+  lo = lopt_lib.build("general", {"distance_adapt": True, "init_lr": 1.0})
+  c = lo.config
+  ref_opt = optax.contrib.prodigy(1.0, estim_lr0=c.d0)
+  params, ref_state = PARAMS, ref_opt.init(PARAMS)
+  state = lo.transform(lo.init_meta_params(jax.random.PRNGKey(0))).init(PARAMS).distance
+  treedef = jax.tree_util.tree_structure(PARAMS)
+  ours, ref = [], []
+  for t in range(40):
+    g = _quadratic_grad(params)
+    state = general._update_distance(c, state, treedef.flatten_up_to(g),
+                                     treedef.flatten_up_to(params), treedef, jnp.float32(t + 1))
+    u, ref_state = ref_opt.update(g, ref_state, params)
+    params = optax.apply_updates(params, u)
+    ours.append(float(state.d))
+    ref.append(float(ref_state.estim_lr))
+  assert ref[-1] > 1e4 * c.d0  # the reference estimate did grow
+  np.testing.assert_allclose(ours, ref, rtol=1e-4)
+
+
+def test_distance_adapt_finds_the_scale_and_is_bounded_by_the_distance_to_the_solution():
+  """On f(x) = 0.5 |x - c x*|^2 from x_0 = 0 the same rule (no learning rate) solves
+  the problem at scales c = 0.01, 1 and 100; D_t never exceeds |x_0 - x*|_inf = c; and
+  D_0 is the only scale it has: with D_0 scaled by c too, the whole trajectory scales
+  by c."""
+  target = jnp.linspace(-1.0, 1.0, 16)
+
+  def trajectory(scale, d0):
+    lo = lopt_lib.build("general", {"distance_adapt": True, "init_lr": 1.0, "d0": d0})
+    opt = lo.transform(lo.init_meta_params(jax.random.PRNGKey(0)))
+
+    def step(carry, _):
+      x, state = carry
+      u, state = opt.update({"x": x["x"] - scale * target}, state, x)
+      x = optax.apply_updates(x, u)
+      return (x, state), (x["x"], state.distance.d)
+
+    x0 = {"x": jnp.zeros(16)}
+    return jax.jit(lambda: jax.lax.scan(step, (x0, opt.init(x0)), None, length=200)[1])()
+
+  for scale in (0.01, 1.0, 100.0):
+    xs, ds = trajectory(scale, 1e-6)
+    assert float(jnp.max(ds)) <= scale * (1 + 1e-5)
+    assert float(jnp.mean((xs[-1] / scale - target) ** 2)) < 1e-3, scale
+  xs1, _ = trajectory(1.0, 1e-6)
+  xs100, _ = trajectory(100.0, 1e-4)
+  np.testing.assert_allclose(xs100 / 100.0, xs1, rtol=1e-3, atol=1e-5)
