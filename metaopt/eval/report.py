@@ -367,18 +367,22 @@ def _html(lb: Dict[str, Any], plots: Dict[str, str], command: Optional[str], mac
     body.append(f"<tr data-optimizer=\"{esc(r['optimizer'])}\">" + "".join(cells) + "</tr>")
   task_head = "<th onclick=\"sortTable(this)\">optimizer</th>" + "".join(
       f"<th onclick=\"sortTable(this)\">{esc(t['task'])}</th>" for t in lb["tasks"])
-  task_rows = []
-  for e in lb["entrants"]:
-    cells = [f"<td>{esc(e['name'])}{'' if e['ruleset'] == 'tuned' else ' [self]'}</td>"]
-    for t in lb["tasks"]:
-      v = e["per_task"][t["task"]]["steps_to_target"]
-      if t["task"] in e.get("leakage", {}):
-        cells.append(f"<td data-value=\"{v}\" class=\"leak\" title=\"leakage: "
-                     f"{esc(', '.join(e['leakage'][t['task']]))}\">{esc(_fmt(v))} "
-                     "(leak)</td>")
-      else:
-        cells.append(f"<td data-value=\"{v}\">{esc(_fmt(v))}</td>")
-    task_rows.append("<tr>" + "".join(cells) + "</tr>")
+
+  def task_rows(key):
+    rows = []
+    for e in lb["entrants"]:
+      cells = [f"<td>{esc(e['name'])}{'' if e['ruleset'] == 'tuned' else ' [self]'}</td>"]
+      for t in lb["tasks"]:
+        v = e["per_task"][t["task"]][key]
+        if t["task"] in e.get("leakage", {}):
+          cells.append(f"<td data-value=\"{v}\" class=\"leak\" title=\"leakage: "
+                       f"{esc(', '.join(e['leakage'][t['task']]))}\">{esc(_fmt(v))} "
+                       "(leak)</td>")
+        else:
+          cells.append(f"<td data-value=\"{v}\">{esc(_fmt(v))}</td>")
+      rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(rows)
+
   imgs = "".join(f"<figure><img src=\"{esc(p)}\" alt=\"{esc(k)}\"><figcaption>{esc(k)}"
                  "</figcaption></figure>" for k, p in plots.items())
   s = lb["suite"]
@@ -431,7 +435,11 @@ every optimizer. Click a column header to sort.</p>
 {targets}
 <h2>Median steps to target per task</h2>
 <table id="per-task"><thead><tr>{task_head}</tr></thead><tbody>
-{''.join(task_rows)}
+{task_rows("steps_to_target")}
+</tbody></table>
+<h2>Time to target per task (seconds, the optimizer's own step time included)</h2>
+<table id="per-task-time"><thead><tr>{task_head}</tr></thead><tbody>
+{task_rows("seconds_to_target")}
 </tbody></table>
 <h2>Plots</h2>
 {imgs}
@@ -530,6 +538,14 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
       ["optimizer"] + [f"{t['task']} ({t['steps']})" for t in lb["tasks"]],
       [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
        [_fmt(e["per_task"][t["task"]]["steps_to_target"]) + leak_mark(e, t["task"])
+        for t in lb["tasks"]]
+       for e in lb["entrants"]]))
+  md += ["", "## Time to target (seconds: steps to target x the optimizer's own time per "
+         "compiled step, its overhead included)", ""]
+  md.append(_markdown_table(
+      ["optimizer"] + [t["task"] for t in lb["tasks"]],
+      [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
+       [_fmt(e["per_task"][t["task"]]["seconds_to_target"]) + leak_mark(e, t["task"])
         for t in lb["tasks"]]
        for e in lb["entrants"]]))
   md += ["", "## Median final validation loss", ""]

@@ -114,8 +114,17 @@ def test_report_marks_leakage_and_shows_validation_curves(done):
   assert e["nadamw"]["speedup_iqm"] is not None and len(e["nadamw"]["speedup_ci"]) == 2
   md = (out / "README.md").read_text()
   assert "(leak)" in md and "Targets and budgets" in md
+  # Time to target is reported beside steps: steps x the entrant's own time per step.
+  assert "## Time to target" in md
+  rows = [{k: float(r[k]) for k in ("steps_to_target", "seconds_to_target", "seconds_per_step")}
+          for x in e.values() for r in x["per_task"].values()]
+  reached = [r for r in rows if r["steps_to_target"] < float("inf")]
+  assert reached
+  for r in reached:
+    assert r["seconds_to_target"] == pytest.approx(r["steps_to_target"] * r["seconds_per_step"])
+    assert f"{r['seconds_to_target']:.3g}" in md
   html = open(index).read()
-  assert 'id="targets"' in html and "(leak)" in html
+  assert 'id="targets"' in html and "(leak)" in html and 'id="per-task-time"' in html
   assert (out / f"curves_{tiny.LINREG}.png").stat().st_size > 0
 
 
