@@ -17,15 +17,7 @@ Reproduce the shipped file (resumable: rerun the same command)::
 from metaopt.meta import presets
 from metaopt.meta.config import MetaTrainConfig
 
-FAMILIES = (
-    "mlp_teacher_w64_family",
-    "mlp_teacher_w128_family+reparam_global",
-    "transformer_text_tiny_family",
-    "lasso_m64_n128_p0.1_noiseless",
-    "l1_logreg_d50_n100_lam0.05",
-)
-
-COMMON = {**presets.GENERALIZATION, "family": ",".join(FAMILIES)}
+COMMON = {**presets.GENERALIZATION, "family": ",".join(presets.GENERAL_FAMILIES)}
 
 
 def get_config(variant: str = "cpu") -> MetaTrainConfig:

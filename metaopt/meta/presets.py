@@ -39,6 +39,17 @@ POD: Dict[str, Any] = {
 }
 PRESETS: Dict[str, Dict[str, Any]] = {"cpu": CPU, "demo": DEMO, "pod": POD}
 
+#: The task mixture of the shipped general-purpose optimizers (configs/general_v*.py):
+#: MLPs on generated teacher data (one globally reparameterized), a char-level
+#: transformer, LASSO and L1-regularized logistic regression.
+GENERAL_FAMILIES = (
+    "mlp_teacher_w64_family",
+    "mlp_teacher_w128_family+reparam_global",
+    "transformer_text_tiny_family",
+    "lasso_m64_n128_p0.1_noiseless",
+    "l1_logreg_d50_n100_lam0.05",
+)
+
 # The recipe of the shipped general-purpose optimizers (configs/general*.py): the
 # `general` architecture, PES over log-uniform horizons of 100-2,000 steps, validation
 # meta-loss, the best held-out evaluation kept.
