@@ -533,43 +533,28 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
         [[t["task"], str(t["dataset"]), str(t["architecture"]), _fmt(t["target"], 4),
           _fmt(t["target_error"], 3), str(t["setter"]), str(t["steps"]),
           str(t["budget_external"]), str(t["budget_self_tuning"])] for t in lb["tasks"]]))
-  md += ["", "## Median steps to target", ""]
-  md.append(_markdown_table(
-      ["optimizer"] + [f"{t['task']} ({t['steps']})" for t in lb["tasks"]],
-      [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-       [_fmt(e["per_task"][t["task"]]["steps_to_target"]) + leak_mark(e, t["task"])
-        for t in lb["tasks"]]
-       for e in lb["entrants"]]))
-  md += ["", "## Time to target (seconds: steps to target x the optimizer's own time per "
-         "compiled step, its overhead included)", ""]
-  md.append(_markdown_table(
-      ["optimizer"] + [t["task"] for t in lb["tasks"]],
-      [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-       [_fmt(e["per_task"][t["task"]]["seconds_to_target"]) + leak_mark(e, t["task"])
-        for t in lb["tasks"]]
-       for e in lb["entrants"]]))
-  md += ["", "## Median final validation loss", ""]
-  md.append(_markdown_table(
-      ["optimizer"] + [t["task"] for t in lb["tasks"]],
-      [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-       [_fmt(e["per_task"][t["task"]]["final_valid"], 4) + leak_mark(e, t["task"])
-        for t in lb["tasks"]]
-       for e in lb["entrants"]]))
+
+  def per_task_table(title, key, digits=3, task_list=lb["tasks"], label=lambda t: t["task"],
+                     mark_leaks=True):
+    """A ``## title`` table: one row per entrant, one ``key`` cell per task."""
+    rows = [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
+            [_fmt(e["per_task"][t["task"]][key], digits) +
+             (leak_mark(e, t["task"]) if mark_leaks else "") for t in task_list]
+            for e in lb["entrants"]]
+    return ["", f"## {title}", "", _markdown_table(["optimizer"] + [label(t) for t in task_list],
+                                                   rows)]
+
+  md += per_task_table("Median steps to target", "steps_to_target",
+                       label=lambda t: f"{t['task']} ({t['steps']})")
+  md += per_task_table("Time to target (seconds: steps to target x the optimizer's own time "
+                       "per compiled step, its overhead included)", "seconds_to_target")
+  md += per_task_table("Median final validation loss", "final_valid", digits=4)
   if lb.get("protocol") == "algoperf":
-    md += ["", "## Median best validation error rate (classifiers)", ""]
-    cls = [t for t in lb["tasks"] if t.get("target_error") is not None]
-    md.append(_markdown_table(
-        ["optimizer"] + [f"{t['task']} (target {_fmt(t['target_error'], 3)})" for t in cls],
-        [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-         [_fmt(e["per_task"][t["task"]]["best_error"], 3) + leak_mark(e, t["task"])
-          for t in cls] for e in lb["entrants"]]))
-    md += ["", "## Seconds per compiled step (median of timed calls, evaluation excluded)",
-           ""]
-    md.append(_markdown_table(
-        ["optimizer"] + [t["task"] for t in lb["tasks"]],
-        [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-         [_fmt(e["per_task"][t["task"]]["seconds_per_step"], 3) for t in lb["tasks"]]
-         for e in lb["entrants"]]))
+    md += per_task_table("Median best validation error rate (classifiers)", "best_error",
+                         task_list=[t for t in lb["tasks"] if t.get("target_error") is not None],
+                         label=lambda t: f"{t['task']} (target {_fmt(t['target_error'], 3)})")
+    md += per_task_table("Seconds per compiled step (median of timed calls, evaluation "
+                         "excluded)", "seconds_per_step", mark_leaks=False)
   if tunings:
     md += ["", "## Tuned configurations (best of the sweep on the tuning seed)", ""]
     md.append(_markdown_table(
