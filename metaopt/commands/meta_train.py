@@ -36,6 +36,7 @@ def run(args) -> int:
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
   from metaopt.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
+  from metaopt.runlock import RunLockError  # pylint: disable=import-outside-toplevel
   from metaopt.meta import config as config_lib  # pylint: disable=import-outside-toplevel
   from metaopt.meta import trainer  # pylint: disable=import-outside-toplevel
   try:
@@ -44,8 +45,9 @@ def run(args) -> int:
       print(json.dumps(cfg.to_dict(), indent=2))
       return 0
     result = trainer.meta_train(cfg, progress=not args.no_progress)
-  except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
-    # Bad config, unknown names, mismatched checkpoint: the message says what to fix.
+  except (ValueError, KeyError, FileNotFoundError, CheckpointError, RunLockError) as e:
+    # Bad config, unknown names, mismatched checkpoint, run dir in use: the message says
+    # what to fix.
     print(f"metaopt meta-train: error: {e}", file=sys.stderr)
     return 2
   except trainer.MetaTrainingDiverged as e:

@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 import tasks as task_registry
-from metaopt import checkpoint, inner
+from metaopt import checkpoint, inner, runlock
 from metaopt import lopt as lopt_lib
 from metaopt.lopt import io
 from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
@@ -380,8 +380,23 @@ class MetaTrainer:
 
   # -- the loop ---------------------------------------------------------------------
 
+  @property
+  def lock_path(self) -> str:
+    return os.path.join(self.config.run.run_dir, "run.lock")
+
   def run(self, progress: bool = True) -> MetaTrainResult:
-    """Meta-trains to ``config.outer.num_steps`` (resuming from the latest checkpoint)."""
+    """Meta-trains to ``config.outer.num_steps`` (resuming from the latest checkpoint),
+    holding the run directory's lock (``runlock``) for the whole job: a second job on
+    the same directory raises ``runlock.RunLockError`` before touching anything."""
+    if jax.process_index() != 0:  # One lock per job, taken by its lead process.
+      return self._run(progress)
+    run_dir = self.config.run.run_dir
+    with runlock.hold(self.lock_path, f"run directory {run_dir}",
+                      "wait for that job to finish (or stop it; re-running then resumes), "
+                      "or give this run its own directory with --set run.run_dir=DIR."):
+      return self._run(progress)
+
+  def _run(self, progress: bool) -> MetaTrainResult:
     cfg = self.config
     lead = jax.process_index() == 0
     if lead:  # A kill while exporting leaves a temporary file (checkpoints: orbax cleans).
