@@ -36,6 +36,12 @@ class ConfigError(ValueError):
   """A config value or key that cannot be used; the message says which and why."""
 
 
+#: The range of an ``int`` config value (seeds, sizes, step counts reach numpy / jax).
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+#: Where the shipped experiment configs live (``metaopt/configs/<name>.py``).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
 # -- types ----------------------------------------------------------------------------
 
 
@@ -130,6 +136,10 @@ def check_value(key: str, value: Any, tp: Any) -> Any:
     raise _wrong(key, tp, value)
   if tp is int:
     if isinstance(value, int) and not isinstance(value, bool):
+      if not INT64_MIN <= value <= INT64_MAX:  # jax / numpy would overflow later.
+        shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}... ({len(str(value))} digits)"
+        raise ConfigError(f"Config key {key!r} expects an integer in the int64 range "
+                          f"[-2**63, 2**63 - 1], got {shown}.")
       return value
     raise _wrong(key, tp, value)
   if isinstance(tp, type):
@@ -232,8 +242,11 @@ def parse_override(text: str) -> Tuple[str, Any]:
   """``"key=value"`` -> ``(key, value)``; the value is a Python literal when it
   parses as one (``3``, ``1e-3``, ``True``, ``(16, 16)``, ``{'a': 1}``), else a string."""
   if "=" not in text:
-    raise ConfigError(f"Override {text!r} must look like key=value (e.g. estimator.sigma=0.01).")
+    raise ConfigError(f"Override {text!r} must look like key=value, one argument with no "
+                      "space around '=' (e.g. --set estimator.sigma=0.01).")
   key, raw = text.split("=", 1)
+  if not key.strip():
+    raise ConfigError(f"Override {text!r} has no key before '='.")
   try:
     value = ast.literal_eval(raw.strip())
   except (ValueError, SyntaxError):
@@ -241,11 +254,47 @@ def parse_override(text: str) -> Tuple[str, Any]:
   return key.strip(), value
 
 
+def _leaves(key: str, value: Any):
+  """``(dotted key, value)`` of every leaf an override sets (dict values expanded)."""
+  if isinstance(value, Mapping) and value:
+    for k, v in value.items():
+      yield from _leaves(f"{key}.{k}", v)
+  else:
+    yield key, value
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+  """``{dotted key: value}`` of ``--set``-style strings, refusing what would be
+  dropped silently: a key given twice with different values, a key given a whole
+  value while another override sets a field inside it, and ``--set k v`` (the value
+  as a separate argument; the error shows ``k=v``)."""
+  overrides = list(overrides)
+  parsed: Dict[str, Any] = {}
+  leaves: Dict[str, Tuple[Any, str]] = {}
+  for i, text in enumerate(overrides):
+    if "=" not in text and i + 1 < len(overrides) and "=" not in overrides[i + 1]:
+      raise ConfigError(f"Override {text!r} has no '=': write --set {text}={overrides[i + 1]} "
+                        "(key=value, one argument).")
+    key, value = parse_override(text)
+    for leaf, v in _leaves(key, value):
+      for other, (w, source) in leaves.items():
+        same = other == leaf
+        if same and w == v:
+          continue
+        if same or other.startswith(leaf + ".") or leaf.startswith(other + "."):
+          raise ConfigError(f"Conflicting overrides {source!r} and {text!r}: both set "
+                            f"{min(leaf, other, key=len)!r}; give each key once.")
+      leaves[leaf] = (v, text)
+    parsed[key] = value
+  return parsed
+
+
 def apply_overrides(config: T, overrides: Sequence[str]) -> T:
-  """``config`` with ``--set``-style ``key=value`` strings applied (dotted keys)."""
+  """``config`` with ``--set``-style ``key=value`` strings applied (dotted keys) at
+  once; conflicting ones fail (see ``parse_overrides``)."""
   if not overrides:
     return config
-  return replace(config, dict(parse_override(t) for t in overrides))
+  return replace(config, parse_overrides(overrides))
 
 
 def split_variant(path: str) -> Tuple[str, Optional[str]]:
@@ -256,15 +305,49 @@ def split_variant(path: str) -> Tuple[str, Optional[str]]:
   return path, None
 
 
+def config_names() -> Tuple[str, ...]:
+  """Names of the shipped configs (``metaopt/configs/<name>.py``)."""
+  if not os.path.isdir(CONFIGS_DIR):
+    return ()
+  return tuple(sorted(f[:-3] for f in os.listdir(CONFIGS_DIR)
+                      if f.endswith(".py") and not f.startswith("_")))
+
+
+def resolve_config(path: str) -> str:
+  """The file of config ``path`` (without its ``:variant``): the path itself when it
+  exists, else a shipped config addressed by name (``general_v2``) or by its
+  repository path (``configs/general_v2.py``, which also works outside a checkout,
+  e.g. from a wheel install). A folder, a non-Python file or an unknown name fails
+  with one line naming it."""
+  if os.path.isdir(path):
+    raise ConfigError(f"Config {path!r} is a folder; give a config file (a .py file defining "
+                      "get_config(), e.g. configs/mlp_digits.py) or a shipped config name "
+                      f"({', '.join(config_names())}).")
+  if os.path.exists(path):
+    if not path.endswith(".py"):
+      raise ConfigError(f"Config {path!r} is not a Python config file: configs are .py files "
+                        "defining get_config(variant=...) (a run's saved config.json is a "
+                        "record, not an input).")
+    return path
+  head, base = os.path.split(os.path.normpath(path))
+  name = base[:-3] if base.endswith(".py") else base
+  shipped = os.path.join(CONFIGS_DIR, f"{name}.py")
+  if (head in ("", "configs") or os.path.basename(head) == "configs") and name in config_names():
+    return shipped
+  close = difflib.get_close_matches(name, config_names(), n=3, cutoff=0.5)
+  hint = f" Did you mean {', '.join(close)}?" if close else ""
+  raise FileNotFoundError(f"Config file {path!r} does not exist.{hint} Shipped configs "
+                          f"(by name): {', '.join(config_names())}.")
+
+
 def load_file(path: str, expected: Type[T], overrides: Sequence[str] = (),
               variant: Optional[str] = None) -> T:
-  """Executes config file ``path[:variant]`` (trusted Python), calls its
-  ``get_config([variant])``, checks it returns an ``expected`` (a nested dict is
-  converted) and applies ``overrides``."""
+  """Executes config file ``path[:variant]`` (trusted Python; ``path`` may be a shipped
+  config's name, see ``resolve_config``), calls its ``get_config([variant])``, checks
+  it returns an ``expected`` (a nested dict is converted) and applies ``overrides``."""
   if variant is None:
     path, variant = split_variant(path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"Config file {path!r} does not exist.")
+  path = resolve_config(path)
   spec = importlib.util.spec_from_file_location("metaopt_user_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

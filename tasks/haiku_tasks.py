@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Mapping, Optional, Sequence, Union
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,10 +37,22 @@ from tasks.common import (classification_normalizer, load_dataset, num_classes,
                           random_seed, sample_rows, seed_key)
 
 LossFn = Callable[[Any, Mapping[str, jax.Array]], jax.Array]
-Forward = Union[hk.Transformed, Callable[[Mapping[str, jax.Array]], Any]]
+#: An ``hk.Transformed`` or a function of the batch (haiku is imported on use, so
+#: ``import tasks`` and ``metaopt.load`` work without it).
+Forward = Union[Any, Callable[[Mapping[str, jax.Array]], Any]]
 
 
-def _transformed(forward: Forward) -> hk.Transformed:
+def _haiku():
+  """The ``haiku`` module (an optional dependency: the ``[meta]`` extra)."""
+  try:
+    import haiku  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("tasks.from_haiku needs dm-haiku: pip install 'metaopt-jax[meta]'.") from e
+  return haiku
+
+
+def _transformed(forward: Forward):
+  hk = _haiku()
   if isinstance(forward, hk.Transformed):
     return forward
   if isinstance(forward, hk.TransformedWithState):

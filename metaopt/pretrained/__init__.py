@@ -1,3 +1,40 @@
 """Shipped learned-optimizer files (``<name>.safetensors``), loaded by name with
-``metaopt.load(name)``; see ``metaopt.lopt.io`` for the format and
-``metaopt.lopt.io.pretrained_names()`` for what is present."""
+``metaopt.load(name)``; see ``metaopt.lopt.io`` for the format.
+
+``names()`` (also ``metaopt.pretrained_names()``) lists them and ``header(name)``
+reads one file's JSON header (architecture, config, metadata) without its arrays;
+both need only the standard library and safetensors (no jax), so ``metaopt list
+pretrained`` and name checks are cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Dict, List
+
+import safetensors
+
+#: The folder of the shipped files.
+DIR = pathlib.Path(__file__).resolve().parent
+#: The safetensors metadata key holding the JSON header (``metaopt.lopt.io.HEADER_KEY``).
+HEADER_KEY = "metaopt"
+
+
+def names() -> List[str]:
+  """Names of the shipped learned optimizers (``metaopt.load(name)`` loads one)."""
+  return sorted(p.stem for p in DIR.glob("*.safetensors"))
+
+
+def path(name: str) -> pathlib.Path:
+  """The file of shipped optimizer ``name`` (``KeyError`` listing them if unknown)."""
+  if name not in names():
+    raise KeyError(f"No shipped learned optimizer {name!r}; shipped: {', '.join(names())}.")
+  return DIR / f"{name}.safetensors"
+
+
+def header(name: str) -> Dict[str, Any]:
+  """The JSON header of shipped optimizer ``name``: ``format_version``, ``arch``,
+  ``config`` and ``metadata`` (``description``, ``trained_on``, cost...)."""
+  with safetensors.safe_open(str(path(name)), framework="numpy") as f:
+    return json.loads((f.metadata() or {}).get(HEADER_KEY, "{}"))
