@@ -26,8 +26,11 @@ From small to large:
 
 Seed rule (``seed_keys``): ``PRNGKey(seed)`` splits into init, train and eval keys;
 step ``i`` uses the ``i``-th of ``split(train_key, steps)``, split again into a batch
-key and a loss key; the evaluation after ``s`` steps uses ``fold_in(eval_key, s)``.
-The same seed gives the same numbers in every user of the loop.
+key and a loss key. Evaluation is deterministic and the same for every run: a task's
+whole evaluation set (``Task.eval_batches``) or batches drawn with the fixed
+``eval_key()``. The same seed gives the same numbers in every user of the loop.
+A stateful task (``Task.init_state``, e.g. BatchNorm statistics) carries its model
+state beside the parameters and optimizer state (``initial_carry``).
 """
 
 from __future__ import annotations
@@ -65,32 +68,83 @@ def apply_step(opt: optax.GradientTransformation, objective: Objective, params, 
 
 
 def task_step(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
-              batch_key: jax.Array, loss_key: jax.Array):
+              batch_key: jax.Array, loss_key: jax.Array, model_state=None):
   """One step on the ``train`` batch drawn with ``batch_key``:
-  ``-> (params, opt_state, loss)``."""
+  ``-> (params, opt_state, loss)``, or ``(params, opt_state, loss, model_state)``
+  for a task with model state (``task.stateful``; its ``loss_with_state`` in
+  training mode updates the state)."""
   batch = task.batch(data, batch_key, "train")
-  return apply_step(opt, lambda p: task.loss(p, batch, loss_key), params, opt_state)
+  if not task.stateful:
+    return apply_step(opt, lambda p: task.loss(p, batch, loss_key), params, opt_state)
+
+  def objective(p):
+    return task.loss_with_state(p, model_state, batch, loss_key, True)
+
+  (loss, new_state), grads = jax.value_and_grad(objective, has_aux=True)(params)
+  updates, opt_state = update(opt, grads, opt_state, params, loss,
+                              lambda p: objective(p)[0])
+  return optax.apply_updates(params, updates), opt_state, loss, new_state
+
+
+def initial_carry(task: Task, opt: optax.GradientTransformation, params, key: jax.Array):
+  """The carry of a run's steps: ``(params, opt_state)``, plus the model state
+  (``task.init_state(key)``) for a stateful task."""
+  if task.stateful:
+    return (params, opt.init(params), task.init_state(key))
+  return (params, opt.init(params))
 
 
 def run_steps(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
-              step_keys: jax.Array):
+              step_keys: jax.Array, model_state=None):
   """``len(step_keys)`` steps in one ``lax.scan``; step ``i`` splits ``step_keys[i]``
-  into its batch and loss keys. ``-> ((params, opt_state), losses (steps,))``."""
+  into its batch and loss keys. ``-> ((params, opt_state), losses (steps,))``; the
+  carry also holds the model state of a stateful task."""
 
   def body(carry, key):
     k_batch, k_loss = jax.random.split(key)
-    p, s, loss = task_step(task, opt, *carry, data, k_batch, k_loss)
-    return (p, s), loss
+    out = task_step(task, opt, carry[0], carry[1], data, k_batch, k_loss,
+                    carry[2] if task.stateful else None)
+    return (out[0], out[1]) + tuple(out[3:]), out[2]
 
-  return jax.lax.scan(body, (params, opt_state), step_keys)
+  carry = (params, opt_state) + ((model_state,) if task.stateful else ())
+  return jax.lax.scan(body, carry, step_keys)
 
 
-def evaluate(task: Task, params, data, key: jax.Array, split: str = "inner_valid",
-             num_batches: int = 4, metric: Optional[Callable] = None) -> jax.Array:
-  """Mean of ``metric`` (default ``task.loss``; e.g. ``task.error_rate``) over
-  ``num_batches`` batches of ``split`` (batch ``j`` from the ``j``-th of
-  ``split(key, num_batches)``)."""
+#: Seed of the key of every evaluation that draws batches (tasks without
+#: ``eval_batches``): validation is the same for every run, step and optimizer.
+EVAL_SEED = 0
+
+
+def eval_key() -> jax.Array:
+  """The fixed key of evaluations that draw batches (``EVAL_SEED``)."""
+  return jax.random.PRNGKey(EVAL_SEED)
+
+
+def evaluate(task: Task, params, data, key: Optional[jax.Array] = None,
+             split: str = "inner_valid", num_batches: int = 4,
+             metric: Optional[Callable] = None, model_state=None) -> jax.Array:
+  """Mean of ``metric`` (default ``task.loss``; e.g. ``task.error_rate``) over the
+  evaluation set of ``split``.
+
+  Deterministic: a task with ``eval_batches`` is evaluated on its whole evaluation
+  set (the mean of the chunk means, equal chunks, so the mean over every example);
+  any other task on ``num_batches`` batches drawn from ``key`` (default
+  ``eval_key()``, the same for every caller), batch ``j`` from the ``j``-th of
+  ``split(key, num_batches)``. A stateful task is evaluated in inference mode
+  (``loss_with_state(..., training=False)``) with ``model_state``.
+  """
+  if task.stateful:
+    if metric is None:
+      metric = lambda p, b, k: task.loss_with_state(p, model_state, b, k, False)[0]
+    else:
+      base = metric
+      metric = lambda p, b, k: base(p, b, k, model_state)
   metric = task.loss if metric is None else metric
+  key = eval_key() if key is None else key
+  if task.eval_batches is not None:
+    k_loss = jax.random.fold_in(key, 1)
+    return jnp.mean(jax.lax.map(lambda b: metric(params, b, k_loss),
+                                task.eval_batches(data, split)))
 
   def one(k):
     k_batch, k_loss = jax.random.split(k)
@@ -99,14 +153,16 @@ def evaluate(task: Task, params, data, key: jax.Array, split: str = "inner_valid
   return jnp.mean(jax.lax.map(one, jax.random.split(key, num_batches)))
 
 
-def evaluate_error_rate(task: Task, params, data, key: jax.Array, split: str = "inner_valid",
-                        num_batches: int = 4) -> jax.Array:
-  """``evaluate`` of ``task.error_rate`` on the same batches as the loss (same keys);
-  NaN for a task without one (not a classifier)."""
+def evaluate_error_rate(task: Task, params, data, key: Optional[jax.Array] = None,
+                        split: str = "inner_valid", num_batches: int = 4,
+                        model_state=None) -> jax.Array:
+  """``evaluate`` of ``task.error_rate`` on the same examples as the loss; NaN for a
+  task without one (not a classifier)."""
   error_rate = getattr(task, "error_rate", None)
   if error_rate is None:
     return jnp.float32(jnp.nan)
-  return evaluate(task, params, data, key, split, num_batches, metric=error_rate)
+  return evaluate(task, params, data, key, split, num_batches, metric=error_rate,
+                  model_state=model_state)
 
 
 def eval_params(opt_state, params):
@@ -126,37 +182,43 @@ def eval_params(opt_state, params):
 
 
 def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
-                step_keys: jax.Array, eval_key: jax.Array, first_step=0,
-                eval_batches: int = 4, error_rate: bool = False):
+                step_keys: jax.Array, eval_key: Optional[jax.Array] = None, first_step=0,
+                eval_batches: int = 4, error_rate: bool = False, model_state=None):
   """Evaluation periods of a run, as one traceable function.
 
   Args:
     step_keys: (P, E, 2) keys: P periods of E steps.
-    eval_key: the run's evaluation key; the evaluation after period ``i`` is at step
-      ``s = first_step + (i + 1) * E`` and uses ``fold_in(eval_key, s)``.
-    first_step: steps already taken (int or traced int32).
-    eval_batches: ``inner_valid`` batches averaged per evaluation.
+    eval_key: key of evaluations that draw batches (``evaluate``); default the fixed
+      ``eval_key()``, so every evaluation of every run sees the same examples.
+    first_step: steps already taken (int or traced int32); kept for callers that
+      resume a run in pieces (evaluation does not depend on it).
+    eval_batches: ``inner_valid`` batches per evaluation of a task without
+      ``eval_batches`` (one with it is evaluated on its whole evaluation set).
     error_rate: also evaluate ``task.error_rate`` (``evaluate_error_rate``) on the
-      same validation batches; ``valid_loss`` is then ``(P, 2)``: loss, error rate.
+      same validation examples; ``valid_loss`` is then ``(P, 2)``: loss, error rate.
+    model_state: a stateful task's model state (then the carry has three parts).
 
   Returns:
-    ``((params, opt_state), (losses (P, E), valid_loss (P,) or (P, 2)))``.
+    ``((params, opt_state[, model_state]), (losses (P, E), valid_loss (P,) or (P, 2)))``.
   """
-  period = step_keys.shape[1]
+  del first_step
 
-  def one_period(carry, xs):
-    keys, index = xs
-    (p, s), losses = run_steps(task, opt, *carry, data, keys)
-    at = first_step + (index + 1) * period
-    at_params, key = eval_params(s, p), jax.random.fold_in(eval_key, at)
-    valid = evaluate(task, at_params, data, key, num_batches=eval_batches)
+  def one_period(carry, keys):
+    carry, losses = run_steps(task, opt, carry[0], carry[1], data, keys,
+                              carry[2] if task.stateful else None)
+    p, s = carry[0], carry[1]
+    state = carry[2] if task.stateful else None
+    at_params = eval_params(s, p)
+    valid = evaluate(task, at_params, data, eval_key, num_batches=eval_batches,
+                     model_state=state)
     if error_rate:
-      err = evaluate_error_rate(task, at_params, data, key, num_batches=eval_batches)
+      err = evaluate_error_rate(task, at_params, data, eval_key, num_batches=eval_batches,
+                                model_state=state)
       valid = jnp.stack([valid, err.astype(valid.dtype)])
-    return (p, s), (losses, valid)
+    return carry, (losses, valid)
 
-  return jax.lax.scan(one_period, (params, opt_state),
-                      (step_keys, jnp.arange(step_keys.shape[0])))
+  carry = (params, opt_state) + ((model_state,) if task.stateful else ())
+  return jax.lax.scan(one_period, carry, step_keys)
 
 
 def seed_keys(seed: int, steps: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
@@ -198,27 +260,31 @@ def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every:
 
   Returns:
     ``((params, opt_state), train_loss (steps,), valid_loss (E,))`` with the
-    evaluations at ``eval_schedule(steps, eval_every)``; ``params`` are the last
+    evaluations at ``eval_schedule(steps, eval_every)`` (deterministic: ``evaluate``;
+    a stateful task's carry also holds its model state); ``params`` are the last
     iterate (``eval_params`` gives the one to evaluate). With ``error_rate``:
     ``(..., valid_loss (E,), valid_error (E,))`` (NaN for a task without
     ``error_rate``).
   """
-  k_init, step_keys, k_eval = seed_keys(seed, steps)
+  k_init, step_keys, _ = seed_keys(seed, steps)
   params = task.init(k_init)
   if not isinstance(opt, optax.GradientTransformation):
     opt = opt(task.param_info(params) if task.param_info is not None else None)
-  carry = (params, opt.init(params))
+  carry = initial_carry(task, opt, params, k_init)
   full = steps // eval_every
   losses, valid = [], []
+
+  def periods(carry, keys):
+    return run_periods(task, opt, carry[0], carry[1], data, keys, None, 0, eval_batches,
+                       error_rate, carry[2] if task.stateful else None)
+
   if full:
     keys = step_keys[:full * eval_every].reshape((full, eval_every) + step_keys.shape[1:])
-    carry, (l, v) = run_periods(task, opt, *carry, data, keys, k_eval, 0, eval_batches,
-                                error_rate)
+    carry, (l, v) = periods(carry, keys)
     losses.append(l.reshape(-1))
     valid.append(v)
   if steps % eval_every:
-    carry, (l, v) = run_periods(task, opt, *carry, data, step_keys[None, full * eval_every:],
-                                k_eval, full * eval_every, eval_batches, error_rate)
+    carry, (l, v) = periods(carry, step_keys[None, full * eval_every:])
     losses.append(l.reshape(-1))
     valid.append(v)
   valid = jnp.concatenate(valid)

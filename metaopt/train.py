@@ -83,12 +83,12 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
     excluded).
   """
   ends = inner.eval_schedule(steps, eval_every)
-  k_init, step_keys, k_eval = inner.seed_keys(seed, steps)
+  k_init, step_keys, _ = inner.seed_keys(seed, steps)
   params = task.init(k_init)
   opt_state = opt.init(params)
 
   def period(params, opt_state, data, keys, first_step):
-    return inner.run_periods(task, opt, params, opt_state, data, keys[None], k_eval,
+    return inner.run_periods(task, opt, params, opt_state, data, keys[None], None,
                              first_step, eval_batches)
 
   fn_key = ("period", task.loss, task.batch, type(opt), opt, eval_batches)

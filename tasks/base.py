@@ -14,6 +14,13 @@ A Task is a bundle of pure functions over pytrees:
 * ``normalize_loss(loss) -> loss`` maps the raw loss to a comparable range (roughly
   [0, 1] at initialisation for classification) with NaN / divergence clipped, so
   losses of different tasks can be averaged during meta-training.
+* ``eval_batches(data, split) -> batches`` (optional): the *whole* evaluation set of
+  ``split`` in a fixed order, stacked in chunks (leading axis = chunk), so validation
+  is deterministic: the same examples for every run, evaluation and optimizer.
+* ``init_state(key) -> state`` and ``loss_with_state(params, state, batch, key,
+  training) -> (loss, state)`` (optional, as learned_optimization's
+  ``loss_with_state``): model state that is not optimized, e.g. BatchNorm running
+  statistics, updated by training steps and read (``training=False``) by evaluation.
 
 A TaskFamily samples task configurations.  A configuration has a *static* part
 (hashable Python values that decide shapes: width, depth, dimension) and a
@@ -25,7 +32,7 @@ dynamic part, so one inner step vmaps over them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +109,15 @@ class Task:
     error_rate: optional ``(params, batch, key) -> scalar``, the mean classification
       error in [0, 1] of ``params`` on ``batch`` (same batch format as ``loss``);
       ``None`` for tasks that are not classifiers (quadratics, regression...).
+    eval_batches: optional ``(data, split) -> batches``: every example of the
+      split's evaluation set, in a fixed order, as ``K`` equal chunks stacked on a
+      leading axis (each chunk in ``batch``'s format, so ``loss`` applies to it). The
+      mean of the chunk losses is the loss on the whole set. ``None``: evaluation
+      draws batches with a fixed key (data-free tasks).
+    init_state: optional ``key -> model state`` (a pytree that is not optimized).
+    loss_with_state: optional ``(params, state, batch, key, training) -> (loss,
+      new_state)``; required with ``init_state``. ``loss`` of a stateful task is its
+      training-mode loss from the initial state (what state-unaware code sees).
   """
   name: str
   init: Callable[[PRNGKey], Params]
@@ -113,6 +129,30 @@ class Task:
   param_info: Optional[Callable[[Params], Any]] = None
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   error_rate: Optional[Callable[[Params, Batch, PRNGKey], jax.Array]] = None
+  eval_batches: Optional[Callable[[Any, str], Batch]] = None
+  init_state: Optional[Callable[[PRNGKey], Any]] = None
+  loss_with_state: Optional[Callable[..., Tuple[jax.Array, Any]]] = None
+
+  def __post_init__(self):
+    if (self.init_state is None) != (self.loss_with_state is None):
+      raise ValueError(f"Task {self.name!r}: init_state and loss_with_state go together "
+                       "(a stateful task needs both).")
+
+  def __repr__(self) -> str:
+    # The dataclass repr would print every array of ``data``.
+    try:
+      n = f"{num_params(abstract_params(self)):,}"
+    except Exception:  # pylint: disable=broad-except
+      n = "?"  # A repr must never raise.
+    return (f"Task(name={self.name!r}, params={n}, "
+            f"dataset={self.metadata.get('dataset')!r}, "
+            f"architecture={self.metadata.get('architecture')!r}"
+            f"{', stateful' if self.stateful else ''})")
+
+  @property
+  def stateful(self) -> bool:
+    """True when the task carries model state (``init_state``)."""
+    return self.init_state is not None
 
   def batches(self, split: str, seed: int = 0) -> Iterator[Batch]:
     """Python iterator of batches of ``split``, deterministic per ``seed``."""

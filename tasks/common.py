@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +63,41 @@ def sample_rows(split_data: Mapping[str, jax.Array], key: jax.Array,
   return {k: jnp.take(v, idx, axis=0) for k, v in split_data.items()}
 
 
+#: Largest evaluation chunk (examples per compiled evaluation step).
+EVAL_CHUNK = 1024
+
+
+def eval_chunk_size(n: int, max_chunk: int = EVAL_CHUNK) -> int:
+  """Rows per evaluation chunk for a split of ``n`` rows: all of them when
+  ``n <= max_chunk``, else the largest divisor of ``n`` in ``[max_chunk/4,
+  max_chunk]`` (the chunks then cover the split exactly), else ``max_chunk`` (the
+  last ``n mod max_chunk`` rows are left out: documented by ``eval_rows``)."""
+  if n <= max_chunk:
+    return n
+  for c in range(max_chunk, max_chunk // 4 - 1, -1):
+    if n % c == 0:
+      return c
+  return max_chunk
+
+
+def eval_rows(n: int, max_chunk: int = EVAL_CHUNK) -> int:
+  """Rows of a split of ``n`` rows that deterministic evaluation covers."""
+  c = eval_chunk_size(n, max_chunk)
+  return (n // c) * c
+
+
+def chunk_rows(split_data: Mapping[str, jax.Array], max_rows: Optional[int] = None,
+               max_chunk: int = EVAL_CHUNK) -> Dict[str, jax.Array]:
+  """The first ``max_rows`` rows (default: all) of every field, in order, reshaped to
+  ``(K, chunk, ...)`` (``eval_chunk_size``): the fixed evaluation set of a split."""
+  n = jax.tree_util.tree_leaves(split_data)[0].shape[0]
+  if max_rows is not None:
+    n = min(n, int(max_rows))
+  c = eval_chunk_size(n, max_chunk)
+  k = n // c
+  return {f: v[:k * c].reshape((k, c) + v.shape[1:]) for f, v in split_data.items()}
+
+
 def image_to_float(image: jax.Array) -> jax.Array:
   """uint8 pixels in [0, 255] -> float32 in [0, 1] (float input passes through)."""
   if jnp.issubdtype(image.dtype, jnp.integer):
@@ -97,6 +132,26 @@ def flat_classification_batch(data: Data, key: jax.Array, split: str,
   """``{"x": float32 (B, D), "label": int32 (B,)}`` from image (flattened, [0,1]) or x data."""
   rows = sample_rows(data[split], key, batch_size)
   return {"x": features_of(rows), "label": rows["label"].astype(jnp.int32)}
+
+
+def flat_classification_eval(data: Data, split: str, max_rows: Optional[int] = None
+                             ) -> Dict[str, jax.Array]:
+  """The fixed evaluation set of ``split`` (``chunk_rows``) in the format of
+  ``flat_classification_batch``: ``{"x": (K, chunk, D), "label": (K, chunk)}``."""
+  chunks = chunk_rows(data[split], max_rows)
+  k, c = chunks["label"].shape[:2]
+  flat = {f: v.reshape((k * c,) + v.shape[2:]) for f, v in chunks.items()}
+  return {"x": features_of(flat).reshape(k, c, -1),
+          "label": chunks["label"].astype(jnp.int32)}
+
+
+def image_eval(data: Data, split: str, max_rows: Optional[int] = None
+               ) -> Dict[str, jax.Array]:
+  """The fixed evaluation set of ``split`` as float images in [0, 1]:
+  ``{"image": (K, chunk, H, W, C), "label": (K, chunk)}``."""
+  chunks = chunk_rows(data[split], max_rows)
+  return {"image": image_to_float(chunks["image"]),
+          "label": chunks["label"].astype(jnp.int32)}
 
 
 def abstract_flat_classification_batch(data: Data, batch_size: int):

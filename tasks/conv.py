@@ -124,7 +124,8 @@ def build_conv_task(name: str, data, channels: Sequence[int], activation: str = 
       abstract_batch={"image": jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32),
                       "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)},
       normalize_loss=common.classification_normalizer(n_classes),
-      param_info=conv_param_info, metadata=meta, error_rate=error_rate)
+      param_info=conv_param_info, metadata=meta, error_rate=error_rate,
+      eval_batches=common.image_eval)
 
 
 def default_name(dataset: str, channels: Sequence[int]) -> str:

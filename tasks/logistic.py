@@ -67,7 +67,7 @@ def logistic_task(dataset: str = "digits", batch_size: int = 128, l2: float = 0.
       metadata={"architecture": "linear", "dataset": dataset, "l2": l2,
                 "batch_size": batch_size, "num_classes": n_classes,
                 "num_params": dim * n_classes + n_classes},
-      error_rate=error_rate)
+      error_rate=error_rate, eval_batches=common.flat_classification_eval)
 
 
 def teacher(dim: int, teacher_seed: Any) -> jax.Array:

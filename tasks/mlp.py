@@ -165,7 +165,8 @@ def build_mlp_task(name: str, data, hidden: Sequence[int], activation: str = "re
   return Task(name=name, init=init, loss=loss, data=data, batch=batch,
               abstract_batch=common.abstract_flat_classification_batch(data, batch_size),
               normalize_loss=common.classification_normalizer(n_classes),
-              param_info=mlp_param_info, metadata=meta, error_rate=error_rate)
+              param_info=mlp_param_info, metadata=meta, error_rate=error_rate,
+              eval_batches=common.flat_classification_eval)
 
 
 def default_name(dataset: str, hidden: Sequence[int], parametrization: str) -> str:

@@ -145,6 +145,21 @@ def lm_batch(tokens: jax.Array, key: jax.Array, batch_size: int, seq_len: int):
   return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
 
 
+#: Windows of the fixed evaluation set of a language-model split (at most).
+LM_EVAL_WINDOWS = 256
+
+
+def lm_eval(tokens: jax.Array, seq_len: int, max_windows: int = LM_EVAL_WINDOWS):
+  """The fixed evaluation set of a token stream: its first ``max_windows``
+  non-overlapping windows of ``seq_len + 1`` tokens (every target token counted
+  once), chunked for ``lax.map``: ``{"inputs", "targets"}`` int32 ``(K, chunk, T)``."""
+  n = min(max_windows, (tokens.shape[0] - 1) // seq_len)
+  starts = jnp.arange(n) * seq_len
+  windows = jax.vmap(lambda s: jax.lax.dynamic_slice(tokens, (s,), (seq_len + 1,)))(starts)
+  chunks = common.chunk_rows({"w": windows.astype(jnp.int32)}, max_chunk=64)["w"]
+  return {"inputs": chunks[..., :-1], "targets": chunks[..., 1:]}
+
+
 def build_transformer_task(name: str, data, cfg: TransformerConfig, batch_size: int = 32,
                            init_seed: Any = None, data_seed: Any = None,
                            init_scale: Any = 1.0,
@@ -185,7 +200,8 @@ def build_transformer_task(name: str, data, cfg: TransformerConfig, batch_size: 
   return Task(name=name, init=init, loss=loss, data=data, batch=batch,
               abstract_batch={"inputs": spec, "targets": spec},
               normalize_loss=make_normalizer(math.log(cfg.vocab_size)),
-              param_info=transformer_param_info, metadata=meta, error_rate=error_rate)
+              param_info=transformer_param_info, metadata=meta, error_rate=error_rate,
+              eval_batches=lambda data, split: lm_eval(data[split]["tokens"], cfg.seq_len))
 
 
 def default_name(dataset: str, cfg: TransformerConfig) -> str:
