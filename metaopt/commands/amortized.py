@@ -1,13 +1,14 @@
 """``metaopt amortized train|eval``: learned solvers for problem families.
 
-    metaopt amortized train --config configs/amortized_lista.py --out runs/lista
+    metaopt amortized train --config amortized_lista --out runs/lista
     metaopt amortized train --method alista --problem lasso_m64_n128_p0.1_snr40 \\
         --set train.steps=1000 --out runs/alista
     metaopt amortized eval --run runs/lista
 
-``--config FILE[:variant]`` is a Python file defining ``get_config(variant=...)``
-returning an ``ExperimentConfig`` (executed: trusted files only); ``--set key=value``
-overrides its fields with the same typed machinery as ``metaopt meta-train``.
+``--config NAME|FILE[:variant]`` is a shipped config's name or a Python file defining
+``get_config(variant=...)`` returning an ``ExperimentConfig`` (executed: trusted files
+only); repeatable ``--set key=value`` overrides its fields with the same typed
+machinery as ``metaopt meta-train`` (a key given twice with different values fails).
 ``train`` trains, saves ``experiment.json`` + ``result.json`` + ``result.npz`` +
 ``metrics.jsonl`` to ``--out`` and (unless ``--no-eval``) evaluates; ``eval``
 evaluates a saved run (JSON and arrays only: no pickle, no code). The evaluation
@@ -79,7 +80,8 @@ def _eval(args):
   try:
     config, result = experiment.load(args.run)
     config = typed_config.apply_overrides(
-        config, [s if s.startswith("eval.") else f"eval.{s}" for s in args.set or []])
+        config, [s if s.startswith("eval.") or "=" not in s else f"eval.{s}"
+                 for s in args.set or []])
   except (FileNotFoundError, ValueError, KeyError) as e:
     return _fail("eval", e)
   _report(config, result, args.run, args.seed)
@@ -93,13 +95,14 @@ def add_parser(subparsers):
   sub = parser.add_subparsers(dest="amortized_command", metavar="{train,eval}")
   sub.required = True
   tr = sub.add_parser("train", help="train a learned solver, then evaluate it")
-  tr.add_argument("--config", help="configs/amortized_*.py[:variant] defining get_config() "
-                  "(executed Python: trusted files only)")
+  tr.add_argument("--config", help="a shipped config's name (amortized_lista[:variant]) or "
+                  "a file such as configs/amortized_lista.py defining get_config() (executed "
+                  "Python: trusted files only)")
   tr.add_argument("--method", choices=experiment.METHODS)
   tr.add_argument("--problem", help="problem family name (tasks.problems.problem_names())")
-  tr.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                  help="override config fields, e.g. train.steps=500 train.num_layers=16 "
-                  "eval.num_test=512")
+  tr.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                  help="override a config field (repeatable), e.g. --set train.steps=500 "
+                  "--set eval.num_test=512")
   tr.add_argument("--out", required=True, help="run directory")
   tr.add_argument("--seed", type=int, default=0, help="seed of the held-out instances")
   tr.add_argument("--no-eval", action="store_true")
@@ -107,7 +110,8 @@ def add_parser(subparsers):
   tr.set_defaults(func=_train)
   ev = sub.add_parser("eval", help="evaluate a saved run: table + PNG")
   ev.add_argument("--run", required=True, help="run directory written by train")
-  ev.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                  help="override evaluation fields (eval.*), e.g. num_test=512 iters=100")
+  ev.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                  help="override an evaluation field (eval.*; repeatable), e.g. --set "
+                  "eval.num_test=512 --set eval.iters=100")
   ev.add_argument("--seed", type=int, default=0)
   ev.set_defaults(func=_eval)

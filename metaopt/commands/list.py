@@ -1,15 +1,17 @@
-"""``metaopt list [tasks|families|optimizers|lopts]``: print the registries."""
+"""``metaopt list [tasks|families|optimizers|pretrained|lopts|configs]``: print the
+registries: tasks, task families, baseline optimizers, shipped learned optimizers,
+learned-optimizer architectures and shipped configs."""
 
 from __future__ import annotations
 
 import argparse
 
-KINDS = ("tasks", "families", "optimizers", "lopts")
+KINDS = ("tasks", "families", "optimizers", "pretrained", "lopts", "configs")
 
 
 def add_parser(subparsers) -> None:
-  p = subparsers.add_parser("list", help="list tasks, task families, optimizers, "
-                            "learned-optimizer architectures")
+  p = subparsers.add_parser("list", help="list tasks, task families, optimizers, shipped "
+                            "learned optimizers, architectures, configs")
   p.add_argument("kind", nargs="?", choices=KINDS, default=None,
                  help="what to list (default: everything)")
   p.set_defaults(func=main)
@@ -30,6 +32,18 @@ def _lines(kind: str):
       tag = " [self-tuning]" if s.self_tuning else ""
       out.append(f"{name:<22}{s.description}{tag}")
     return out
+  if kind == "pretrained":
+    from metaopt import pretrained  # pylint: disable=import-outside-toplevel
+    out = []
+    for name in pretrained.names():
+      header = pretrained.header(name)
+      desc = str((header.get("metadata") or {}).get("description") or "").split(". ")[0]
+      desc = desc if len(desc) <= 80 else desc[:77].rstrip(" ,;") + "..."
+      out.append(f"{name:<22}[{header.get('arch', '?')}] {desc}".rstrip())
+    return out
+  if kind == "configs":
+    from metaopt import typed_config  # pylint: disable=import-outside-toplevel
+    return list(typed_config.config_names())
   from metaopt import lopt  # pylint: disable=import-outside-toplevel
   return lopt.arch_names()
 

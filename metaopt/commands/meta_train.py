@@ -1,5 +1,8 @@
 """``metaopt meta-train CONFIG [--set key=value ...]``: meta-train a learned optimizer.
 
+CONFIG is a shipped config's name (``metaopt meta-train general_v2``,
+``mlp_digits:pod``) or a config file (``configs/mlp_digits.py:pod``).
+
 Re-running the same command resumes from the run directory's latest checkpoint.
 Multi-host: start the same command on every host with ``--distributed`` (JAX reads the
 coordinator address, process count and id from the environment or the flags).
@@ -15,11 +18,13 @@ def add_parser(subparsers) -> None:
   p = subparsers.add_parser(
       "meta-train", help="meta-train a learned optimizer from a config file",
       description=__doc__.split("\n\n", 1)[1] if "\n\n" in __doc__ else None)
-  p.add_argument("config", help="config file (executed Python: trusted files only), e.g. "
-                 "configs/mlp_digits.py or configs/mlp_digits.py:pod (variant after the colon)")
-  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+  p.add_argument("config", help="a shipped config's name (general_v2, mlp_digits:pod; "
+                 "variant after the colon) or a config file (executed Python: trusted files "
+                 "only), e.g. configs/mlp_digits.py:pod")
+  p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                 metavar="KEY=VALUE",
                  help="override a config field (repeatable), e.g. --set outer.num_steps=200 "
-                 "--set estimator.sigma=0.02")
+                 "--set estimator.sigma=0.02; give the config before --set")
   p.add_argument("--print-config", action="store_true", help="print the config and exit")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--distributed", action="store_true",
