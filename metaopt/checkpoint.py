@@ -21,11 +21,12 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +63,8 @@ def _checksums(leaves: List[jax.Array]) -> jax.Array:
   return jnp.stack([one(x) for x in leaves]) if leaves else jnp.zeros((0,), jnp.uint32)
 
 
-def _checksum_list(tree) -> List[int]:
+def checksum_list(tree) -> List[int]:
+  """One uint32 checksum per leaf of ``tree`` (the ones checkpoints carry)."""
   leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
   return [int(v) for v in np.asarray(_checksums(leaves))]
 
@@ -103,15 +105,69 @@ def save(directory: str, step: int, tree: Any, metadata: Optional[Dict[str, Any]
   leaves = jax.tree_util.tree_leaves(tree)
   meta = {"step": int(step), "treedef": str(jax.tree_util.tree_structure(tree)),
           "shapes": [list(x.shape) for x in leaves], "dtypes": [str(x.dtype) for x in leaves],
-          "checksums": _checksum_list(tree), "metadata": metadata or {}}
-  manager = _manager(directory, keep)
-  if int(step) in manager.all_steps():  # Rewriting a step (a resumed run's last one).
-    manager.delete(int(step))
-  manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                                  meta=ocp.args.JsonSave(meta)))
-  manager.wait_until_finished()
-  manager.close()
+          "checksums": checksum_list(tree), "metadata": metadata or {}}
+  with _quiet_orbax() as dropped:
+    try:
+      manager = _manager(directory, keep)
+      try:
+        if int(step) in manager.all_steps():  # Rewriting a step (a resumed run's last one).
+          manager.delete(int(step))
+        manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                        meta=ocp.args.JsonSave(meta)))
+        manager.wait_until_finished()
+      finally:
+        manager.close()
+    except Exception as e:  # pylint: disable=broad-except  (disk full, read-only, gone)
+      dropped.clear()
+      raise CheckpointError(
+          f"could not write the checkpoint of step {int(step)} to {directory} "
+          f"({_short(e)}). The checkpoints written before are intact: free disk space or "
+          f"fix the directory, then re-run the same command to resume.") from e
   return os.path.join(os.path.abspath(directory), str(int(step)))
+
+
+def _short(e: BaseException) -> str:
+  """The innermost cause of ``e`` in one line (orbax wraps OS errors)."""
+  while e.__cause__ is not None or e.__context__ is not None:
+    e = e.__cause__ or e.__context__
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if len(text) <= 300 else text[:300] + "..."
+
+
+class _Captured(logging.Handler):
+  """Keeps log records instead of printing them."""
+
+  def __init__(self):
+    super().__init__()
+    self.records: List[logging.LogRecord] = []
+
+  def emit(self, record):
+    self.records.append(record)
+
+  def clear(self):
+    self.records.clear()
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[_Captured]:
+  """Holds back orbax's (absl's) log records while saving, so that a failed save is one
+  ``CheckpointError`` line instead of dozens of logged tracebacks (the caller clears
+  them); the records of a successful save are passed on."""
+  logger = logging.getLogger("absl")
+  captured, handlers, propagate = _Captured(), list(logger.handlers), logger.propagate
+  for h in handlers:
+    logger.removeHandler(h)
+  logger.addHandler(captured)
+  logger.propagate = False
+  try:
+    yield captured
+  finally:
+    logger.removeHandler(captured)
+    for h in handlers:
+      logger.addHandler(h)
+    logger.propagate = propagate
+    for record in captured.records:
+      logger.handle(record)
 
 
 def read_metadata(directory: str, step: Optional[int] = None) -> Dict[str, Any]:
@@ -133,12 +189,15 @@ def _abstract(target):
   return jax.tree_util.tree_map(one, target)
 
 
-def _restore_step(manager, directory: str, step: int, target, expect) -> Tuple[Any, Dict]:
+def _restore_step(manager, directory: str, step: int, target, expect, check
+                  ) -> Tuple[Any, Dict]:
   """One step; raises CheckpointError for a mismatch and other errors for corruption."""
   where = os.path.join(directory, str(step))
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   fresh_hint = (f"Use a new run directory (or delete {directory!r}) to start over, or "
                 f"run with the configuration that wrote it.")
+  if check is not None:
+    check(where, meta)
   for key, value in (expect or {}).items():
     found = meta["metadata"].get(key)
     if found != value:
@@ -158,13 +217,15 @@ def _restore_step(manager, directory: str, step: int, target, expect) -> Tuple[A
           f"expects {tuple(t.shape)} {np.dtype(t.dtype)}. {fresh_hint}")
   tree = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract)))["state"]
-  if _checksum_list(tree) != meta["checksums"]:
+  if checksum_list(tree) != meta["checksums"]:
     raise ValueError("its arrays fail the checksum")
   return tree, meta
 
 
 def restore(directory: str, target: Any, step: Optional[int] = None,
-            expect: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+            expect: Optional[Dict[str, Any]] = None,
+            check: Optional[Callable[[str, Dict[str, Any]], None]] = None
+            ) -> Tuple[Any, Dict[str, Any]]:
   """Reads a checkpoint into the structure (and shardings) of ``target``.
 
   Args:
@@ -174,6 +235,8 @@ def restore(directory: str, target: Any, step: Optional[int] = None,
     step: which checkpoint; default: the newest readable one (corrupt newer ones are
       moved aside to ``<dir>/corrupt_<step>`` with a warning).
     expect: metadata entries that must match (e.g. config fingerprint, arch).
+    check: ``check(checkpoint path, meta)`` raising ``CheckpointError`` to refuse a
+      checkpoint (e.g. a field-by-field comparison of the recorded configuration).
 
   Returns:
     ``(tree, meta)``: the restored pytree of ``jax.Array`` and the checkpoint's
@@ -190,7 +253,7 @@ def restore(directory: str, target: Any, step: Optional[int] = None,
   try:
     for s in steps:
       try:
-        return _restore_step(manager, directory, s, target, expect)
+        return _restore_step(manager, directory, s, target, expect, check)
       except CheckpointError:
         raise
       except Exception as e:  # pylint: disable=broad-except  (any unreadable file)

@@ -21,13 +21,16 @@ Python only) and applies typed overrides (``metaopt.typed_config``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import tasks as task_registry
+from tasks.base import TaskFamily
 from metaopt import lopt as lopt_lib
 from metaopt import typed_config
 from metaopt.meta.estimators import ESTIMATORS, FULL_ES_LOSSES
@@ -164,6 +167,16 @@ class EvalConfig:
     _check_positive("eval.adam_lr", self.adam_lr)
 
 
+def _check_run_name(name: str) -> None:
+  """A run name is a file name inside the run directory: no separator, no ``..``."""
+  if (not name or name in (".", "..") or "/" in name or os.sep in name
+      or (os.altsep and os.altsep in name) or "\0" in name):
+    raise ValueError(f"run.name={name!r} is not a plain file name (it names the exported "
+                     f"<run.name>.safetensors inside run.run_dir, and must not contain a "
+                     f"path separator or be '.' or '..'); choose a name like 'mlp_v2' and "
+                     f"set the directory with run.run_dir.")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Bookkeeping: may change between a run and its resume (not in ``fingerprint()``).
@@ -177,6 +190,10 @@ class RunConfig:
     max_skipped_steps: stop with an error (nothing exported) once this many
       consecutive outer updates were skipped (no valid inner run, or a non-finite
       meta-gradient); checked at logging steps.
+    accept_changes: resume a checkpoint even though its recorded configuration
+      (``MetaTrainConfig.resolved``) or package version differs from this run's; the
+      differences are printed as a warning and the run mixes the two setups. Off by
+      default: such a resume is refused with the differing fields.
   """
   name: str = "meta_train"
   run_dir: str = "runs/meta_train"
@@ -186,8 +203,10 @@ class RunConfig:
   wandb_mode: str = "offline"
   wandb_project: str = "metaopt"
   max_skipped_steps: int = 20
+  accept_changes: bool = False
 
   def __post_init__(self):
+    _check_run_name(self.name)
     _check_at_least("run", self, ("log_every", "checkpoint_every", "keep_checkpoints",
                                   "max_skipped_steps"), 1)
     _check_choice("run.wandb_mode", self.wandb_mode, WANDB_MODES)
@@ -201,13 +220,18 @@ class MetaTrainConfig:
     family: task family registry name (``tasks.family_names()``), or a mixture of
       families joined by commas (``"a_family,b_family"``): each member has its own
       in-flight tasks (``estimator.num_tasks`` each) and the meta-gradient is the mean
-      of the members' estimates.
+      of the members' estimates. Or a ``tasks.TaskFamily`` object (your own model,
+      e.g. from ``tasks.from_haiku_family``), recorded by ``family_name``.
+    family_name: the name recorded in checkpoints, metrics and the export's
+      ``trained_on`` for a family object (default: the object's ``name``); must be
+      empty or equal to ``family`` for a registry name.
     lopt: learned-optimizer architecture (``metaopt.lopt.arch_names()``).
     lopt_config: fields of that architecture's config dataclass (checked against it).
     seed: the one seed of the run.
     schedule / estimator / outer / eval / run: the sections above.
   """
-  family: str = "mlp_digits_w32_d2_family"
+  family: Union[str, TaskFamily] = "mlp_digits_w32_d2_family"
+  family_name: str = ""
   lopt: str = "mlp"
   lopt_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
   seed: int = 0
@@ -219,16 +243,29 @@ class MetaTrainConfig:
 
   @property
   def families(self) -> Tuple[str, ...]:
-    """The member families: ``family`` is one name or a mixture ``"a,b,c"``."""
+    """The member families' names: ``family`` is one name, a mixture ``"a,b,c"``, or
+    an object (then ``family_name``)."""
+    if isinstance(self.family, TaskFamily):
+      return (self.family_name,)
     return tuple(self.family.split(","))
 
+  @property
+  def family_label(self) -> str:
+    """``family`` as a string (the recorded name of a family object)."""
+    return ",".join(self.families)
+
   def __post_init__(self):
-    for name in self.families:
-      if name not in task_registry.family_names():
-        raise ValueError(task_registry.unknown_name_message(
-            "task family", name, task_registry.family_names()))
-    if len(set(self.families)) != len(self.families):
-      raise ValueError(f"family {self.family!r} names a family twice.")
+    if isinstance(self.family, TaskFamily):
+      if not self.family_name:
+        object.__setattr__(self, "family_name", self.family.name)
+      if not self.family_name or "," in self.family_name:
+        raise ValueError(f"family_name={self.family_name!r}: a family object needs a "
+                         "name without commas (set family_name='my_family').")
+    else:
+      if self.family_name and self.family_name != self.family:
+        raise ValueError(f"family_name={self.family_name!r} names a family object; with the "
+                         f"registry name family={self.family!r} leave it empty.")
+      self._check_registered()
     if self.lopt not in lopt_lib.arch_names():
       raise ValueError(task_registry.unknown_name_message(
           "learned-optimizer architecture (lopt)", self.lopt, lopt_lib.arch_names()))
@@ -236,28 +273,80 @@ class MetaTrainConfig:
     arch_config = type(lopt_lib.build(self.lopt).config)
     object.__setattr__(self, "lopt_config", _checked_lopt_config(arch_config, self.lopt_config))
 
-  def to_dict(self) -> Dict[str, Any]:
-    """Nested dict (``from_dict`` reads it back)."""
-    return typed_config.to_dict(self)
+  def _check_registered(self) -> None:
+    for name in self.families:
+      if name not in task_registry.family_names():
+        raise ValueError(task_registry.unknown_name_message(
+            "task family", name, task_registry.family_names()))
+    if len(set(self.families)) != len(self.families):
+      raise ValueError(f"family {self.family!r} names a family twice.")
 
-  def fingerprint(self) -> str:
-    """Hash of everything that changes the numbers (run bookkeeping excluded), used
-    to refuse resuming a checkpoint written by a different config."""
-    keep = self.to_dict()
+  def to_dict(self) -> Dict[str, Any]:
+    """Nested dict (``from_dict`` reads it back; a family object is written as its
+    ``family_name``)."""
+    out = {}
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if f.name == "family":
+        value = self.family_label
+      out[f.name] = (typed_config.to_dict(value) if dataclasses.is_dataclass(value)
+                     else copy.deepcopy(value))
+    return out
+
+  def resolved(self, arch_config: Any = None) -> Dict[str, Any]:
+    """``{dotted key: value}`` of everything in the config that changes the numbers,
+    resolved: the architecture's full config (defaults included, from ``arch_config``
+    or built from ``lopt``/``lopt_config``), every estimator, schedule, outer and eval
+    field, and ``outer.num_steps`` when it shapes the outer learning-rate schedule.
+    Bookkeeping (``run``, ``BOOKKEEPING``) is left out. Checkpoints record it and a
+    resume compares it field by field (``differences``)."""
+    keep = json.loads(json.dumps(self.to_dict(), default=str))  # Tuples as JSON lists.
     del keep["run"]
-    for section, name in _BOOKKEEPING:
+    for section, name in BOOKKEEPING:
       del keep[section][name]
-    for (section, name), default in _ADDED_LATER.items():
-      if keep[section][name] == default:
-        del keep[section][name]
+    if self.outer.lr_schedule != "constant":  # cosine decays over num_steps.
+      keep["outer"]["num_steps"] = self.outer.num_steps
+    if arch_config is None:
+      arch_config = lopt_lib.build(self.lopt, self.lopt_config).config
+    keep["lopt_config"] = json.loads(json.dumps(dataclasses.asdict(arch_config), default=str))
+    return flatten(keep)
+
+  def fingerprint(self, arch_config: Any = None) -> str:
+    """Hash of ``resolved()`` (fields in ``ADDED_LATER`` left out at their default)."""
+    keep = {k: v for k, v in self.resolved(arch_config).items()
+            if not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-#: Fields outside ``run`` that may change between a run and its resume.
-_BOOKKEEPING = (("outer", "num_steps"), ("eval", "every"), ("eval", "keep_best"))
-#: Fields added after runs were written, with their defaults: hashed only when set to
-#: something else, so those runs still resume.
-_ADDED_LATER = {("outer", "small_leaf_lr_multiplier"): 1.0}
+#: Fields outside ``run`` that may change between a run and its resume (``num_steps``
+#: only while the outer learning rate is constant).
+BOOKKEEPING = (("outer", "num_steps"), ("eval", "every"), ("eval", "keep_best"))
+#: Resolved keys added after checkpoints were written, with the default that
+#: reproduces the older code: a recorded configuration without the key reads as this.
+ADDED_LATER = {"outer.small_leaf_lr_multiplier": 1.0, "family_name": ""}
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty dict stays a value)."""
+  out: Dict[str, Any] = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping) and value:
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+  """``{key: (recorded value, current value)}`` for every key whose value differs
+  (``"(absent)"`` for a key one side lacks; ``ADDED_LATER`` keys default)."""
+  recorded = {**{k: v for k, v in ADDED_LATER.items() if k in current}, **recorded}
+  out = {}
+  for key in sorted(set(recorded) | set(current)):
+    old, new = recorded.get(key, "(absent)"), current.get(key, "(absent)")
+    if old != new:
+      out[key] = (old, new)
+  return out
 #: θ leaves with at most this many entries count as small (``small_leaf_lr_multiplier``).
 SMALL_LEAF_SIZE = 4
 

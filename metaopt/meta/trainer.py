@@ -19,6 +19,8 @@ checkpoint, so the resumed run reproduces the uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import signal
 import threading
@@ -33,13 +35,16 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+import metaopt
 import tasks as task_registry
 from metaopt import checkpoint, inner, runlock
 from metaopt import lopt as lopt_lib
 from metaopt.lopt import io
 from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
 from metaopt.meta import estimators as est_lib
+from metaopt.meta import config as config_lib
 from metaopt.meta.config import SMALL_LEAF_SIZE, MetaTrainConfig
+from tasks.base import TaskFamily
 from metaopt.meta.unroll import InnerProblem, shared_data, train_curve
 
 #: Metrics that are counts (summed over gradient-accumulation micro-steps).
@@ -164,6 +169,15 @@ def check_task_split(num_tasks: int, num_devices: int) -> None:
         f"({num_devices}); set num_tasks to a multiple of {num_devices}.")
 
 
+def _data_signature(data) -> str:
+  """A short hash of the shapes, dtypes and checksums of a family's shared data."""
+  leaves = jax.tree_util.tree_leaves(data)
+  described = [[list(np.shape(x)), str(np.asarray(x).dtype) if not hasattr(x, "dtype")
+                else str(x.dtype)] for x in leaves]
+  text = json.dumps([described, checkpoint.checksum_list(data)])
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _to_host(tree):
   """Numpy copy of a (possibly multi-host) pytree. Replicated arrays are read from a
   local copy; sharded ones are gathered (a collective: every process must call it)."""
@@ -198,7 +212,9 @@ class MetaTrainer:
     names = config.families
     if family is not None and len(names) > 1:
       raise ValueError("MetaTrainer(family=...) replaces a single family; the config names "
-                       f"the mixture {config.family!r}.")
+                       f"the mixture {config.family_label!r}.")
+    if family is None and isinstance(config.family, TaskFamily):
+      family = config.family
     self.members = []
     for i, name in enumerate(names):
       fam = family if family is not None else task_registry.get_family(name)
@@ -231,6 +247,7 @@ class MetaTrainer:
                         donate_argnums=0)
     self._eval_fn = jax.jit(self._eval_curves, out_shardings=self._replicated)
     self._adam_eval = None
+    self._record = None
 
   # -- state ------------------------------------------------------------------------
 
@@ -350,10 +367,48 @@ class MetaTrainer:
 
   # -- checkpoints ------------------------------------------------------------------
 
-  def _expect(self) -> Dict[str, Any]:
-    cfg = self.config
-    return {"fingerprint": cfg.fingerprint(), "lopt": cfg.lopt, "family": cfg.family,
-            "estimator": cfg.estimator.name}
+  def record(self) -> Dict[str, Any]:
+    """What a checkpoint records to be resumed only by the same setup: the resolved
+    configuration (``MetaTrainConfig.resolved`` with the built architecture's full
+    config) plus each member family's static config and a checksum of its data."""
+    if self._record is None:
+      record = self.config.resolved(self.lopt.config)
+      for m in self.members:
+        record[f"data.{m.name}"] = _data_signature(m.data)
+        static = repr(m.static)
+        if "0x" not in static:  # An object's default repr holds its address.
+          record[f"static.{m.name}"] = static[:2000]
+      self._record = record
+    return self._record
+
+  def _check_checkpoint(self, where: str, meta: Dict[str, Any]) -> None:
+    """Refuses (``CheckpointError``) a checkpoint recorded by another setup or package
+    version, naming the fields that differ; with ``run.accept_changes`` only warns."""
+    saved = meta["metadata"]
+    if "resolved" in saved:
+      diffs = config_lib.differences(saved["resolved"], self.record())
+    else:
+      diffs = {"configuration": ("not recorded (an older metaopt wrote only a hash)",
+                                 "recorded")}
+    version = saved.get("package_version", "(not recorded)")
+    if version != metaopt.__version__:
+      diffs["package_version"] = (version, metaopt.__version__)
+    if not diffs:
+      return
+    shown = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(diffs.items())[:8]]
+    if len(diffs) > 8:
+      shown.append(f"and {len(diffs) - 8} more")
+    listing = "; ".join(shown)
+    if self.config.run.accept_changes:
+      warnings.warn(f"resuming {where} although it was written by another setup "
+                    f"(checkpoint -> this run: {listing}); run.accept_changes=true, so θ "
+                    f"mixes the two.", stacklevel=3)
+      return
+    raise checkpoint.CheckpointError(
+        f"Checkpoint {where} was written by another setup (checkpoint -> this run: "
+        f"{listing}). Run with the setup that wrote it; or start afresh in a new directory "
+        f"(--set run.run_dir=DIR); or continue from it on purpose, mixing the two, with "
+        f"--set run.accept_changes=true.")
 
   @property
   def checkpoint_dir(self) -> str:
@@ -361,7 +416,10 @@ class MetaTrainer:
 
   def save(self, state: MetaState, wall_time: float, compile_time: float) -> None:
     """Checkpoints ``state`` (a collective: every process writes its own shards)."""
-    meta = dict(self._expect(), wall_time_s=wall_time, compile_time_s=compile_time,
+    record = self.record()
+    meta = dict(resolved=record, fingerprint=self.config.fingerprint(self.lopt.config),
+                package_version=metaopt.__version__, jax_version=jax.__version__,
+                wall_time_s=wall_time, compile_time_s=compile_time,
                 num_devices=jax.device_count())
     checkpoint.save(self.checkpoint_dir, int(_to_host(state.step)), state, meta,
                     keep=self.config.run.keep_checkpoints)
@@ -374,7 +432,15 @@ class MetaTrainer:
     abstract = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         jax.eval_shape(self._init_state), self.state_sharding)
-    state, meta = checkpoint.restore(self.checkpoint_dir, abstract, expect=self._expect())
+    state, meta = checkpoint.restore(self.checkpoint_dir, abstract,
+                                     check=self._check_checkpoint)
+    if meta["step"] > self.config.outer.num_steps:
+      raise checkpoint.CheckpointError(
+          f"The checkpoint in {self.checkpoint_dir} is at outer step {meta['step']}, beyond "
+          f"outer.num_steps={self.config.outer.num_steps}: exporting it would label θ "
+          f"trained for {meta['step']} steps as {self.config.outer.num_steps}. Set "
+          f"outer.num_steps >= {meta['step']} to go on, or train "
+          f"{self.config.outer.num_steps} steps afresh in a new --set run.run_dir=DIR.")
     saved = meta["metadata"]
     return state, float(saved.get("wall_time_s", 0.0)), float(saved.get("compile_time_s", 0.0))
 
@@ -486,7 +552,7 @@ class MetaTrainer:
           f"meta-training stopped at outer step {step}: the last {skip_streak} outer updates "
           f"were skipped (no inner run stayed finite, or the meta-gradient was not finite); "
           f"nothing was exported. Lower outer.lr or estimator.sigma, or check that the task "
-          f"family '{cfg.family}' trains with a hand-designed optimizer. The checkpoint of "
+          f"family '{cfg.family_label}' trains with a hand-designed optimizer. The checkpoint of "
           f"step {step - step % cfg.run.checkpoint_every} and metrics.jsonl are in "
           f"{cfg.run.run_dir}.")
     if row.get("valid_fraction", 1.0) < 0.5 and jax.process_index() == 0:

@@ -23,6 +23,8 @@ BEFORE = os.path.join(os.path.dirname(__file__), "data", "flat_configs_before_ne
 def flatten_to_legacy(nested):
   """A nested ``to_dict()`` in the flat pre-sections form (inverse of LEGACY_KEYS)."""
   out = {k: v for k, v in nested.items() if not isinstance(v, dict) or k == "lopt_config"}
+  if out.get("family_name") == "":  # Added after the flat form (family objects).
+    del out["family_name"]
   for old, (section, name) in C.LEGACY_KEYS.items():
     out[old] = nested[section][name]
   return out

@@ -83,7 +83,8 @@ def test_eight_devices_match_one(tmp_path, full_run):
 
 def test_mismatched_config_refused(full_run):
   run_dir = os.path.dirname(full_run.export_path)
-  with pytest.raises(CheckpointError, match="fingerprint"):
+  with pytest.raises(CheckpointError, match=r"estimator.sigma: 0.05 -> 0.1\).*"
+                     r"run.accept_changes=true"):
     in_process(run_dir, num_steps=16, **{"estimator.sigma": 0.1})
 
 
