@@ -22,9 +22,11 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import threading
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -81,7 +83,11 @@ def all_steps(directory: str) -> List[int]:
   """Steps of the complete checkpoints in ``directory``, ascending."""
   if not os.path.isdir(directory):
     return []
-  return sorted(int(s) for s in _manager(directory).all_steps())
+  manager = _manager(directory)
+  try:
+    return sorted(int(s) for s in manager.all_steps())
+  finally:
+    manager.close()
 
 
 def latest_step(directory: str) -> Optional[int]:
@@ -107,6 +113,7 @@ def save(directory: str, step: int, tree: Any, metadata: Optional[Dict[str, Any]
           "shapes": [list(x.shape) for x in leaves], "dtypes": [str(x.dtype) for x in leaves],
           "checksums": checksum_list(tree), "metadata": metadata or {}}
   with _quiet_orbax() as dropped:
+    before = set(threading.enumerate())
     try:
       manager = _manager(directory, keep)
       try:
@@ -118,6 +125,8 @@ def save(directory: str, step: int, tree: Any, metadata: Optional[Dict[str, Any]
       finally:
         manager.close()
     except Exception as e:  # pylint: disable=broad-except  (disk full, read-only, gone)
+      for thread in set(threading.enumerate()) - before:  # orbax's clean-up of its
+        thread.join(timeout=10.0)                         # temporaries, before exit.
       dropped.clear()
       raise CheckpointError(
           f"could not write the checkpoint of step {int(step)} to {directory} "
@@ -127,11 +136,15 @@ def save(directory: str, step: int, tree: Any, metadata: Optional[Dict[str, Any]
 
 
 def _short(e: BaseException) -> str:
-  """The innermost cause of ``e`` in one line (orbax wraps OS errors)."""
+  """The innermost cause of ``e`` in one line (orbax wraps OS errors); a full disk
+  is said first (tensorstore's message buries it)."""
   while e.__cause__ is not None or e.__context__ is not None:
     e = e.__cause__ or e.__context__
   text = " ".join(str(e).split()) or type(e).__name__
-  return text if len(text) <= 300 else text[:300] + "..."
+  full = (getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text
+          or "RESOURCE_EXHAUSTED" in text)
+  text = text if len(text) <= 200 else text[:200] + "..."
+  return f"no space left on device: {text}" if full else text
 
 
 class _Captured(logging.Handler):
@@ -175,8 +188,11 @@ def read_metadata(directory: str, step: Optional[int] = None) -> Dict[str, Any]:
   step = latest_step(directory) if step is None else step
   if step is None:
     raise CheckpointError(f"No checkpoint in {directory!r}.")
-  return _manager(directory).restore(step, args=ocp.args.Composite(
-      meta=ocp.args.JsonRestore()))["meta"]
+  manager = _manager(directory)
+  try:
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  finally:
+    manager.close()
 
 
 def _abstract(target):

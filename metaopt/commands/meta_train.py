@@ -50,7 +50,8 @@ def run(args) -> int:
       print(json.dumps(cfg.to_dict(), indent=2))
       return 0
     result = trainer.meta_train(cfg, progress=not args.no_progress)
-  except (ValueError, KeyError, FileNotFoundError, CheckpointError, RunLockError) as e:
+  except (ValueError, KeyError, FileNotFoundError, CheckpointError, RunLockError,
+          trainer.RunDirError) as e:
     # Bad config, unknown names, mismatched checkpoint, run dir in use: the message says
     # what to fix.
     print(f"metaopt meta-train: error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ checkpoint, so the resumed run reproduces the uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -52,6 +53,8 @@ COUNT_METRICS = ("num_nan_resets", "num_restarts", "inner_steps")
 #: Row keys that measure time; they differ between otherwise identical runs.
 TIMING_KEYS = ("inner_steps_per_sec", "elapsed_s")
 AXIS = "tasks"
+#: OS errors of a run directory that cannot be written (reported as ``RunDirError``).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 @dataclasses.dataclass
@@ -86,6 +89,10 @@ jax.tree_util.register_dataclass(
 
 class MetaTrainingDiverged(RuntimeError):
   """Every outer update of a long stretch was skipped: nothing is being learned."""
+
+
+class RunDirError(RuntimeError):
+  """The run directory could not be written (disk full, permissions, removed)."""
 
 
 @dataclasses.dataclass
@@ -457,10 +464,18 @@ class MetaTrainer:
     if jax.process_index() != 0:  # One lock per job, taken by its lead process.
       return self._run(progress)
     run_dir = self.config.run.run_dir
-    with runlock.hold(self.lock_path, f"run directory {run_dir}",
-                      "wait for that job to finish (or stop it; re-running then resumes), "
-                      "or give this run its own directory with --set run.run_dir=DIR."):
-      return self._run(progress)
+    try:
+      with runlock.hold(self.lock_path, f"run directory {run_dir}",
+                        "wait for that job to finish (or stop it; re-running then resumes), "
+                        "or give this run its own directory with --set run.run_dir=DIR."):
+        return self._run(progress)
+    except OSError as e:  # Disk full, permissions: one line, and resume stays possible.
+      if e.errno not in WRITE_ERRNOS:
+        raise
+      raise RunDirError(
+          f"could not write to the run directory {run_dir} ({e}); the run stopped. "
+          f"Checkpoints written before are intact: fix the cause (free disk space, "
+          f"permissions) and re-run the same command to resume.") from e
 
   def _run(self, progress: bool) -> MetaTrainResult:
     cfg = self.config
