@@ -15,8 +15,21 @@ metaopt accepts (training, tuning, the leaderboard, meta-training)::
 ``forward`` takes the batch (a dict of arrays: the fields of the dataset, rows drawn
 uniformly with replacement, as every built-in task draws them) and returns what
 ``loss_fn(outputs, batch)`` turns into a scalar. ``data`` is ``{split: {field:
-array}}`` over the four ``SPLITS`` (or a dataset name from ``tasks.datasets``).
-Functions using haiku's random numbers (dropout) get the loss key as their ``rng``.
+array}}`` over the four ``SPLITS`` (or a dataset name from ``tasks.datasets``);
+``split_data({field: array})`` makes it from your arrays. The four splits:
+
+* ``train``: the batches every inner step trains on;
+* ``inner_valid``: the validation loss of a run (``metaopt train``'s valid loss,
+  tuning's score, the leaderboard's curves and targets);
+* ``outer_valid``: meta-training's held-out batches (the ``valid`` meta-loss and the
+  held-out curves), never stepped on by the inner optimizer;
+* ``test``: held out: no metaopt loop trains, tunes or meta-trains on it.
+
+Data are checked when the task is built: a non-finite value names its split and
+field, and a ``label`` field must hold integer class ids ``0..C-1`` with ``C`` the
+model's number of outputs (a NaN or out-of-range label fails here, not later as a
+"diverged" run). Functions using haiku's random numbers (dropout) get the loss key as
+their ``rng``.
 
 Built-in tasks (``tasks.mlp``, ``tasks.conv``...) are written by hand in plain jax, not
 for speed: ``benchmarks/haiku_task_step.py`` measures the same step time for the two
@@ -64,18 +77,117 @@ def _transformed(forward: Forward):
   return hk.transform(forward)
 
 
+#: ``split_data``'s default fractions of the rows per split.
+DEFAULT_FRACTIONS = {"train": 0.7, "inner_valid": 0.1, "outer_valid": 0.1, "test": 0.1}
+
+
+def split_data(arrays: Mapping[str, Any], fractions: Optional[Mapping[str, float]] = None,
+               seed: int = 0, test: Optional[Mapping[str, Any]] = None
+               ) -> dict:
+  """Your arrays as the ``{split: {field: array}}`` that ``from_haiku`` takes.
+
+  Args:
+    arrays: ``{field: (N, ...) array}``, e.g. ``{"image": x, "label": y}`` (every field
+      with the same number of rows ``N``).
+    fractions: ``{split: fraction}`` of the rows for each of ``SPLITS`` (default
+      ``DEFAULT_FRACTIONS``: 0.7 / 0.1 / 0.1 / 0.1); with ``test`` given, only
+      ``train``, ``inner_valid`` and ``outer_valid`` (rescaled to sum to 1).
+    seed: the rows are shuffled with this numpy seed before splitting.
+    test: your own held-out set ``{field: array}`` (e.g. an official test split),
+      used as ``test`` as is.
+
+  Returns:
+    ``{split: {field: numpy array}}`` with every split non-empty.
+  """
+  sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in arrays.items()}
+  if not sizes or None in sizes.values() or len(set(sizes.values())) != 1:
+    raise ValueError(f"split_data takes {{field: (N, ...) array}} with the same N for every "
+                     f"field; got rows {sizes}.")
+  names = [s for s in SPLITS if not (test is not None and s == "test")]
+  fractions = dict(fractions or {s: DEFAULT_FRACTIONS[s] for s in names})
+  unknown = sorted(set(fractions) - set(names)) + sorted(set(names) - set(fractions))
+  if unknown or any(f <= 0 for f in fractions.values()):
+    raise ValueError(f"fractions must give a positive fraction for each of {names}; got "
+                     f"{fractions}.")
+  n = next(iter(sizes.values()))
+  total = sum(fractions.values())
+  counts = [int(np.floor(n * fractions[s] / total)) for s in names]
+  counts[0] += n - sum(counts)  # Rounding leftovers go to train.
+  if min(counts) < 1:
+    raise ValueError(f"{n} rows are too few to split into {dict(zip(names, counts))}; give "
+                     "more rows or larger fractions.")
+  order = np.random.default_rng(seed).permutation(n)
+  out, start = {}, 0
+  for split, count in zip(names, counts):
+    idx = order[start:start + count]
+    out[split] = {k: np.asarray(v)[idx] for k, v in arrays.items()}
+    start += count
+  if test is not None:
+    out["test"] = {k: np.asarray(v) for k, v in test.items()}
+  return {s: out[s] for s in SPLITS}
+
+
 def _check_data(data) -> Mapping[str, Mapping[str, jax.Array]]:
   if isinstance(data, str):
     return load_dataset(data)
+  if not isinstance(data, Mapping):
+    raise TypeError(f"data must be {{split: {{field: array}}}} or a dataset name, got "
+                    f"{type(data).__name__}.")
   missing = [s for s in SPLITS if s not in data]
   if missing:
+    hint = (" To split your own arrays, use tasks.haiku_tasks.split_data({field: array})."
+            if data and not any(s in data for s in SPLITS) else "")
     raise ValueError(f"data lacks split(s) {missing}; give {{split: {{field: array}}}} for "
-                     f"all of {SPLITS} (or a dataset name such as 'digits').")
+                     f"all of {SPLITS} (or a dataset name such as 'digits').{hint}")
   for split in SPLITS:
     sizes = {k: np.shape(v)[0] for k, v in data[split].items()}
     if len(set(sizes.values())) != 1:
       raise ValueError(f"data[{split!r}] fields have different numbers of rows: {sizes}.")
+    for field, v in data[split].items():
+      _check_field(split, field, np.asarray(v))
   return {s: {k: jnp.asarray(v) for k, v in data[s].items()} for s in SPLITS}
+
+
+def _check_field(split: str, field: str, v: np.ndarray) -> None:
+  """A non-finite value, or a label that is not a class id, fails naming the field."""
+  where = f"data[{split!r}][{field!r}]"
+  if np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.complexfloating):
+    bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+    if bad:
+      raise ValueError(f"{where} has {bad} non-finite value(s) (NaN or inf); clean or drop "
+                       "those rows.")
+  if field != "label":
+    return
+  if not (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
+    raise ValueError(f"{where} must hold integer class ids, got dtype {v.dtype}.")
+  if np.issubdtype(v.dtype, np.floating) and np.any(v != np.round(v)):
+    raise ValueError(f"{where} holds non-integer values (e.g. {v[v != np.round(v)].flat[0]!r}); "
+                     "labels are class ids 0..C-1.")
+  if v.size and v.min() < 0:
+    raise ValueError(f"{where} holds negative label {v.min()!r}; labels are class ids "
+                     "0..C-1.")
+
+
+def _check_labels_fit(model, abstract_batch, data) -> None:
+  """A ``label`` larger than the model's last output dimension (its number of logits)
+  fails before any training (``softmax_cross_entropy`` would silently misread it)."""
+  if "label" not in data["train"]:
+    return
+  example = {k: jnp.zeros(s.shape, s.dtype) for k, s in abstract_batch.items()}
+  try:
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
+    out = jax.eval_shape(model.apply, params, jax.random.PRNGKey(0), example)
+  except Exception:  # pylint: disable=broad-except  # the model's own error shows at init
+    return
+  label_ndim = len(abstract_batch["label"].shape)
+  if not hasattr(out, "shape") or len(out.shape) != label_ndim + 1:
+    return  # Not one row of logits per label: nothing to compare.
+  n_out = out.shape[-1]
+  for split in SPLITS:
+    top = int(np.max(np.asarray(data[split]["label"])))
+    if top >= n_out:
+      raise ValueError(f"data[{split!r}]['label'] holds label {top} but the model outputs "
+                       f"{n_out} classes (labels must be 0..{n_out - 1}).")
 
 
 def dense_param_info(params) -> Any:
@@ -130,6 +242,14 @@ def from_haiku(name: str, forward: Forward, loss_fn: LossFn, data, batch_size: i
   data = _check_data(data)
   abstract_batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype)
                     for k, v in data["train"].items()}
+  _check_labels_fit(model, abstract_batch, data)
+  return _build(name, model, loss_fn, data, batch_size, abstract_batch, normalize_loss,
+                param_info, metadata, init_seed, error_fn)
+
+
+def _build(name, model, loss_fn, data, batch_size, abstract_batch, normalize_loss,
+           param_info, metadata, init_seed, error_fn) -> Task:
+  """``from_haiku`` on checked data (a family builds its members here, under tracing)."""
 
   def batch(data, key, split):
     return sample_rows(data[split], key, batch_size)
@@ -186,13 +306,17 @@ def from_haiku_family(name: str, make_forward: Callable[[Hashable], Forward],
 
   # One normalizer for the family (members are built under tracing, where the
   # default, which may evaluate an initial loss, cannot run).
-  normalize = from_haiku(name, model_for(statics[0]), loss_fn, data, batch_size).normalize_loss
+  abstract_batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype)
+                    for k, v in data["train"].items()}
+  for static in statics:  # Every member's number of outputs covers the labels.
+    _check_labels_fit(model_for(static), abstract_batch, data)
+  normalize = _build(name, model_for(statics[0]), loss_fn, data, batch_size, abstract_batch,
+                     None, None, None, None, None).normalize_loss
 
   def make_task(static, seed):
-    return from_haiku(f"{name}/{static}", model_for(static), loss_fn, data, batch_size,
-                      normalize_loss=normalize, param_info=param_info,
-                      metadata={**(metadata or {}), "family": name}, init_seed=seed,
-                      error_fn=error_fn)
+    return _build(f"{name}/{static}", model_for(static), loss_fn, data, batch_size,
+                  abstract_batch, normalize, param_info, {**(metadata or {}), "family": name},
+                  seed, error_fn)
 
   return TaskFamily(name, sample_static, lambda key, static: random_seed(key), make_task,
                     metadata=dict(metadata or {}))

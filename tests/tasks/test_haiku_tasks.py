@@ -98,3 +98,57 @@ def test_meta_train_on_a_haiku_family_then_help_an_unseen_haiku_model(digits):
   before = train(conv, opt.transform(opt.init_meta_params(None)), 60, eval_every=60)
   after = train(conv, opt.transform(theta), 60, eval_every=60)
   assert after.final_valid_loss < 0.9 * before.final_valid_loss
+
+
+def _user_arrays(n=200, classes=10, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"image": rng.integers(0, 17, size=(n, 8, 8, 1)).astype(np.float32),
+          "label": rng.integers(0, classes, size=(n,))}
+
+
+def test_split_data_gives_the_four_splits_of_the_users_rows():
+  arrays = _user_arrays()
+  data = tasks.haiku_tasks.split_data(arrays, seed=1)
+  assert tuple(data) == tasks.SPLITS
+  sizes = {s: len(data[s]["label"]) for s in tasks.SPLITS}
+  assert sizes == {"train": 140, "inner_valid": 20, "outer_valid": 20, "test": 20}
+  # A permutation of the rows: every row lands in exactly one split, fields stay aligned.
+  rows = np.concatenate([data[s]["image"].reshape(-1, 64) for s in tasks.SPLITS])
+  labels = np.concatenate([data[s]["label"] for s in tasks.SPLITS])
+  order = np.lexsort(rows.T)
+  ref = np.lexsort(arrays["image"].reshape(-1, 64).T)
+  np.testing.assert_array_equal(rows[order], arrays["image"].reshape(-1, 64)[ref])
+  np.testing.assert_array_equal(labels[order], arrays["label"][ref])
+  # The user's own test set is kept as is; fractions are rescaled over the rest.
+  own = _user_arrays(n=30, seed=2)
+  data = tasks.haiku_tasks.split_data(arrays, {"train": 8, "inner_valid": 1, "outer_valid": 1},
+                                      test=own)
+  assert [len(data[s]["label"]) for s in tasks.SPLITS] == [160, 20, 20, 30]
+  task = tasks.from_haiku("hk_user", mlp_forward((8,)), ce, data, batch_size=16)
+  assert task.sample_batch(jax.random.PRNGKey(0))["image"].shape == (16, 8, 8, 1)
+  with pytest.raises(ValueError, match="too few"):
+    tasks.haiku_tasks.split_data(_user_arrays(n=3))
+  with pytest.raises(ValueError, match="same N"):
+    tasks.haiku_tasks.split_data({"x": np.zeros((4, 2)), "label": np.zeros(5)})
+  with pytest.raises(ValueError, match="split_data"):  # Unsplit arrays: the hint.
+    tasks.from_haiku("hk_user", mlp_forward((8,)), ce, arrays, batch_size=16)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda d: d["train"]["label"].__setitem__(3, np.nan), "'train']['label'] has 1 non-finite"),
+    (lambda d: d["test"]["label"].__setitem__(0, 12), "'test']['label'] holds label 12 but the "
+     "model outputs 10 classes"),
+    (lambda d: d["inner_valid"]["label"].__setitem__(0, -1), "negative label"),
+    (lambda d: d["train"]["label"].__setitem__(0, 1.5), "non-integer"),
+    (lambda d: d["outer_valid"]["image"].__setitem__(0, np.inf), "'outer_valid']['image'] has"),
+])
+def test_bad_labels_and_features_fail_naming_the_field(corrupt, message):
+  arrays = _user_arrays()
+  arrays["label"] = arrays["label"].astype(np.float32)
+  data = tasks.haiku_tasks.split_data(arrays)
+  corrupt(data)
+  with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    tasks.from_haiku("hk_bad", mlp_forward((8,)), ce, data, batch_size=16)
+  if "model outputs" in message:  # Families check every member's number of outputs.
+    with pytest.raises(ValueError, match="model outputs 10 classes"):
+      tasks.from_haiku_family("hk_bad_family", mlp_forward, ce, data, 16, statics=[(4,), (8,)])
