@@ -3,10 +3,12 @@
 AlgoPerf tunes its baselines by quasi-random search: low-discrepancy points cover a
 box more evenly than independent draws, so a handful of trials leaves no large
 region of the search space unexplored. The Halton sequence puts the radical inverse
-of the point index in base ``p_d`` (the ``d``-th prime) on axis ``d``; a study adds
-one uniform random shift per axis, modulo 1 (a Cranley-Patterson rotation), so that
+of the point index in base ``p_d`` (the ``d``-th prime) on axis ``d``; it comes from
+``scipy.stats.qmc.Halton`` (unscrambled; scipy ships with jax). A study adds one
+uniform random shift per axis, modulo 1 (a Cranley-Patterson rotation), so that
 studies with different seeds explore different points while each stays evenly
-spread. Small and exact in Python integers (no scipy at run time).
+spread. ``primes`` and ``radical_inverse`` state the definition (the tests check
+scipy's points against it).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 from typing import List
 
 import numpy as np
+from scipy.stats import qmc
 
 
 def primes(n: int) -> List[int]:
-  """The first ``n`` primes."""
+  """The first ``n`` primes (the Halton bases of axes ``0..n-1``)."""
   out: List[int] = []
   candidate = 2
   while len(out) < n:
@@ -45,10 +48,11 @@ def halton(num_points: int, dims: int, start: int = 1) -> np.ndarray:
   dims)`` in [0, 1). ``start=1`` skips the origin (index 0 is 0 on every axis)."""
   if num_points < 0 or dims < 0 or start < 0:
     raise ValueError(f"Need num_points, dims, start >= 0, got {num_points}, {dims}, {start}.")
-  bases = primes(dims)
-  return np.array([[radical_inverse(i, b) for b in bases]
-                   for i in range(start, start + num_points)], np.float64).reshape(
-                       num_points, dims)
+  if num_points == 0 or dims == 0:
+    return np.zeros((num_points, dims), np.float64)
+  sequence = qmc.Halton(d=dims, scramble=False)
+  sequence.fast_forward(start)
+  return np.asarray(sequence.random(num_points), np.float64)
 
 
 def shifted_halton(num_points: int, dims: int, seed: int) -> np.ndarray:
