@@ -137,7 +137,8 @@ def check_value(key: str, value: Any, tp: Any) -> Any:
   if tp is int:
     if isinstance(value, int) and not isinstance(value, bool):
       if not INT64_MIN <= value <= INT64_MAX:  # jax / numpy would overflow later.
-        shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}... ({len(str(value))} digits)"
+        text = str(value)
+        shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
         raise ConfigError(f"Config key {key!r} expects an integer in the int64 range "
                           f"[-2**63, 2**63 - 1], got {shown}.")
       return value

@@ -62,9 +62,10 @@ def learned_source(name: str, baselines) -> "str | None":
   if (name in pretrained.names() or name.endswith(".safetensors") or os.sep in name
       or os.path.exists(name)):
     return name
-  raise ValueError(f"{unknown_name_message('optimizer', name, list(baselines) + pretrained.names())}"
-                   " (baselines: `metaopt list optimizers`; learned: `metaopt list "
-                   "pretrained`, or a .safetensors path)")
+  known = list(baselines) + pretrained.names()
+  raise ValueError(f"{unknown_name_message('optimizer', name, known)} (baselines: `metaopt "
+                   "list optimizers`; learned: `metaopt list pretrained`, or a .safetensors "
+                   "path)")
 
 
 def _run_learned(args, source: str):
@@ -116,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
       tasks.get(args.task)  # Raises UnknownNameError with close matches.
     source = learned_source(args.optimizer, optimizers.names())
     if source is not None:
-      given = [f for f, bad in (("--lr/--set", hparams), ("--schedule", args.schedule != "constant"),
+      given = [f for f, bad in (("--lr/--set", hparams),
+                                ("--schedule", args.schedule != "constant"),
                                 ("--warmup-steps", args.warmup_steps is not None)) if bad]
       if given:
         raise ValueError(f"{', '.join(given)} apply to baselines; the learned optimizer "
