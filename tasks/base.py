@@ -49,7 +49,7 @@ SPLITS = ("train", "inner_valid", "outer_valid", "test")
 #: functions (Rosenbrock...), ``sparse_problem`` LASSO / L1-regularised problems,
 #: ``problem`` the other composite problem families of ``tasks.problems``.
 ARCHITECTURES = ("mlp", "conv", "transformer", "linear", "quadratic", "classic_function",
-                 "sparse_problem", "problem")
+                 "sparse_problem", "problem", "autoencoder")
 
 #: ``metadata["dataset"]`` of tasks whose data is generated (no ``tasks.datasets`` name).
 SYNTHETIC = "synthetic"

@@ -7,3 +7,5 @@ from tasks import classic  # noqa: F401
 from tasks import logistic  # noqa: F401
 from tasks import conv  # noqa: F401
 from tasks import transformer  # noqa: F401
+from tasks import resnet  # noqa: F401
+from tasks import autoencoder  # noqa: F401

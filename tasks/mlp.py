@@ -305,3 +305,11 @@ for _w in (32, 64, 128):
   register_family(f"mlp_teacher_w{_w}_family+reparam_global",
                   lambda w=_w: augment.reparameterize(_teacher_family(w), "global", (1e-2, 1e2)))
   register_family(f"mlp_teacher_mup_w{_w}_family", lambda w=_w: _teacher_family(w, "mup"))
+# Small tabular data where overfitting decides the final validation loss (v3).
+register_task("mlp_breast_cancer_w256_d2", lambda: mlp_task(
+    "breast_cancer", (256, 256), batch_size=32, name="mlp_breast_cancer_w256_d2"))
+register_task("mlp_wine_w64_d2", lambda: mlp_task("wine", (64, 64), batch_size=16,
+                                                   name="mlp_wine_w64_d2"))
+# A small MLP for long runs (v3: 3,000 steps).
+register_task("mlp_fmnist_w64_d1_b64", lambda: mlp_task(
+    "fashion_mnist", (64,), batch_size=64, name="mlp_fmnist_w64_d1_b64"))

@@ -87,7 +87,9 @@ def build_quadratic_task(name: str, dim: int, log_cond: Any, rotation_seed: Any,
       abstract_batch={"noise": jax.ShapeDtypeStruct((dim,), jnp.float32)},
       normalize_loss=lambda value: unit_normalizer(value / reference),
       param_info=lambda params: {"x": ParamInfo("scalar", 1, dim)},
-      metadata=meta)
+      metadata=meta,
+      # Evaluation is the exact objective (no gradient noise): one noise-free batch.
+      eval_batches=lambda data, split: {"noise": jnp.zeros((1, dim), jnp.float32)})
 
 
 def quadratic_name(dim: int, cond: float, noise_std: float = 0.0) -> str:
@@ -142,3 +144,5 @@ for _dim, _cond, _noise in [(10, 10.0, 0.0), (10, 1000.0, 0.0), (100, 1000.0, 0.
 register_family("quadratic_family", lambda: quadratic_family())
 register_family("quadratic_noisy_family", lambda: quadratic_family(noise_std=1.0,
                                                                    name="quadratic_noisy_family"))
+# Leaderboard v3's ill-conditioned quadratic (condition number 1e4).
+register_task(quadratic_name(100, 1e4), lambda: quadratic_task(100, 1e4, seed=3))

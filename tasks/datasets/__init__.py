@@ -82,6 +82,9 @@ _LOCAL = {
     "mnist1d": builders.MetaoptMnist1d,
     "text_stdlib": builders.MetaoptTextStdlib,
     "fashion_mnist": builders.MetaoptFashionMnist,
+    "fortunes": builders.MetaoptFortunes,
+    "breast_cancer": builders.MetaoptBreastCancer,
+    "wine": builders.MetaoptWine,
 }
 _CATALOG = ("mnist", "cifar10", "fashion_mnist")
 
@@ -97,6 +100,11 @@ _INFO = {
     "text_stdlib": dict(num_classes=sources.TEXT_VOCAB,
                         source=f"Python {sources.python_version()} stdlib *.py (top level)",
                         license="PSF-2.0"),
+    "fortunes": dict(num_classes=sources.TEXT_VOCAB, source="Debian fortunes (English text)",
+                     license="BSD-4-Clause"),
+    "breast_cancer": dict(num_classes=2, source="scikit-learn load_breast_cancer (UCI)",
+                          license="CC BY 4.0"),
+    "wine": dict(num_classes=3, source="scikit-learn load_wine (UCI)", license="CC BY 4.0"),
     "mnist": dict(num_classes=10, source="tfds catalog mnist (prepared)", license="CC BY-SA 3.0"),
     "cifar10": dict(num_classes=10, source="tfds catalog cifar10 (prepared)",
                     license="unspecified by its authors"),
@@ -327,6 +335,13 @@ def prepare(name: str, data_dir: Optional[str] = None):
     manual = sources.fashion_mnist_dir(root)
     if manual is None:
       raise MissingDataError("fashion_mnist: Debian's IDX files are absent; run scripts/setup.sh.")
+  if name == "fortunes":
+    manual = sources.fortunes_dir(root)
+    if manual is None:
+      raise MissingDataError(
+          f"fortunes: Debian's text files are absent (looked in {sources.DEBIAN_FORTUNES_DIR} "
+          f"and {root}/debian{sources.DEBIAN_FORTUNES_DIR}); run scripts/setup.sh or "
+          "`apt-get install fortunes`.")
   _writable(tfds_dir, root)
   with open(os.path.join(tfds_dir, f".{builder.name}.lock"), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -400,7 +415,8 @@ def info(name: str, data_dir: Optional[str] = None) -> dict:
   fields, sizes (per split), source, license)``.
   """
   arrays = load(name, data_dir)
-  main = "tokens" if name == "text_stdlib" else ("x" if name == "mnist1d" else "image")
+  fields = arrays["train"]
+  main = "tokens" if "tokens" in fields else ("x" if "x" in fields else "image")
   train = arrays["train"]
   return dict(name=name, **_INFO[name], shape=tuple(train[main].shape[1:]),
               dtype=str(train[main].dtype), fields=sorted(train),

@@ -108,6 +108,26 @@ class MetaoptMnist1d(ArrayBuilder):
     return sources.mnist1d()
 
 
+class MetaoptBreastCancer(ArrayBuilder):
+  FEATURES = {"x": ((30,), np.float32), "label": ((), np.int32)}
+  DESCRIPTION = "scikit-learn's bundled Wisconsin breast-cancer table, standardized."
+  HOMEPAGE = "https://archive.ics.uci.edu/dataset/17"
+  LICENSE = "CC BY 4.0"
+
+  def source_splits(self, dl_manager):
+    return sources.breast_cancer()
+
+
+class MetaoptWine(ArrayBuilder):
+  FEATURES = {"x": ((13,), np.float32), "label": ((), np.int32)}
+  DESCRIPTION = "scikit-learn's bundled wine recognition table, standardized."
+  HOMEPAGE = "https://archive.ics.uci.edu/dataset/109"
+  LICENSE = "CC BY 4.0"
+
+  def source_splits(self, dl_manager):
+    return sources.wine()
+
+
 class MetaoptTextStdlib(ArrayBuilder):
   """Byte streams stored as records of ``TEXT_RECORD_LEN`` tokens (last one shorter).
 
@@ -133,3 +153,18 @@ class MetaoptTextStdlib(ArrayBuilder):
   def records_to_arrays(cls, records):
     parts = [np.asarray(r["tokens"], np.uint8) for r in records]
     return {"tokens": np.concatenate(parts) if parts else np.zeros((0,), np.uint8)}
+
+
+class MetaoptFortunes(MetaoptTextStdlib):
+  """Debian's ``fortunes`` English text as byte records (see ``MetaoptTextStdlib``)."""
+
+  BUILDER_CONFIGS = []
+  DESCRIPTION = "Debian's fortunes collection (English quotations and literature), ASCII."
+  HOMEPAGE = "https://packages.debian.org/fortunes"
+  LICENSE = "BSD-4-Clause (fortune-mod)"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Install Debian's package (`apt-get install fortunes`) or run scripts/setup.sh; pass "
+      "its directory (/usr/share/games/fortunes) as manual_dir.")
+
+  def source_splits(self, dl_manager):
+    return sources.fortunes(dl_manager.manual_dir)

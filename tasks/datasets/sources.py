@@ -149,5 +149,66 @@ def text_stdlib() -> Splits:
   return {k: {"tokens": v} for k, v in splits.contiguous(stream).items()}
 
 
+DEBIAN_FORTUNES_DIR = "/usr/share/games/fortunes"
+
+
+def fortunes_dir(data_dir: str) -> Optional[pathlib.Path]:
+  """Directory of Debian's ``fortunes`` text files, or None when absent: the system
+  install (``apt-get install fortunes``) or the package unpacked into
+  ``<data_dir>/debian`` by scripts/setup.sh."""
+  for d in (pathlib.Path(DEBIAN_FORTUNES_DIR),
+            pathlib.Path(data_dir) / "debian" / DEBIAN_FORTUNES_DIR.lstrip("/")):
+    if d.is_dir() and fortunes_files(d):
+      return d
+  return None
+
+
+def fortunes_files(directory: os.PathLike) -> list:
+  """The English text files of a fortunes directory (no ``.dat`` indexes, no
+  ``.u8`` links, no offensive ``off/`` subfolder), sorted by name."""
+  d = pathlib.Path(directory)
+  return sorted((p for p in d.iterdir() if p.is_file() and not p.is_symlink()
+                 and p.suffix not in (".dat", ".u8")), key=lambda p: p.name)
+
+
+def fortunes(directory: os.PathLike) -> Splits:
+  """Char-level English corpus: Debian's ``fortunes`` collection (quotations,
+  literature, definitions...; BSD licence), files concatenated in sorted order,
+  non-ASCII bytes dropped (vocabulary 128), cut contiguously 80/10/5/5."""
+  chunks = []
+  for path in fortunes_files(directory):
+    data = np.frombuffer(path.read_bytes(), np.uint8)
+    chunks.append(data[data < TEXT_VOCAB])
+  if not chunks:
+    raise FileNotFoundError(f"No fortune files in {directory}.")
+  stream = np.concatenate(chunks)[:TEXT_MAX_BYTES]
+  return {k: {"tokens": v} for k, v in splits.contiguous(stream).items()}
+
+
+def _standardized_table(x: np.ndarray, y: np.ndarray) -> Splits:
+  """Four splits (``from_pool``) of a small table; features standardized with the
+  train split's mean and standard deviation (so no statistic leaks from evaluation)."""
+  out = splits.from_pool({"x": x.astype(np.float32), "label": y.astype(np.int32)})
+  mean = out["train"]["x"].mean(0)
+  std = out["train"]["x"].std(0) + 1e-6
+  for s in out.values():
+    s["x"] = ((s["x"] - mean) / std).astype(np.float32)
+  return out
+
+
+def breast_cancer() -> Splits:
+  """scikit-learn's bundled Wisconsin breast-cancer table (569 x 30, 2 classes)."""
+  from sklearn.datasets import load_breast_cancer  # a file inside the sklearn wheel
+  bunch = load_breast_cancer()
+  return _standardized_table(bunch.data, bunch.target)
+
+
+def wine() -> Splits:
+  """scikit-learn's bundled wine table (178 x 13, 3 classes)."""
+  from sklearn.datasets import load_wine  # a file inside the sklearn wheel
+  bunch = load_wine()
+  return _standardized_table(bunch.data, bunch.target)
+
+
 def python_version() -> str:
   return ".".join(map(str, sys.version_info[:3]))
