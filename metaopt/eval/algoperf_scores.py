@@ -3,9 +3,12 @@
 ``compute(db, suite)`` returns the same kind of dict as ``metaopt.eval.report.compute``
 (``suite``, ``tasks``, ``targets``, ``entrants`` with ``per_task`` metrics, ``curves``,
 ``notes``) plus ``protocol = "algoperf"`` and, per entrant, the IQM of the normalized
-speedup over the reference with its bootstrap CI. Definitions: ``metaopt.eval.scoring``
-(AlgoPerf section). Marked (leaked) (entrant, task) pairs are left out of that
-entrant's scores and shown marked.
+speedup over the reference with a CI that resamples tasks and studies, and the
+probability of improvement between every two scored entrants. Definitions:
+``metaopt.eval.scoring`` (AlgoPerf section). Every entrant is scored on every task
+(B over the full task count); a learned optimizer that meta-trained on a suite
+task's dataset or family is **ineligible** for the suite (``entrants.ineligibility``):
+listed apart with the reason, never rescored on the other tasks.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import tasks as task_registry
 from metaopt import optimizers
 from metaopt.eval import scoring
 from metaopt.eval import suites as S
-from metaopt.eval.entrants import Entrant, leakage
+from metaopt.eval.entrants import Entrant, ineligibility
 from metaopt.eval.store import ResultsDB
 
 INF = float("inf")
@@ -120,64 +123,73 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
       if sel and sel[0]["eval_steps"] is not None:
         curves[st.task][name] = {"x": np.asarray(sel[0]["eval_steps"]).tolist(),
                                  "y": _median_curve([np.asarray(v) for v in valid])}
-    leaks = {st.task: leakage(ent, st.task, st.families, task_meta.get(st.task))
-             for st in suite.tasks}
-    leaks = {k: v for k, v in leaks.items() if v}
+    reasons = ineligibility(ent, suite, task_meta)
     study_times[(name, ruleset)] = st_times
     entries.append({
         "name": name, "ruleset": ruleset, "kind": ent.kind, "description": ent.description,
         "trained_on": list(ent.trained_on), "trained_on_datasets": list(ent.trained_on_datasets),
         "trained_on_architectures": list(ent.trained_on_architectures),
-        "meta_cost_hours": ent.meta_cost_hours, "leakage": leaks, "per_task": per_task,
+        "meta_cost_hours": ent.meta_cost_hours, "ineligible": reasons, "leakage": reasons,
+        "per_task": per_task,
         "complete": all(per_task[t]["seeds"] > 0 for t in names)})
 
   def key(e):
     return e["name"] + "|" + e["ruleset"]
 
-  excluded = {key(e): list(e["leakage"]) for e in entries}
-  for metric, label in (("steps_to_target", "steps"), ("seconds_to_target", "time")):
+  eligible = [e for e in entries if not e["ineligible"]]
+  # B over the full task count, among eligible entrants only: an ineligible one
+  # neither scores nor sets a task's best time.
+  for metric, label in (("seconds_to_target", "time"), ("steps_to_target", "steps")):
     def times(group):
       return {key(e): {t: e["per_task"][t][metric] for t in names} for e in group}
-    all_scores = scoring.benchmark_scores(times(entries), excluded, suite.r_max)
-    for ruleset in sorted({e["ruleset"] for e in entries}):
-      group = [e for e in entries if e["ruleset"] == ruleset]
-      for k, (b, ratios) in scoring.benchmark_scores(times(group), excluded,
-                                                     suite.r_max).items():
+    all_scores = scoring.benchmark_scores(times(eligible), suite.r_max)
+    for ruleset in sorted({e["ruleset"] for e in eligible}):
+      group = [e for e in eligible if e["ruleset"] == ruleset]
+      for k, (b, ratios) in scoring.benchmark_scores(times(group), suite.r_max).items():
         e = next(x for x in group if key(x) == k)
         e[f"score_{label}"], e[f"ratios_{label}"] = b, ratios
         e[f"score_{label}_all"], e[f"ratios_{label}_all"] = all_scores[k]
+  for e in entries:
+    if e["ineligible"]:
+      for label in ("time", "steps"):
+        e[f"score_{label}"] = e[f"score_{label}_all"] = None
+        e[f"ratios_{label}"] = e[f"ratios_{label}_all"] = {}
 
   ref = reference_name(suite)
   ref_e = next((e for e in entries if e["name"] == ref and e["ruleset"] == "tuned"), None)
   notes = []
   if ref_e is None:
     notes.append(f"No runs of tuned {ref} (the speedup reference): no speedups.")
+  speedup_matrix = {}
   for e in entries:
     missing = [t for t in names if e["per_task"][t]["seeds"] == 0]
     if missing:
       notes.append(f"{e['name']} has no runs yet on {missing} (counted as missed).")
-    kept = [t for t in names if t not in e["leakage"]]
-    e["reached"] = sum(math.isfinite(e["per_task"][t]["steps_to_target"]) for t in kept)
-    e["scored_tasks"] = len(kept)
-    if ref_e is None or not kept:
-      e["speedup_iqm"] = e["speedup_ci"] = None
+    e["reached"] = sum(math.isfinite(e["per_task"][t]["steps_to_target"]) for t in names)
+    e["scored_tasks"] = 0 if e["ineligible"] else len(names)
+    e["speedup_iqm"] = e["speedup_ci"] = e["frac_faster"] = None
+    if ref_e is None or e["ineligible"]:
       continue
-    cols = []
-    for t in kept:
-      st = suite.task(t)
-      cols.append(scoring.normalized_speedups(
-          study_times[(e["name"], e["ruleset"])][t], ref_e["per_task"][t]["steps_to_target"],
-          suite.budget(st, "tuned")))
+    cols = [scoring.normalized_speedups(
+        study_times[(e["name"], e["ruleset"])][t], ref_e["per_task"][t]["steps_to_target"],
+        suite.budget(suite.task(t), "tuned")) for t in names]
     mat = np.stack(cols, axis=1)
-    point, lo, hi = scoring.stratified_bootstrap_ci(mat, scoring.iqm, suite.bootstrap_reps,
-                                                    suite.bootstrap_seed)
+    speedup_matrix[key(e)] = mat
+    point, lo, hi = scoring.iqm_task_bootstrap_ci(mat, suite.bootstrap_reps,
+                                                  suite.bootstrap_seed)
     e["speedup_iqm"], e["speedup_ci"] = point, [lo, hi]
     e["frac_faster"] = float(np.mean([e["per_task"][t]["steps_to_target"]
-                                      < ref_e["per_task"][t]["steps_to_target"] for t in kept]))
+                                      < ref_e["per_task"][t]["steps_to_target"]
+                                      for t in names]))
+  # Head to head: P(row's normalized speedup > column's), tasks averaged.
+  improvement = {a: {b: scoring.probability_of_improvement(ma, mb)
+                     for b, mb in speedup_matrix.items() if b != a}
+                 for a, ma in speedup_matrix.items()}
+
   def rank(e):
-    b = e.get("score_steps")
-    return (e["ruleset"] != "tuned", -(b if b is not None and not math.isnan(b) else -1.0),
-            e["name"])
+    b = e.get("score_time")
+    return (bool(e["ineligible"]), e["ruleset"] != "tuned",
+            -(b if b is not None and not math.isnan(b) else -1.0), e["name"])
 
   entries.sort(key=rank)
   return {"protocol": "algoperf",
@@ -195,4 +207,5 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
                      "dataset": task_meta.get(t.task, {}).get("dataset"),
                      "architecture": task_meta.get(t.task, {}).get("architecture")}
                     for t in suite.tasks],
-          "targets": targets, "entrants": entries, "curves": curves, "notes": notes}
+          "targets": targets, "entrants": entries, "curves": curves, "notes": notes,
+          "probability_of_improvement": improvement}

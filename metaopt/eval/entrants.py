@@ -34,6 +34,7 @@ import optax
 
 import tasks as task_registry
 from metaopt import optimizers
+from tasks import sealed
 from metaopt.lopt import io
 from tasks.registry import unknown_name_message
 
@@ -270,15 +271,17 @@ def tuning_grid(search_space: Dict[str, Any], defaults: Dict[str, Any], lr_point
 
 def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],
             task_metadata: Optional[Dict[str, Any]] = None) -> List[str]:
-  """What ``entrant``'s meta-training shares with the held-out task (empty: nothing).
+  """What ``entrant``'s meta-training shares with a held-out task (empty: nothing).
 
-  Conservative. A family overlaps when it is the task's name, one of the suite's
-  declared ``families`` of the task, the task's ``metadata["family"]``, or when the
-  family's name without a ``_family`` suffix is a prefix of the task's name (e.g.
-  ``mlp_digits_family`` vs ``mlp_digits_w128_d2``): listed by name. With the task's
-  ``metadata``, a shared dataset (``dataset digits``; generated data,
-  ``tasks.SYNTHETIC``, is not a shared dataset) or architecture class
-  (``architecture mlp``) overlaps too.
+  A family overlaps when it is the task's name, one of the suite's declared
+  ``families`` of the task, the task's ``metadata["family"]``, when the family's name
+  without a ``_family`` suffix is a prefix of the task's name (``mlp_digits_family``
+  vs ``mlp_digits_w128_d2``), or when both belong to one sealed family
+  (``tasks.sealed.sealed_family``: ``quadratic_noisy_family`` vs
+  ``quadratic_d100_cond10000``). A dataset overlaps when the task's real dataset
+  (not generated data, ``tasks.SYNTHETIC``) is one the entrant meta-trained on. The
+  architecture class alone is no overlap: a rule meta-trained on MLPs may be judged
+  on MLPs of other data (that is the point of a held-out suite).
   """
   if entrant.kind != "learned":
     return []
@@ -286,16 +289,28 @@ def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],
   declared = set(task_families)
   if meta.get("family"):
     declared.add(str(meta["family"]))
+  task_sealed = sealed.sealed_family(task_name)
   hits = []
   for f in entrant.trained_on:
     stem = f[:-len("_family")] if f.endswith("_family") else f
-    if f == task_name or f in declared or task_name.startswith(stem):
-      hits.append(f)
+    if (f == task_name or f in declared or task_name.startswith(stem)
+        or (task_sealed is not None and sealed.sealed_family(f) == task_sealed)):
+      hits.append(f"family {f}")
   dataset = meta.get("dataset")
   if dataset and dataset != task_registry.SYNTHETIC and dataset in entrant.trained_on_datasets:
     hits.append(f"dataset {dataset}")
-  arch = meta.get("architecture")
-  if arch and arch in entrant.trained_on_architectures:
-    hits.append(f"architecture {arch}")
   return hits
 
+
+def ineligibility(entrant: Entrant, suite, task_metadata: Dict[str, Dict[str, Any]]
+                  ) -> Dict[str, List[str]]:
+  """Why ``entrant`` may not enter ``suite`` (empty: eligible): ``{task: overlaps}``
+  for every suite task it overlaps (``leakage``). One overlap makes the whole
+  entrant ineligible: it is listed apart with the reasons, never rescored on the
+  remaining tasks (that would score entrants on different task sets)."""
+  out = {}
+  for st in suite.tasks:
+    hits = leakage(entrant, st.task, st.families, task_metadata.get(st.task))
+    if hits:
+      out[st.task] = hits
+  return out

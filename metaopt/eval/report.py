@@ -177,10 +177,10 @@ SUMMARY_COLUMNS = [
 
 ALGOPERF_COLUMNS = [
     ("optimizer", "optimizer"), ("ruleset", "ruleset"), ("kind", "kind"),
-    ("score_steps", "B (steps)"), ("score_time", "B (time)"),
-    ("score_steps_all", "B all (steps)"), ("speedup_iqm", "speedup IQM"),
-    ("speedup_ci", "95% CI"), ("frac_faster", "faster than ref"), ("reached", "reached"),
-    ("meta_cost_hours", "meta-train h"), ("leak", "leakage (left out)")]
+    ("score_time", "B (time)"), ("score_steps", "B (steps)"),
+    ("score_time_all", "B all (time)"), ("speedup_iqm", "speedup IQM"),
+    ("speedup_ci", "95% CI (tasks+runs)"), ("frac_faster", "faster than ref"),
+    ("reached", "reached"), ("meta_cost_hours", "meta-train h"), ("leak", "eligibility")]
 
 
 def columns(lb: Dict[str, Any]) -> List[tuple]:
@@ -198,8 +198,14 @@ def summary_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
     row["reached"] = f"{e['reached']}/{e.get('scored_tasks', n)}"
     if e.get("speedup_ci"):
       row["speedup_ci"] = f"[{_fmt(e['speedup_ci'][0])}, {_fmt(e['speedup_ci'][1])}]"
-    row["leak"] = ("OVERLAP: " + "; ".join(f"{t} ({', '.join(f)})" for t, f in e["leakage"].items())
-                   if e["leakage"] else ("none" if e["kind"] == "learned" else ""))
+    if lb.get("protocol") == "algoperf":
+      row["leak"] = ("INELIGIBLE: " + "; ".join(f"{t} ({', '.join(f)})"
+                                                for t, f in e["ineligible"].items())
+                     if e["ineligible"] else ("eligible" if e["kind"] == "learned" else ""))
+    else:
+      row["leak"] = ("OVERLAP: " + "; ".join(f"{t} ({', '.join(f)})"
+                                             for t, f in e["leakage"].items())
+                     if e["leakage"] else ("none" if e["kind"] == "learned" else ""))
     rows.append(row)
   return rows
 

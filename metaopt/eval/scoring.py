@@ -205,8 +205,12 @@ def fraction_faster(times: Mapping[str, float], reference: Mapping[str, float]) 
 #   self-tuning entrant's study is its one run on that study's seed.
 # * **Normalized speedup** over the reference on a task: ``t_ref / t`` (0 when
 #   missed: a miss is never dropped); the per-task matrix (studies x tasks) is
-#   summarised by its IQM with a stratified bootstrap CI (``iqm``,
-#   ``stratified_bootstrap_ci``).
+#   summarised by its IQM with a bootstrap CI that resamples tasks and, within
+#   them, studies (``iqm``, ``iqm_task_bootstrap_ci``), and two entrants are
+#   compared by the probability of improvement (``probability_of_improvement``).
+# * **B** over the full task count: every entrant on every task, a miss counts as
+#   ``inf`` (``benchmark_scores``); B over time to target is the headline, B over
+#   steps beside it.
 
 
 def best_valid(valid_loss: Sequence[float]) -> float:
@@ -296,22 +300,50 @@ def stratified_bootstrap_ci(scores, statistic=iqm, reps: int = 2000, seed: int =
   return statistic(s), float(lo), float(hi)
 
 
-def benchmark_scores(times: Mapping[str, Mapping[str, float]],
-                     excluded: Mapping[str, Iterable[str]], r_max: float
+def benchmark_scores(times: Mapping[str, Mapping[str, float]], r_max: float
                      ) -> Dict[str, tuple]:
-  """AlgoPerf ``B`` per optimizer with some (optimizer, task) pairs left out.
+  """AlgoPerf ``B`` of every optimizer over the *full* task count.
 
-  An excluded pair (leakage) neither sets the best time of its task nor counts in
-  its optimizer's profile, which is taken over that optimizer's other tasks.
-  Returns ``{optimizer: (B, {task: ratio or None when excluded})}``.
+  Every optimizer is scored on every task of ``times`` (a missed task counts as an
+  infinite time, ratio ``inf``), and ``B`` divides by the number of tasks, as
+  AlgoPerf v0.6 does (a per-optimizer task count would let an entrant skip tasks).
+  Returns ``{optimizer: (B, {task: ratio})}``.
   """
-  masked = {o: {t: (INF if t in set(excluded.get(o, ())) else v) for t, v in ts.items()}
-            for o, ts in times.items()}
-  ratios = performance_ratios(masked)
-  out = {}
-  for o, rs in ratios.items():
-    ex = set(excluded.get(o, ()))
-    kept = [r for t, r in rs.items() if t not in ex]
-    out[o] = (benchmark_score(kept, r_max) if kept else float("nan"),
-              {t: (None if t in ex else r) for t, r in rs.items()})
-  return out
+  ratios = performance_ratios(times)
+  return {o: (benchmark_score(list(rs.values()), r_max), rs) for o, rs in ratios.items()}
+
+
+def iqm_task_bootstrap_ci(scores, reps: int = 2000, seed: int = 0, level: float = 0.95):
+  """Percentile bootstrap CI of the IQM of a (runs, tasks) score matrix that
+  resamples **tasks** (columns, with replacement) and, within each drawn task, its
+  runs (rows, with replacement): the interval covers the choice of workloads as well
+  as run-to-run noise. Returns ``(IQM of all scores, low, high)``."""
+  s = np.asarray(scores, np.float64)
+  if s.ndim != 2 or s.size == 0:
+    return float("nan"), float("nan"), float("nan")
+  n, m = s.shape
+  rng = np.random.default_rng(seed)
+  stats = np.empty(reps)
+  for b in range(reps):
+    cols = rng.integers(0, m, size=m)
+    rows = rng.integers(0, n, size=(n, m))
+    stats[b] = iqm(s[rows, cols[None, :]])
+  alpha = (1.0 - level) / 2
+  lo, hi = np.percentile(stats, [100 * alpha, 100 * (1 - alpha)])
+  return iqm(s), float(lo), float(hi)
+
+
+def probability_of_improvement(x, y) -> float:
+  """rliable's probability of improvement ``P(X > Y)`` of two (runs, tasks) score
+  matrices (higher is better) over the same tasks: per task the Mann-Whitney
+  statistic ``mean over run pairs of [x_i > y_j] + 0.5 [x_i == y_j]``, averaged over
+  tasks. 0.5 means neither is better; ``1 - P(X > Y) = P(Y > X)``."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[1] == 0:
+    raise ValueError(f"need (runs, tasks) matrices over the same tasks, got {x.shape} and "
+                     f"{y.shape}.")
+  per_task = []
+  for t in range(x.shape[1]):
+    a, b = x[:, t][:, None], y[:, t][None, :]
+    per_task.append(np.mean((a > b) + 0.5 * (a == b)))
+  return float(np.mean(per_task))

@@ -108,14 +108,37 @@ def test_normalized_speedup_counts_misses_as_zero():
   np.testing.assert_allclose(scoring.normalized_speedups([100], INF, 400), [4.0])
 
 
-def test_benchmark_scores_leave_marked_pairs_out():
-  times = {"a": {"t1": 10, "t2": 20}, "b": {"t1": 5, "t2": 40}}
-  # b's t1 is marked: t1's best is a's 10 (r_a = 1); b is scored on t2 only,
-  # r_b(t2) = 40 / 20 = 2 -> B_b = (4 - 2) / 3 = 2/3; B_a = 1.
-  out = scoring.benchmark_scores(times, {"b": ["t1"]}, r_max=4.0)
-  assert out["a"][0] == pytest.approx(1.0)
-  assert out["b"][0] == pytest.approx(2 / 3)
-  assert out["b"][1]["t1"] is None
+def test_benchmark_scores_divide_by_the_full_task_count():
+  # Hand computed, r_max = 4: t1 best 5 (b), t2 best 20 (a), t3 reached by a only.
+  # a: r = (2, 1, 1)     -> B = ((4-2) + (4-1) + (4-1)) / 3 / 3 = 8/9
+  # b: r = (1, 2, inf)   -> B = ((4-1) + (4-2) + 0) / 3 / 3 = 5/9 (the miss counts)
+  times = {"a": {"t1": 10, "t2": 20, "t3": 7}, "b": {"t1": 5, "t2": 40, "t3": INF}}
+  out = scoring.benchmark_scores(times, r_max=4.0)
+  assert out["a"][0] == pytest.approx(8 / 9)
+  assert out["b"][0] == pytest.approx(5 / 9)
+  assert out["b"][1] == {"t1": 1.0, "t2": 2.0, "t3": INF}
+
+
+def test_iqm_task_bootstrap_ci_resamples_tasks():
+  # Two tasks, every run equal within a task: resampling runs alone gives a
+  # zero-width interval; resampling tasks gives the spread between them.
+  s = np.array([[1.0, 3.0]] * 4)
+  point, lo, hi = scoring.iqm_task_bootstrap_ci(s, reps=2000, seed=0)
+  assert point == pytest.approx(2.0)
+  assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)
+  _, lo_r, hi_r = scoring.stratified_bootstrap_ci(s, reps=500)
+  assert lo_r == hi_r == pytest.approx(2.0)
+
+
+def test_probability_of_improvement_hand_computed():
+  # Task 1: x = (3, 1) vs y = (2, 2): 3>2, 3>2, 1<2, 1<2 -> 2/4 = 0.5.
+  # Task 2: x = (5, 5) vs y = (5, 1): 5=5 (0.5), 5>1, 5=5 (0.5), 5>1 -> 3/4.
+  x = np.array([[3.0, 5.0], [1.0, 5.0]])
+  y = np.array([[2.0, 5.0], [2.0, 1.0]])
+  assert scoring.probability_of_improvement(x, y) == pytest.approx((0.5 + 0.75) / 2)
+  assert scoring.probability_of_improvement(y, x) == pytest.approx(1 - 0.625)
+  with pytest.raises(ValueError, match="same tasks"):
+    scoring.probability_of_improvement(x, y[:, :1])
 
 
 def _learned(families=(), datasets=(), archs=()):
@@ -123,16 +146,19 @@ def _learned(families=(), datasets=(), archs=()):
                    trained_on_datasets=tuple(datasets), trained_on_architectures=tuple(archs))
 
 
-def test_leakage_by_dataset_architecture_and_family():
+def test_leakage_by_dataset_and_family_not_architecture():
   ent = _learned(["mlp_digits_w32_d2_family"], ["digits"], ["mlp"])
   assert E.leakage(ent, "conv_digits_c8x2", (), {"dataset": "digits",
                                                  "architecture": "conv"}) == ["dataset digits"]
+  # The architecture class alone is no overlap.
   assert E.leakage(ent, "mlp_fmnist_w128_d2", (), {"dataset": "fashion_mnist",
-                                                   "architecture": "mlp"}) == ["architecture mlp"]
-  assert E.leakage(ent, "logistic_mnist1d", (), {"dataset": "mnist1d",
-                                                 "architecture": "linear"}) == []
+                                                   "architecture": "mlp"}) == []
   assert E.leakage(ent, "mlp_digits_w32_d2", (), {"dataset": "digits", "architecture": "mlp"}) \
-      == ["mlp_digits_w32_d2_family", "dataset digits", "architecture mlp"]
+      == ["family mlp_digits_w32_d2_family", "dataset digits"]
+  # Families of one sealed generator overlap whatever their names.
+  quad = _learned(["quadratic_noisy_family"])
+  assert E.leakage(quad, "quadratic_d100_cond10000", (), {"dataset": "synthetic"}) == \
+      ["family quadratic_noisy_family"]
   # Generated data is no shared dataset.
   synth = _learned(datasets=["synthetic"])
   assert E.leakage(synth, "rosenbrock_d10", (), {"dataset": "synthetic"}) == []
@@ -172,9 +198,13 @@ def test_scores_from_the_database(tmp_path):
       for task in target:
         _add(db, stored, "nadamw", "tuned", task, 100 * s, c0)
         _add(db, stored, "nadamw", "tuned", task, 100 * s + 1, c1)
-    for s in range(3):  # Learned: reaches task 1 at step 10 in every study.
-      _add(db, stored, "lo", "self_tuning", "quadratic_d10_cond10", 100 * s, [1, 1, 1, 1])
+    db.upsert_optimizer("leaky", "self_tuning", "learned", "leaky",
+                        {"families": ["rosenbrock_d2"], "datasets": [], "architectures": []})
+    for s in range(3):  # lo: task 1 at step 20, task 2 at step 10, in every study.
+      _add(db, stored, "lo", "self_tuning", "quadratic_d10_cond10", 100 * s, [3, 1, 1, 1])
       _add(db, stored, "lo", "self_tuning", "rosenbrock_d2", 100 * s, [0.5, 0.5, 0.5, 0.5])
+      for task in target:  # leaky: fastest everywhere, but meta-trained on a suite task.
+        _add(db, stored, "leaky", "self_tuning", task, 100 * s, [0.1] * 4)
     lb = algoperf_scores.compute(db, suite)
   by = {e["name"]: e for e in lb["entrants"]}
   ref = by["nadamw"]["per_task"]
@@ -183,14 +213,25 @@ def test_scores_from_the_database(tmp_path):
   # rosenbrock (target 1): study 0 trial 0 hits at 30, study 1 at 40, study 2 trial 1
   # at 30 -> median 30.
   assert ref["rosenbrock_d2"]["steps_to_target"] == 30
-  lo = by["lo"]
-  assert lo["per_task"]["quadratic_d10_cond10"]["steps_to_target"] == 10
-  # rosenbrock_d2 is a classic function: lo's architecture leaks there.
-  assert lo["leakage"] == {"rosenbrock_d2": ["architecture classic_function"]}
-  assert lo["scored_tasks"] == 1
-  # Speedups on the one unleaked task: 20 / 10 = 2 in every study.
+  lo, leaky = by["lo"], by["leaky"]
+  assert lo["per_task"]["quadratic_d10_cond10"]["steps_to_target"] == 20
+  # The architecture class alone is no overlap: lo is scored on every task.
+  assert lo["ineligible"] == {} and lo["scored_tasks"] == 2
+  # leaky is listed apart with the reason, unscored, and sets no best time.
+  assert leaky["ineligible"] == {"rosenbrock_d2": ["family rosenbrock_d2"]}
+  assert leaky["score_steps"] is None and leaky["speedup_iqm"] is None
+  assert lb["entrants"][-1]["name"] == "leaky"
+  # B over both tasks among eligible entrants (hand computed, r_max 4):
+  # quadratic best 20 (nadamw, lo), rosenbrock best 10 (lo): nadamw r = (1, 3).
+  assert by["nadamw"]["score_steps_all"] == pytest.approx(((4 - 1) + (4 - 3)) / 2 / 3)
+  assert lo["score_steps_all"] == pytest.approx(1.0)
+  # Speedups per study: quadratic 20/20 = 1, rosenbrock 30/10 = 3; IQM of
+  # (1, 1, 1, 3, 3, 3) = mean(1, 1, 3, 3) = 2; resampling tasks spans [1, 3].
   assert lo["speedup_iqm"] == pytest.approx(2.0)
-  assert lo["speedup_ci"] == pytest.approx([2.0, 2.0])
+  assert lo["speedup_ci"] == pytest.approx([1.0, 3.0])
+  # P(lo > nadamw): quadratic (1,1,1) vs (1, 2/3, 1) -> 2/3; rosenbrock 3 > all -> 1.
+  assert lb["probability_of_improvement"]["lo|self_tuning"]["nadamw|tuned"] == \
+      pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_suite_v2_shape():

@@ -109,7 +109,7 @@ def test_report_marks_leakage_and_shows_validation_curves(done):
   assert data["protocol"] == "algoperf"
   e = {x["name"]: x for x in data["entrants"]}
   assert set(e) == {"nadamw", "sgd", "scaled-sgd"}
-  assert e["scaled-sgd"]["leakage"] == {tiny.LINREG: ["test_eval_linreg_family"]}
+  assert e["scaled-sgd"]["ineligible"] == {tiny.LINREG: ["family test_eval_linreg_family"]}
   assert e["scaled-sgd"]["scored_tasks"] == 0
   assert e["nadamw"]["speedup_iqm"] is not None and len(e["nadamw"]["speedup_ci"]) == 2
   md = (out / "README.md").read_text()
