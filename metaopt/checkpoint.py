@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import shutil
+import sys
 import threading
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -148,39 +149,54 @@ def _short(e: BaseException) -> str:
 
 
 class _Captured(logging.Handler):
-  """Keeps log records instead of printing them."""
+  """Keeps log records and text written to stderr instead of printing them."""
 
   def __init__(self):
     super().__init__()
     self.records: List[logging.LogRecord] = []
+    self.text: List[str] = []
 
   def emit(self, record):
     self.records.append(record)
 
+  def write(self, text: str) -> int:
+    self.text.append(text)
+    return len(text)
+
+  def flush(self):
+    pass
+
   def clear(self):
     self.records.clear()
+    self.text.clear()
 
 
 @contextlib.contextmanager
 def _quiet_orbax() -> Iterator[_Captured]:
-  """Holds back orbax's (absl's) log records while saving, so that a failed save is one
-  ``CheckpointError`` line instead of dozens of logged tracebacks (the caller clears
-  them); the records of a successful save are passed on."""
+  """Holds back orbax's (absl's) log records and what is printed to ``sys.stderr``
+  while saving (tensorstore's writer threads print a traceback per array when a
+  failed save's event loop is closed under them), so that a failed save is one
+  ``CheckpointError`` line (the caller clears them); a successful save's output is
+  passed on."""
   logger = logging.getLogger("absl")
   captured, handlers, propagate = _Captured(), list(logger.handlers), logger.propagate
   for h in handlers:
     logger.removeHandler(h)
   logger.addHandler(captured)
   logger.propagate = False
+  stderr, sys.stderr = sys.stderr, captured
   try:
     yield captured
   finally:
+    sys.stderr = stderr
     logger.removeHandler(captured)
     for h in handlers:
       logger.addHandler(h)
     logger.propagate = propagate
     for record in captured.records:
       logger.handle(record)
+    if captured.text:
+      stderr.write("".join(captured.text))
 
 
 def read_metadata(directory: str, step: Optional[int] = None) -> Dict[str, Any]:
