@@ -15,6 +15,7 @@ import pytest
 
 from metaopt import checkpoint
 from metaopt.checkpoint import CheckpointError
+from metaopt.lopt import io
 from metaopt.runlog import read_metrics
 from metaopt.meta import trainer as trainer_lib
 from tests.meta import _meta_script as script
@@ -173,3 +174,19 @@ def test_grad_accum_and_resampling(tmp_path):
   assert [r["inner_steps"] for r in res.rows] == [2 * 8 * 2 * 4] * 4
   start = script.objects()["lopt"].init_meta_params(None)
   assert all(np.isfinite(v) and v != float(start[k]) for k, v in res.theta.items())
+
+
+def test_family_object_meta_trains_under_the_name_given(tmp_path):
+  """A user's own family (not registered) is meta-trained; checkpoints, metrics and the
+  export record the name given (``family_name``, default the object's ``name``)."""
+  from tests.meta.helpers import LrMomentum, quadratic_family  # pylint: disable=import-outside-toplevel
+  fam = quadratic_family(fixed=False, name="my_quadratic")
+  cfg = script.config(str(tmp_path), 4, family=fam, **{"eval.every": 0})
+  assert cfg.families == ("my_quadratic",) and cfg.to_dict()["family"] == "my_quadratic"
+  result = trainer_lib.MetaTrainer(cfg, lopt=LrMomentum()).run(progress=False)
+  _, _, meta = io.load_meta_params(result.export_path)
+  assert meta["trained_on"] == ["my_quadratic"] and meta["config"]["family"] == "my_quadratic"
+  named = script.config(str(tmp_path / "named"), 4, family=fam, family_name="mine")
+  assert named.families == ("mine",)
+  with pytest.raises(ValueError, match="family_name='mine' names a family object"):
+    script.config(str(tmp_path), 4, family_name="mine")
