@@ -197,3 +197,65 @@ register(BaselineSpec(
     {"learning_rate": LogUniform(0.1, 10.0)},
     self_tuning=True,
     description="Prodigy, learning-rate-free Adam (Mishchenko & Defazio 2024)"))
+
+
+# The self-tuning field (AlgoPerf's self-tuning ruleset: one run, no per-task settings).
+# The learning-rate-free methods of optax.contrib run at their published defaults.
+
+def _dadapt_adamw(learning_rate, b1, b2, weight_decay):
+  return contrib.dadapt_adamw(learning_rate, betas=(b1, b2), weight_decay=weight_decay)
+
+
+def _dog(learning_rate, reps_rel):
+  # The first step moves ``reps_rel * (1 + |x_0|)`` (the paper's r_eps rule).
+  return contrib.dog(learning_rate, init_step=("heuristic", reps_rel))
+
+
+def _dowg(learning_rate):
+  return contrib.dowg(learning_rate)
+
+
+def _mechanic(learning_rate, base_learning_rate):
+  # Mechanic learns the scale of a base optimizer's updates (Cutkosky et al. 2023):
+  # here Adam at its usual step; ``learning_rate`` multiplies the result (1 = as
+  # published).
+  return optax.chain(contrib.mechanize(optax.adam(base_learning_rate)),
+                     optax.scale(learning_rate))
+
+
+def _cocob(learning_rate, alpha):
+  return contrib.cocob(learning_rate, alpha=alpha)
+
+
+register(BaselineSpec(
+    "nadamw_self_tuning", _nadamw,
+    # AlgoPerf's self-tuning NAdamW baseline: its one fixed config (lr 1.75e-3,
+    # 1 - beta1 = 0.0673, beta2 0.9955, weight decay 0.0812, 2% warm-up, cosine to 0).
+    {"learning_rate": 0.0017486387539278373, "b1": 1 - 0.06733926164,
+     "b2": 0.9955159689799007, "eps": 1e-8, "weight_decay": 0.08121616522670176,
+     "warmup_fraction": 0.02, "lr_decay": "cosine"},
+    {"learning_rate": _LR_WIDE},
+    self_tuning=True,
+    description="NAdamW at AlgoPerf's self-tuning baseline settings (one config for every "
+                "workload)"))
+register(BaselineSpec(
+    "dadapt_adamw", _dadapt_adamw,
+    {"learning_rate": 1.0, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0},
+    {"learning_rate": LogUniform(0.1, 10.0)}, self_tuning=True, schedulable=False,
+    description="D-Adaptation AdamW, learning-rate-free (Defazio & Mishchenko 2023)"))
+register(BaselineSpec(
+    "dog", _dog, {"learning_rate": 1.0, "reps_rel": 1e-6},
+    {"learning_rate": LogUniform(0.1, 10.0)}, self_tuning=True, schedulable=False,
+    description="DoG, distance-over-gradients step size (Ivgi et al. 2023)"))
+register(BaselineSpec(
+    "dowg", _dowg, {"learning_rate": 1.0},
+    {"learning_rate": LogUniform(0.1, 10.0)}, self_tuning=True, schedulable=False,
+    description="DoWG, distance-over-weighted-gradients step size (Khaled et al. 2023)"))
+register(BaselineSpec(
+    "mechanic", _mechanic, {"learning_rate": 1.0, "base_learning_rate": 1e-3},
+    {"learning_rate": LogUniform(0.1, 10.0)}, self_tuning=True, schedulable=False,
+    description="Mechanic, a learned scale over Adam's updates (Cutkosky et al. 2023)"))
+register(BaselineSpec(
+    "cocob", _cocob, {"learning_rate": 1.0, "alpha": 100.0},
+    {"learning_rate": LogUniform(0.1, 10.0)}, self_tuning=True, schedulable=False,
+    description="COCOB-Backprop, coin-betting without a learning rate (Orabona & Tommasi 2017)"))

@@ -39,6 +39,16 @@ REFERENCE = {
     "muon": lambda: contrib.muon(0.02),
     "schedule_free_adamw": lambda: contrib.schedule_free_adamw(2.5e-3, weight_decay=0.0),
     "prodigy": lambda: contrib.prodigy(1.0),
+    # AlgoPerf's self-tuning NAdamW: 2% of TOTAL warm-up, cosine decay to 0.
+    "nadamw_self_tuning": lambda: optax.nadamw(
+        optax.warmup_cosine_decay_schedule(0.0, 0.0017486387539278373, 2, TOTAL),
+        b1=1 - 0.06733926164, b2=0.9955159689799007, eps=1e-8,
+        weight_decay=0.08121616522670176),
+    "dadapt_adamw": lambda: contrib.dadapt_adamw(1.0),
+    "dog": lambda: contrib.dog(1.0),
+    "dowg": lambda: contrib.dowg(1.0),
+    "mechanic": lambda: optax.chain(contrib.mechanize(optax.adam(1e-3)), optax.scale(1.0)),
+    "cocob": lambda: contrib.cocob(1.0),
 }
 
 
