@@ -4,6 +4,11 @@ wandb runs in offline mode unless asked otherwise (``mode="online"``), honours
 ``WANDB_MODE`` (tests set ``disabled``), and is skipped cleanly when the package is
 missing or fails to start. The JSONL file is the source of truth: one JSON object
 per line, appended and flushed, so a killed job loses nothing it has logged.
+
+The logger keeps every row of the file (those read on resume and those it logged):
+when ``metrics.jsonl`` is deleted or replaced while a job logs (the run directory
+removed by hand), the next ``log`` writes the file again with all of them and warns,
+instead of appending to a file nobody can read.
 """
 
 from __future__ import annotations
@@ -11,12 +16,32 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 WANDB_MODES = ("offline", "online", "disabled")
+#: Seconds an online wandb start may take before falling back to offline.
+WANDB_INIT_TIMEOUT_S = 20.0
+#: File in a run directory holding its wandb run id (a resume continues that run).
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(run_dir: str, resume: bool) -> str:
+  """The wandb run id of ``run_dir``: the one recorded there when resuming, else a
+  new one (recorded)."""
+  path = os.path.join(run_dir, WANDB_ID_FILE)
+  if resume and os.path.exists(path):
+    with open(path) as f:
+      recorded = f.read().strip()
+    if recorded.isalnum():
+      return recorded
+  run_id = secrets.token_hex(4)
+  with open(path, "w") as f:
+    f.write(run_id + "\n")
+  return run_id
 
 
 def _to_python(value: Any) -> Any:
@@ -24,6 +49,17 @@ def _to_python(value: Any) -> Any:
     value = np.asarray(value)
     return value.item() if value.ndim == 0 else value.tolist()
   return value
+
+
+def check_run_dir(run_dir: str) -> None:
+  """Raises ``ValueError`` when ``run_dir`` (or a folder above it) is an existing file."""
+  probe = os.path.abspath(run_dir)
+  while probe and not os.path.exists(probe):
+    probe = os.path.dirname(probe) if os.path.dirname(probe) != probe else ""
+  if probe and not os.path.isdir(probe):
+    raise ValueError(f"run directory {run_dir} cannot be created: {probe} is an existing "
+                     "file, not a directory. Choose another run directory (e.g. --out "
+                     "runs/NAME).")
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -54,6 +90,7 @@ class MetricsLogger:
                resume: bool = False):
     if mode not in WANDB_MODES:
       raise ValueError(f"wandb mode {mode!r} is not one of {WANDB_MODES}.")
+    check_run_dir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     self.run_dir = run_dir
     self.path = os.path.join(run_dir, "metrics.jsonl")
@@ -62,36 +99,95 @@ class MetricsLogger:
     if resume and os.path.exists(self.path) and not _ends_with_newline(self.path):
       # Appending after a half-written line would glue two rows together.
       _write_rows(self.path, _read_rows(self.path))
-    if config is not None:
-      with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2, default=str)
+    self._config = config
+    self._write_config()
+    self._rows = _read_rows(self.path) if resume and os.path.exists(self.path) else []
     self._file = open(self.path, "a")
     self._wandb = None
     mode = os.environ.get("WANDB_MODE", mode)
     if mode != "disabled":
-      self._wandb = self._start_wandb(run_dir, config, project, mode, name)
+      self._wandb = self._start_wandb(run_dir, config, project, mode, name, resume)
 
   @staticmethod
-  def _start_wandb(run_dir, config, project, mode, name):
+  def _start_wandb(run_dir, config, project, mode, name, resume=False):
+    """A wandb run (``None`` if wandb is missing or fails): the run directory's
+    ``wandb_run_id`` is continued on resume and written for a fresh run; an online
+    start that cannot reach the server within ``WANDB_INIT_TIMEOUT_S`` falls back to
+    offline (``wandb sync`` uploads it later) with a one-line warning."""
     try:
       import wandb  # pylint: disable=import-outside-toplevel
     except ImportError:
       warnings.warn("wandb is not installed; logging to metrics.jsonl only.")
       return None
+    run_id = wandb_run_id(run_dir, resume)
+
+    def start(mode):
+      return wandb.init(project=project, dir=run_dir, mode=mode, name=name, config=config,
+                        id=run_id, resume="allow", reinit="create_new",
+                        settings=wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S,
+                                                login_timeout=WANDB_INIT_TIMEOUT_S))
     try:
-      return wandb.init(project=project, dir=run_dir, mode=mode, name=name,
-                        config=config, reinit="create_new")
-    except Exception as e:  # wandb failing must never kill a training job.
-      warnings.warn(f"wandb failed to start ({e}); logging to metrics.jsonl only.")
+      return start(mode)
+    except Exception as e:  # pylint: disable=broad-except  (wandb must never kill a job)
+      reason = " ".join(str(e).split())[:200] or type(e).__name__
+      if mode == "online":
+        try:
+          run = start("offline")
+          warnings.warn(f"wandb could not start online within {WANDB_INIT_TIMEOUT_S:g} s "
+                        f"({reason}); logging offline to {run_dir}/wandb (upload it later "
+                        f"with `wandb sync`).")
+          return run
+        except Exception:  # pylint: disable=broad-except
+          pass
+      warnings.warn(f"wandb failed to start ({reason}); logging to metrics.jsonl only.")
       return None
+
+  def _write_config(self) -> None:
+    if self._config is not None:
+      with open(os.path.join(self.run_dir, "config.json"), "w") as f:
+        json.dump(self._config, f, indent=2, default=str)
+
+  def _vanished(self) -> bool:
+    """True when ``self.path`` no longer names the file being appended to."""
+    try:
+      on_disk = os.stat(self.path)
+    except FileNotFoundError:
+      return True
+    mine = os.fstat(self._file.fileno())
+    return (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
+
+  def _rewrite(self) -> None:
+    """Writes ``metrics.jsonl`` (and ``config.json``) again from the rows kept."""
+    self._file.close()
+    os.makedirs(self.run_dir, exist_ok=True)
+    self._write_config()
+    _write_rows(self.path, self._rows)
+    self._file = open(self.path, "a")
+    warnings.warn(f"{self.path} was deleted or replaced while this job was logging; "
+                  f"wrote it again with the {len(self._rows)} rows of this run.",
+                  stacklevel=3)
 
   def log(self, step: int, metrics: Dict[str, Any]) -> None:
     row = {"step": int(step)}
     row.update({k: _to_python(v) for k, v in metrics.items()})
+    if self._vanished():
+      self._rewrite()
+    self._rows.append(row)
     self._file.write(json.dumps(row, allow_nan=True) + "\n")
     self._file.flush()
     if self._wandb is not None:
       self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
+
+  def log_images(self, step: int, images: Dict[str, str]) -> None:
+    """Uploads PNG files (``{key: path}``, e.g. the curves) to the wandb run."""
+    if self._wandb is None:
+      return
+    try:
+      import wandb  # pylint: disable=import-outside-toplevel
+      self._wandb.log({k: wandb.Image(p) for k, p in images.items() if os.path.exists(p)},
+                      step=int(step))
+    except Exception as e:  # pylint: disable=broad-except  (never kill a job)
+      warnings.warn(f"wandb could not log the images {sorted(images)} ({e}).")
 
   def close(self) -> None:
     self._file.close()

@@ -85,6 +85,9 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
   ends = inner.eval_schedule(steps, eval_every)
   k_init, step_keys, _ = inner.seed_keys(seed, steps)
   params = task.init(k_init)
+  if not jax.tree_util.tree_leaves(params):
+    raise ValueError(f"task {task.name!r}: init returned parameters without any array "
+                     f"({params!r}); a task must have something to train.")
   opt_state = opt.init(params)
 
   def period(params, opt_state, data, keys, first_step):
@@ -171,9 +174,10 @@ def run(task_name: str, optimizer: str, steps: int, seed: int = 0,
   try:
     result = train(task, opt, steps, seed=seed, eval_every=eval_every,
                    eval_batches=eval_batches, progress=progress, callback=logger.log)
+    title = f"{task_name} / {optimizer} (seed {seed})"
+    plot_path = plot_curves(read_metrics(logger.path), ["train_loss", "valid_loss"],
+                            os.path.join(run_dir, "curve.png"), title=title)
+    logger.log_images(steps, {"curve": plot_path})
   finally:
     logger.close()
-  title = f"{task_name} / {optimizer} (seed {seed})"
-  plot_path = plot_curves(read_metrics(logger.path), ["train_loss", "valid_loss"],
-                          os.path.join(run_dir, "curve.png"), title=title)
   return RunRecord(result, config, run_dir, logger.path, plot_path)

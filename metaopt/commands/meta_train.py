@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
                  "--set estimator.sigma=0.02; give the config before --set")
   p.add_argument("--print-config", action="store_true", help="print the config and exit")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
+                 help="wandb mode (sets run.wandb_mode; default: the config's, offline)")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() first (multi-host jobs)")
   p.add_argument("--coordinator", default=None, help="coordinator host:port (multi-host)")
@@ -45,7 +47,8 @@ def run(args) -> int:
   from metaopt.meta import config as config_lib  # pylint: disable=import-outside-toplevel
   from metaopt.meta import trainer  # pylint: disable=import-outside-toplevel
   try:
-    cfg = config_lib.load_config(args.config, args.overrides)
+    wandb = [f"run.wandb_mode={args.wandb}"] if getattr(args, "wandb", None) else []
+    cfg = config_lib.load_config(args.config, list(args.overrides) + wandb)
     if args.print_config:
       print(json.dumps(cfg.to_dict(), indent=2))
       return 0

@@ -46,6 +46,7 @@ from metaopt.meta import estimators as est_lib
 from metaopt.meta import config as config_lib
 from metaopt.meta.config import SMALL_LEAF_SIZE, MetaTrainConfig
 from tasks.base import TaskFamily
+from tasks import sealed
 from metaopt.meta.unroll import InnerProblem, shared_data, train_curve
 
 #: Metrics that are counts (summed over gradient-accumulation micro-steps).
@@ -147,6 +148,11 @@ def make_estimator(config: MetaTrainConfig, problem: InnerProblem) -> est_lib.Gr
   return one(config.estimator.name)
 
 
+def _meta(family) -> dict:
+  """A family's ``metadata`` as a dict (empty when it has none)."""
+  return dict(getattr(family, "metadata", {}) or {})
+
+
 @dataclasses.dataclass(frozen=True)
 class Member:
   """One family of a run (a run meta-trains on one family or a mixture ``a,b``).
@@ -231,6 +237,10 @@ class MetaTrainer:
       static = fam.sample_static(ks)
       problem = InnerProblem(fam, static, self.lopt, config.schedule, config.estimator.meta_loss)
       self.members.append(Member(name, fam, static, shared_data(fam, static, kd), problem))
+    # Held-out data is what the leaderboard judges on: refuse it unless forced.
+    self.sealed_used = sealed.check_meta_training(
+        {m.name: (_meta(m.family).get("dataset"), _meta(m.family).get("architecture"))
+         for m in self.members}, allow_sealed=config.run.allow_sealed)
     if len(self.members) == 1:
       self.estimator = make_estimator(config, self.members[0].problem)
       self.data = self.members[0].data
@@ -486,10 +496,15 @@ class MetaTrainer:
     restored = self.restore()
     state, wall, compile_time = restored if restored else (self.init_state(), 0.0, None)
     start = int(_to_host(state.step))
+    bar = None
+    if progress and lead:
+      bar = tqdm(total=cfg.outer.num_steps, initial=start, desc=cfg.run.name, unit="step")
+    _status(bar, "compiling the outer step")
     t_compile = time.perf_counter()
     outer_step = self.compile_step(state)
     # Device time counts the first session's compilation only (a resume recompiles).
     compile_time = time.perf_counter() - t_compile if compile_time is None else compile_time
+    _status(bar, f"compiled in {time.perf_counter() - t_compile:.0f} s")
     metrics_path = os.path.join(cfg.run.run_dir, "metrics.jsonl")
     logger = None
     if lead:
@@ -498,9 +513,6 @@ class MetaTrainer:
       logger = MetricsLogger(cfg.run.run_dir, cfg.to_dict(), project=cfg.run.wandb_project,
                              mode=cfg.run.wandb_mode, name=cfg.run.name, resume=bool(restored))
     stop = _StopFlag()
-    bar = None
-    if progress and lead:
-      bar = tqdm(total=cfg.outer.num_steps, initial=start, desc=cfg.run.name, unit="step")
     step, t_window, steps_window = start, time.perf_counter(), 0
     # The best held-out evaluation so far (eval.keep_best), from the kept metrics rows.
     best = min((r["eval/lopt_final_loss"] for r in read_metrics(metrics_path)
@@ -526,6 +538,8 @@ class MetaTrainer:
             t_window, steps_window = time.perf_counter(), 0
             self._check_health(row, int(_to_host(state.skip_streak)), step, bar)
           if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.outer.num_steps):
+            _status(bar, f"evaluating on {cfg.eval.tasks} held-out tasks x {cfg.eval.horizon} "
+                         "steps (θ and Adam)")
             row.update(self.evaluate(state.theta))
             t_window, steps_window = time.perf_counter(), 0
             if cfg.eval.keep_best and row["eval/lopt_final_loss"] < best:
@@ -545,7 +559,7 @@ class MetaTrainer:
           if step % cfg.run.checkpoint_every == 0 or step == cfg.outer.num_steps or stop.flag:
             self.save(state, wall, compile_time)
             if lead:
-              self._plot()
+              logger.log_images(step, self._plot())
           if stop.flag:
             interrupted = True
             break
@@ -578,14 +592,18 @@ class MetaTrainer:
       else:
         warnings.warn(message, stacklevel=2)
 
-  def _plot(self) -> None:
+  def _plot(self) -> Dict[str, str]:
+    """Writes the curves' PNGs; returns ``{name: path}`` (uploaded to wandb)."""
     rows = read_metrics(os.path.join(self.config.run.run_dir, "metrics.jsonl"))
-    plot_curves(rows, ["meta_loss"], os.path.join(self.config.run.run_dir, "meta_loss.png"),
-                title=f"{self.config.run.name}: meta-loss")
+    out = {"meta_loss_curve": plot_curves(
+        rows, ["meta_loss"], os.path.join(self.config.run.run_dir, "meta_loss.png"),
+        title=f"{self.config.run.name}: meta-loss")}
     if any("eval/lopt_final_loss" in r for r in rows):
-      plot_curves(rows, ["eval/lopt_final_loss", "eval/adam_final_loss"],
-                  os.path.join(self.config.run.run_dir, "eval_loss.png"),
-                  title=f"{self.config.run.name}: held-out final training loss")
+      out["eval_loss_curve"] = plot_curves(
+          rows, ["eval/lopt_final_loss", "eval/adam_final_loss"],
+          os.path.join(self.config.run.run_dir, "eval_loss.png"),
+          title=f"{self.config.run.name}: held-out final training loss")
+    return out
 
   @property
   def export_path(self) -> str:
@@ -606,6 +624,9 @@ class MetaTrainer:
     extra = {} if selected_at_step is None else {"selected_at_step": selected_at_step}
     io.save(path, self.lopt, theta, {**extra,
         "trained_on": list(cfg.families),
+        "trained_on_datasets": sorted({str(_meta(m.family)["dataset"])
+                                       for m in self.members if _meta(m.family).get("dataset")}),
+        **({"sealed_data_used": self.sealed_used} if self.sealed_used else {}),
         # Outer steps, held-out evaluations and one compilation, on every device.
         "meta_training_device_hours": wall_time * jax.device_count() / 3600.0,
         "meta_training_steps": cfg.outer.num_steps,
@@ -613,6 +634,13 @@ class MetaTrainer:
         "config": cfg.to_dict(),
     })
     return path
+
+
+def _status(bar, text: str) -> None:
+  """Shows what the job is doing between outer steps (compiling, evaluating) on the
+  progress bar; nothing without one."""
+  if bar is not None:
+    bar.set_postfix_str(text, refresh=True)
 
 
 class _StopFlag:
