@@ -123,3 +123,12 @@ def test_train_with_a_shipped_learned_optimizer(tmp_path, capsys):
   assert cli.main(["train", "--task", name, "--optimizer", str(tmp_path / "x.safetensors"),
                    "--steps", "5", "--no-progress", "--wandb", "disabled"]) == 2
   _one_line_error(capsys, "x.safetensors")
+
+
+def test_a_command_whose_extra_is_missing_says_which_to_install(monkeypatch, capsys):
+  import sys
+  monkeypatch.setitem(sys.modules, "metaopt.commands.amortized", None)  # import fails
+  assert "amortized" in cli.build_parser().format_help()
+  assert cli.main(["amortized", "train", "--out", "x"]) == 2
+  _one_line_error(capsys, "pip install 'metaopt-jax[all]'")
+  assert cli.main(["list", "pretrained"]) == 0

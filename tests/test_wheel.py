@@ -123,3 +123,11 @@ def test_wheel_core_install_loads_every_shipped_optimizer(tmp_path):
                         "'configs/mlp_digits.py'))"], cwd=tmp_path, env=env, check=True,
                        capture_output=True, text=True).stdout.split()
   assert all(p.startswith(str(venv)) and os.path.exists(p) for p in out), out
+  # The CLI starts: `list pretrained` works, a command that needs an extra says which.
+  metaopt_cli = str(venv / "bin" / "metaopt")
+  listed = subprocess.run([metaopt_cli, "list", "pretrained"], cwd=tmp_path, env=env,
+                          check=True, capture_output=True, text=True).stdout
+  assert "general-v2" in listed
+  proc = subprocess.run([metaopt_cli, "amortized", "train"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True)
+  assert proc.returncode == 2 and "metaopt-jax[all]" in proc.stderr, proc.stderr
