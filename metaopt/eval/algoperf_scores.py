@@ -31,13 +31,13 @@ INF = float("inf")
 def entrant_from_row(row: Dict[str, Any]) -> Entrant:
   """The ``Entrant`` (without weights) of a row of the ``optimizers`` table."""
   tr = row["trained_on"]
-  if isinstance(tr, dict):
-    fams, data, archs = tr.get("families", ()), tr.get("datasets", ()), tr.get("architectures", ())
-  else:
-    fams, data, archs = tr, (), ()
+  if not isinstance(tr, dict):
+    tr = {"families": tr or ()}
   return Entrant(name=row["name"], kind=row["kind"], ruleset=row["ruleset"],
-                 source=row["source"], trained_on=tuple(fams),
-                 trained_on_datasets=tuple(data), trained_on_architectures=tuple(archs),
+                 source=row["source"], trained_on=tuple(tr.get("families", ())),
+                 trained_on_datasets=tuple(tr.get("datasets", ())),
+                 trained_on_architectures=tuple(tr.get("architectures", ())),
+                 trained_on_synthetic_architectures=tuple(tr.get("synthetic_architectures", ())),
                  meta_cost_hours=row["meta_cost_hours"], description=row["description"])
 
 

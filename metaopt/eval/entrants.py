@@ -34,7 +34,6 @@ import optax
 
 import tasks as task_registry
 from metaopt import optimizers
-from tasks import sealed
 from metaopt.lopt import io
 from tasks.registry import unknown_name_message
 
@@ -52,6 +51,8 @@ class Entrant:
     ruleset: one of ``RULESETS``.
     source: baseline registry name, or the learned optimizer's name/path.
     trained_on: task families a learned optimizer was meta-trained on.
+    trained_on_synthetic_architectures: the architecture classes of its meta-training
+      families with generated data (leakage on generated tasks).
     trained_on_datasets, trained_on_architectures: the datasets and architecture
       classes (``tasks.ARCHITECTURES``) of its meta-training tasks (leakage guard).
     meta_cost_hours: meta-training cost in device-hours (learned), else None.
@@ -72,6 +73,7 @@ class Entrant:
   fingerprint: str = ""
   trained_on_datasets: Tuple[str, ...] = ()
   trained_on_architectures: Tuple[str, ...] = ()
+  trained_on_synthetic_architectures: Tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.kind not in ("baseline", "learned"):
@@ -168,13 +170,14 @@ def learned(name: str, lopt, theta, metadata: Optional[Dict[str, Any]] = None,
   cost = metadata.get("meta_training_device_hours", metadata.get("meta_training_cost_hours"))
   trained_on = _strings(metadata.get("trained_on"))
   families = tuple(dict.fromkeys(trained_on + _strings(metadata.get("trained_on_families"))))
-  datasets, architectures = derived_training_classes(families)
+  datasets, architectures, synthetic = derived_training_classes(families)
   datasets = tuple(dict.fromkeys(_strings(metadata.get("trained_on_datasets")) + datasets))
   architectures = tuple(dict.fromkeys(_strings(metadata.get("trained_on_architectures"))
                                       + architectures))
   return Entrant(name=name, kind="learned", ruleset="self_tuning", source=source or name,
                  trained_on=families, trained_on_datasets=datasets,
                  trained_on_architectures=architectures,
+                 trained_on_synthetic_architectures=synthetic,
                  meta_cost_hours=None if cost is None else float(cost),
                  description=str(metadata.get("description", f"learned ({lopt.arch})")),
                  lopt=lopt, theta=theta, fingerprint=h.hexdigest()[:16])
@@ -186,11 +189,11 @@ def _strings(x) -> Tuple[str, ...]:
   return (str(x),) if isinstance(x, str) else tuple(str(v) for v in x)
 
 
-def derived_training_classes(families) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-  """``(datasets, architectures)`` of registered task families (or task names) from
-  their ``metadata`` (for weight files written before the header listed them);
-  unknown names contribute nothing."""
-  datasets, archs = [], []
+def derived_training_classes(families) -> Tuple[Tuple[str, ...], ...]:
+  """``(datasets, architectures, architectures of generated data)`` of registered
+  task families (or task names) from their ``metadata``; unknown names contribute
+  nothing."""
+  datasets, archs, synthetic = [], [], []
   for f in families:
     meta = {}
     if f in task_registry.family_names():
@@ -199,7 +202,9 @@ def derived_training_classes(families) -> Tuple[Tuple[str, ...], Tuple[str, ...]
       datasets.append(str(meta["dataset"]))
     if meta.get("architecture"):
       archs.append(str(meta["architecture"]))
-  return tuple(dict.fromkeys(datasets)), tuple(dict.fromkeys(archs))
+      if meta.get("dataset") == task_registry.SYNTHETIC:
+        synthetic.append(str(meta["architecture"]))
+  return tuple(tuple(dict.fromkeys(x)) for x in (datasets, archs, synthetic))
 
 
 def parse(spec: str) -> Entrant:
@@ -273,15 +278,17 @@ def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],
             task_metadata: Optional[Dict[str, Any]] = None) -> List[str]:
   """What ``entrant``'s meta-training shares with a held-out task (empty: nothing).
 
-  A family overlaps when it is the task's name, one of the suite's declared
-  ``families`` of the task, the task's ``metadata["family"]``, when the family's name
-  without a ``_family`` suffix is a prefix of the task's name (``mlp_digits_family``
-  vs ``mlp_digits_w128_d2``), or when both belong to one sealed family
-  (``tasks.sealed.sealed_family``: ``quadratic_noisy_family`` vs
-  ``quadratic_d100_cond10000``). A dataset overlaps when the task's real dataset
-  (not generated data, ``tasks.SYNTHETIC``) is one the entrant meta-trained on. The
-  architecture class alone is no overlap: a rule meta-trained on MLPs may be judged
-  on MLPs of other data (that is the point of a held-out suite).
+  * **Family**: a family it meta-trained on is the task's name, one of the suite's
+    declared ``families`` of the task, the task's ``metadata["family"]``, or its name
+    without a ``_family`` suffix is a prefix of the task's name
+    (``mlp_digits_family`` vs ``mlp_digits_w128_d2``).
+  * **Dataset**: the task's real dataset is one it meta-trained on. Generated data
+    (``tasks.SYNTHETIC``) is identified by its class: a generated task overlaps an
+    entrant meta-trained on generated problems of the task's architecture class
+    (``quadratic_noisy_family`` vs ``quadratic_d100_cond10000``).
+
+  The architecture class of a task on real data is no overlap: a rule meta-trained
+  on MLPs may be judged on MLPs of other data (the point of a held-out suite).
   """
   if entrant.kind != "learned":
     return []
@@ -289,16 +296,17 @@ def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],
   declared = set(task_families)
   if meta.get("family"):
     declared.add(str(meta["family"]))
-  task_sealed = sealed.sealed_family(task_name)
   hits = []
   for f in entrant.trained_on:
     stem = f[:-len("_family")] if f.endswith("_family") else f
-    if (f == task_name or f in declared or task_name.startswith(stem)
-        or (task_sealed is not None and sealed.sealed_family(f) == task_sealed)):
+    if f == task_name or f in declared or task_name.startswith(stem):
       hits.append(f"family {f}")
-  dataset = meta.get("dataset")
+  dataset, arch = meta.get("dataset"), meta.get("architecture")
   if dataset and dataset != task_registry.SYNTHETIC and dataset in entrant.trained_on_datasets:
     hits.append(f"dataset {dataset}")
+  if (dataset == task_registry.SYNTHETIC and arch
+      and arch in entrant.trained_on_synthetic_architectures):
+    hits.append(f"generated {arch} problems")
   return hits
 
 

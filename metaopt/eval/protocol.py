@@ -52,12 +52,14 @@ def search_method() -> str:
 
 
 def trial_configs(name: str, num_trials: int, seed: int,
-                  extra: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+                  extra: Optional[Dict[str, Any]] = None,
+                  space: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
   """``num_trials`` full configs of baseline ``name``: defaults updated by quasi-random
-  points of its search space (seeded by ``seed``) and ``extra``."""
+  points of its search space (``space`` when the suite freezes one; seeded by
+  ``seed``) and ``extra``."""
   spec = optimizers.spec(name)
   points = optimizers.search_configs(name, method=search_method(), num_trials=num_trials,
-                                     seed=seed)
+                                     seed=seed, space=space)
   out = []
   for p in points:
     cfg = dict(spec.defaults)
@@ -125,7 +127,8 @@ def plan(suite: S.Suite, e: E.Entrant, st: S.SuiteTask):
   if e.tuned:
     configs, seeds = [], []
     for s in suite.seeds:
-      configs += trial_configs(e.source, suite.trials, seed=s)
+      configs += trial_configs(e.source, suite.trials, seed=s,
+                               space=suite.search_space(e.source))
       seeds += [suite.trial_seed(s, i) for i in range(suite.trials)]
     return configs, seeds, steps
   cfg = e.fixed_config(steps)
@@ -207,7 +210,8 @@ def setup_suite(suite: S.Suite) -> S.Suite:
 
 def _training_classes(e: E.Entrant) -> Dict[str, List[str]]:
   return {"families": list(e.trained_on), "datasets": list(e.trained_on_datasets),
-          "architectures": list(e.trained_on_architectures)}
+          "architectures": list(e.trained_on_architectures),
+          "synthetic_architectures": list(e.trained_on_synthetic_architectures)}
 
 
 def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
@@ -239,7 +243,8 @@ def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
         e = E.Entrant(**{**{f: getattr(e, f) for f in e.__dataclass_fields__},
                          "ruleset": "tuned"})
         extra = scheduled(name, suite.target_schedule)
-        configs = trial_configs(name, suite.target_trials, suite.target_tuning_seed, extra)
+        configs = trial_configs(name, suite.target_trials, suite.target_tuning_seed, extra,
+                                space=suite.search_space(name))
         seeds = [suite.target_tuning_seed + i for i in range(len(configs))]
         rows = _run_missing(db, setup, e, task, "target_tune", configs, seeds, st.steps,
                             st.eval_every, False, stats, log)

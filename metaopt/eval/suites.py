@@ -22,6 +22,10 @@ A suite with ``"protocol": "algoperf"`` (``v2``) is scored the AlgoPerf way
    "bootstrap": {"reps": 2000, "seed": 0},
    "target_setting": {"seeds": [1000, ...], "tuning_seed": 2000, "trials": 8,
                       "baselines": ["nadamw", "adamw", "adam"], "schedule": "warmup_cosine"},
+   "search_spaces": {"nadamw": {"learning_rate": ["log_uniform", 1e-4, 0.3], ...}},
+                                          # frozen spaces (target setting and tuning)
+   "sealed": true,                        # its datasets/families are held out
+                                          # (``tasks.sealed``; checked by a test)
    "tasks": [{"task": ..., "steps": 300,  # the target-setting run's steps
               "eval_every": 20, "target": {"valid_loss": ..., "valid_error": ..., ...}}]
 
@@ -44,6 +48,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from metaopt.optimizers.space import axis_from_json
 from tasks.registry import Registry, unknown_name_message
 
 SUITES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "suites")
@@ -52,7 +57,7 @@ LOCK_PATH = os.path.join(SUITES_DIR, "LOCK.json")
 _TOP_KEYS = {"name", "version", "description", "seeds", "tuning_seed", "tuning",
              "smoothing_window", "reference", "r_max", "eval_batches", "tasks",
              "protocol", "trials", "search", "budget", "speedup_reference", "bootstrap",
-             "target_setting"}
+             "target_setting", "search_spaces", "sealed"}
 _TASK_KEYS = {"task", "steps", "eval_every", "families", "target"}
 _TUNING_KEYS = {"lr_points", "other_points", "max_trials"}
 _TARGET_SETTING_KEYS = {"seeds", "tuning_seed", "trials", "baselines", "schedule"}
@@ -115,6 +120,14 @@ class Suite:
   target_trials: int = 8
   target_baselines: Tuple[str, ...] = ("nadamw", "adamw", "adam")
   target_schedule: str = "warmup_cosine"
+  search_spaces: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict,
+                                                                compare=False)
+  sealed: bool = False
+
+  def search_space(self, baseline: str) -> Optional[Dict[str, Any]]:
+    """The search space the suite freezes for ``baseline`` (used by its target
+    setting and its external tuning), or None (the baseline's registry space)."""
+    return self.search_spaces.get(baseline)
 
   @property
   def id(self) -> str:
@@ -282,7 +295,16 @@ def _algoperf_fields(content: Dict[str, Any], where: str) -> Dict[str, Any]:
   except (ValueError, ZeroDivisionError) as e:
     raise SuiteError(f"{where}: 'budget' factors must be numbers or fractions like \"4/3\" "
                      f"({e}).") from e
+  spaces = {}
+  for name, axes in dict(content.get("search_spaces", {})).items():
+    _require(isinstance(axes, dict) and axes, where,
+             f"'search_spaces.{name}' must map hyper-parameters to axes.")
+    try:
+      spaces[str(name)] = {str(k): axis_from_json(v) for k, v in axes.items()}
+    except ValueError as e:
+      raise SuiteError(f"{where}: search_spaces.{name}: {e}") from e
   return dict(
+      search_spaces=spaces, sealed=bool(content.get("sealed", False)),
       protocol=protocol, trials=int(content.get("trials", 5)),
       search=str(content.get("search", "quasirandom")),
       budget_external=ext, budget_self_tuning=self_t,

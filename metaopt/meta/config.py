@@ -190,6 +190,9 @@ class RunConfig:
     max_skipped_steps: stop with an error (nothing exported) once this many
       consecutive outer updates were skipped (no valid inner run, or a non-finite
       meta-gradient); checked at logging steps.
+    allow_sealed: meta-train on data a leaderboard suite holds out (``tasks.sealed``);
+      refused by default. The export records the sealed items used, and the
+      leaderboard then lists the weights as ineligible for that suite.
     accept_changes: resume a checkpoint even though its recorded configuration
       (``MetaTrainConfig.resolved``) or package version differs from this run's; the
       differences are printed as a warning and the run mixes the two setups. Off by
@@ -204,6 +207,7 @@ class RunConfig:
   wandb_project: str = "metaopt"
   max_skipped_steps: int = 20
   accept_changes: bool = False
+  allow_sealed: bool = False
 
   def __post_init__(self):
     _check_run_name(self.name)

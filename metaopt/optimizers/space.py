@@ -127,3 +127,22 @@ Axis = (LogUniform, Uniform, OneMinusLogUniform, Choice)
 def _uniform(key: jax.Array) -> float:
   """One uniform draw in [0, 1) from ``key``."""
   return float(jax.random.uniform(key, ()))
+
+
+#: JSON spelling of an axis (suite files): ``["log_uniform", lo, hi]``, ``["uniform",
+#: lo, hi]``, ``["one_minus_log_uniform", lo, hi]`` or ``["choice", [options...]]``.
+_AXIS_KINDS = {"log_uniform": LogUniform, "uniform": Uniform,
+               "one_minus_log_uniform": OneMinusLogUniform}
+
+
+def axis_from_json(spec) -> Any:
+  """An axis from its JSON spelling (``_AXIS_KINDS`` or ``choice``); ValueError
+  naming the spelling otherwise."""
+  if isinstance(spec, (list, tuple)) and spec:
+    kind = spec[0]
+    if kind == "choice" and len(spec) == 2 and isinstance(spec[1], (list, tuple)):
+      return Choice(spec[1])
+    if kind in _AXIS_KINDS and len(spec) == 3:
+      return _AXIS_KINDS[kind](float(spec[1]), float(spec[2]))
+  raise ValueError(f"search-space axis {spec!r}: expected [KIND, low, high] with KIND in "
+                   f"{sorted(_AXIS_KINDS)} or [\"choice\", [options...]].")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -97,7 +97,8 @@ def _grid_points(axes: Dict[str, Any], num_trials: Optional[int]) -> int:
 
 def search_configs(name: str, method: str = "grid", num_trials: Optional[int] = None,
                    seed: int = 0, grid_points: Optional[int] = None,
-                   search: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+                   search: Optional[Sequence[str]] = None,
+                   space: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
   """The trial configs (searched keys only) ``tune`` would run, in order.
 
   Args:
@@ -111,10 +112,19 @@ def search_configs(name: str, method: str = "grid", num_trials: Optional[int] = 
     grid_points: values per numeric grid axis (default from ``num_trials``, else 5).
     search: which hyper-parameters to search (default: the whole search space);
       ``("learning_rate",)`` is the classic learning-rate sweep.
+    space: a search space (name -> axis) replacing the baseline's own (a suite
+      freezes the spaces it tunes over); its keys must be hyper-parameters of
+      ``name``.
   """
   if method not in METHODS:
     raise ValueError(f"Unknown tuning method {method!r}; expected one of {METHODS}.")
-  space = registry.spec(name).search_space
+  spec = registry.spec(name)
+  if space is not None:
+    extra = sorted(set(space) - set(spec.defaults))
+    if extra:
+      raise ValueError(f"{name}: search space keys {extra} are not its hyper-parameters "
+                       f"{sorted(spec.defaults)}.")
+  space = spec.search_space if space is None else space
   keys = list(search) if search is not None else sorted(space)
   unknown = [k for k in keys if k not in space]
   if unknown:

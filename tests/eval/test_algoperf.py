@@ -155,10 +155,14 @@ def test_leakage_by_dataset_and_family_not_architecture():
                                                    "architecture": "mlp"}) == []
   assert E.leakage(ent, "mlp_digits_w32_d2", (), {"dataset": "digits", "architecture": "mlp"}) \
       == ["family mlp_digits_w32_d2_family", "dataset digits"]
-  # Families of one sealed generator overlap whatever their names.
-  quad = _learned(["quadratic_noisy_family"])
-  assert E.leakage(quad, "quadratic_d100_cond10000", (), {"dataset": "synthetic"}) == \
-      ["family quadratic_noisy_family"]
+  # Generated problems of one class overlap whatever the family names.
+  quad = E.Entrant("lo", "learned", "self_tuning", "lo", trained_on=("quadratic_noisy_family",),
+                   trained_on_synthetic_architectures=("quadratic",))
+  assert E.leakage(quad, "quadratic_d100_cond10000", (), {"dataset": "synthetic",
+                                                          "architecture": "quadratic"}) == \
+      ["generated quadratic problems"]
+  assert E.leakage(quad, "rosenbrock_d10", (), {"dataset": "synthetic",
+                                                "architecture": "classic_function"}) == []
   # Generated data is no shared dataset.
   synth = _learned(datasets=["synthetic"])
   assert E.leakage(synth, "rosenbrock_d10", (), {"dataset": "synthetic"}) == []
@@ -167,8 +171,10 @@ def test_leakage_by_dataset_and_family_not_architecture():
 
 
 def test_old_weight_files_derive_datasets_and_architectures_from_families():
-  data, archs = E.derived_training_classes(["mlp_digits_w32_d2_family", "no_such_family"])
-  assert data == ("digits",) and archs == ("mlp",)
+  data, archs, synthetic = E.derived_training_classes(["mlp_digits_w32_d2_family",
+                                                       "quadratic_family", "no_such_family"])
+  assert data == ("digits", "synthetic") and archs == ("mlp", "quadratic")
+  assert synthetic == ("quadratic",)
   ent = E.parse("mlp-digits-v1")  # Its header lists only `trained_on`.
   assert "digits" in ent.trained_on_datasets and "mlp" in ent.trained_on_architectures
 
