@@ -42,9 +42,15 @@ def shipped_learned() -> List[str]:
   return list(io.pretrained_names())
 
 
+#: Baselines entered at their published defaults too (the self-tuning field).
+AT_DEFAULTS = ("schedule_free_adamw",)
+
+
 def default_optimizers() -> List[str]:
-  """Every registry baseline and every shipped learned optimizer."""
-  return E.all_baselines() + [f"lopt:{n}" for n in shipped_learned()]
+  """Every registry baseline (schedule-free AdamW also at its published defaults, a
+  self-tuning entrant) and every shipped learned optimizer."""
+  return (E.all_baselines() + [f"{n}@defaults" for n in AT_DEFAULTS]
+          + [f"lopt:{n}" for n in shipped_learned()])
 
 
 def resolve_seeds(suite: S.Suite, seeds: Union[None, int, Sequence[int]]) -> List[int]:
