@@ -73,7 +73,7 @@ class AmortizedConfig:
                        f"batch_size >= 1; got {self}.")
 
 
-def _model(dim: int, hidden: Tuple[int, ...]) -> hk.Transformed:
+def model(dim: int, hidden: Tuple[int, ...]) -> hk.Transformed:
   def forward(context):
     return hk.nets.MLP(tuple(hidden) + (dim,), activation=jax.nn.gelu)(context)
   return hk.without_apply_rng(hk.transform(forward))
@@ -99,7 +99,7 @@ class AmortizedResult:
 
 def predict(problem: Problem, result: AmortizedResult, instances: Instance) -> jax.Array:
   """Fully amortized predictions ``(batch, dim)`` for a batch of instances."""
-  net = _model(problem.dim, result.config.hidden)
+  net = model(problem.dim, result.config.hidden)
   c = (instances["context"] - result.stats["mean"]) / result.stats["std"]
   return net.apply(result.params, c)
 
@@ -128,7 +128,7 @@ def train(problem: Problem, config: AmortizedConfig = AmortizedConfig(),
   key = jax.random.PRNGKey(config.seed)
   k_init, k_data = jax.random.split(key)
   k_data = problem.split_key(k_data, "train")
-  net = _model(problem.dim, config.hidden)
+  net = model(problem.dim, config.hidden)
 
   stat_insts = problem.sample_batch(jax.random.fold_in(k_data, 10**6), 512)
   ctx = stat_insts["context"]

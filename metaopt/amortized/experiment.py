@@ -14,6 +14,9 @@ files only.
 A saved run holds no pickle: ``experiment.json`` (the config), ``result.json`` (the
 result's scalars and the structure of its arrays) and ``result.npz`` (the arrays,
 read with ``allow_pickle=False``), so loading a run directory executes no code.
+``load`` checks what it reads: unreadable, truncated or malformed files, learned
+arrays whose names or shapes do not fit the method and problem, and non-finite
+learned weights are a ``RunFileError`` naming the file (no table of NaNs).
 
 Evaluation on held-out instances (the ``test`` key stream, never trained on):
 
@@ -43,6 +46,10 @@ from metaopt.amortized import amortize, lista, solvers, unroll
 from tasks.problems import Problem, get_problem, problem_names
 
 METHODS = tuple(lista.VARIANTS) + ("amortized", "math_l2o")
+
+
+class RunFileError(ValueError):
+  """A saved run directory cannot be used (unreadable, malformed, misshaped, NaN)."""
 
 
 #: The ``train`` section's dataclass and the result type of each method family.
@@ -219,25 +226,99 @@ def save(run_dir: str, config: ExperimentConfig, result) -> None:
   np.savez(os.path.join(run_dir, "result.npz"), **arrays)
 
 
+def _read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    raise RunFileError(f"{path} is not valid JSON ({e}); it is truncated or was edited. "
+                       "Re-run `metaopt amortized train`.") from e
+
+
 def load(run_dir: str):
-  """``(config, result)`` saved by ``save``; reads JSON and arrays only."""
+  """``(config, result)`` saved by ``save``; reads JSON and arrays only. Unreadable,
+  truncated or malformed files are a ``RunFileError`` naming the file;
+  ``check_learned`` then checks the learned arrays against the method."""
   paths = [os.path.join(run_dir, n) for n in _RUN_FILES]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
     raise FileNotFoundError(f"{missing} not found: is {run_dir!r} a directory written by "
                             f"`metaopt amortized train`?")
-  with open(paths[0]) as f:
-    config = from_dict(json.load(f))
-  with open(paths[1]) as f:
-    saved = json.load(f)
+  config = from_dict(_read_json(paths[0]))
+  saved = _read_json(paths[1])
   cls = result_class(config.method)
-  if saved.get("type") != cls.__name__:
-    raise ValueError(f"{paths[1]} holds a {saved.get('type')!r}, expected {cls.__name__} "
-                     f"for method {config.method!r}.")
-  with np.load(paths[2], allow_pickle=False) as npz:
-    arrays = {k: npz[k] for k in npz.files}
-  fields = {k: _decode(v, arrays) for k, v in saved["fields"].items()}
-  return config, cls(config=config.train, **fields)
+  if not isinstance(saved, dict) or saved.get("type") != cls.__name__:
+    found = saved.get("type") if isinstance(saved, dict) else saved
+    raise RunFileError(f"{paths[1]} holds a {found!r}, expected {cls.__name__} "
+                       f"for method {config.method!r}.")
+  try:
+    with np.load(paths[2], allow_pickle=False) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+  except Exception as e:  # pylint: disable=broad-except  (zip, zlib, format errors)
+    raise RunFileError(f"{paths[2]} is truncated or corrupt ({type(e).__name__}: {e}). "
+                       "Re-run `metaopt amortized train`.") from e
+  try:
+    fields = {k: _decode(v, arrays) for k, v in saved["fields"].items()}
+    result = cls(config=config.train, **fields)
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise RunFileError(f"{paths[1]} and {paths[2]} do not fit together or are malformed "
+                       f"({type(e).__name__}: {e}). Re-run `metaopt amortized train`.") from e
+  return config, result
+
+
+def learned_arrays(config: ExperimentConfig, result) -> Dict[str, Any]:
+  """The arrays a method learned (``{name: pytree}``), i.e. what ``evaluate`` uses."""
+  if config.method in lista.VARIANTS:
+    return {"params": result.params}
+  if config.method == "amortized":
+    return {"params": result.params, "stats": result.stats}
+  return {"theta": result.theta}
+
+
+def _expected_arrays(config: ExperimentConfig, problem: Problem) -> Dict[str, Any]:
+  """Shapes (``jax.ShapeDtypeStruct``) of ``learned_arrays`` for ``config``."""
+  key = jax.random.PRNGKey(0)
+  if config.method in lista.VARIANTS:
+    tc = config.train
+    return {"params": jax.eval_shape(lambda: lista.init_params(
+        problem, config.method, tc.num_layers, tc.init))}
+  if config.method == "amortized":
+    context = problem.sample_batch(key, 1)["context"]
+    net = amortize.model(problem.dim, config.train.hidden)
+    stats = jax.ShapeDtypeStruct(context.shape[1:], context.dtype)
+    return {"params": jax.eval_shape(net.init, key, context),
+            "stats": {"mean": stats, "std": stats}}
+  return {"theta": jax.eval_shape(_opt_for(problem, config).init_meta_params, key)}
+
+
+def _named_shapes(tree) -> Dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in leaves}
+
+
+def check_learned(config: ExperimentConfig, result, where: str) -> None:
+  """Raises ``RunFileError`` (naming ``where``) when the learned arrays' names or
+  shapes do not fit ``config`` (method, problem, sizes) or any of them is not finite
+  (a diverged training: its evaluation would be a table of NaNs)."""
+  got = _named_shapes(learned_arrays(config, result))
+  expected = _named_shapes(_expected_arrays(config, get_problem(config.problem)))
+  problems = [f"missing {k} {v}" for k, v in sorted(expected.items()) if k not in got]
+  problems += [f"unexpected {k} {v}" for k, v in sorted(got.items()) if k not in expected]
+  problems += [f"{k} has shape {got[k]}, expected {expected[k]}"
+               for k in sorted(set(got) & set(expected)) if got[k] != expected[k]]
+  if problems:
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5
+                                       else "")
+    raise RunFileError(f"{where} does not fit method {config.method!r} on problem "
+                       f"{config.problem!r}: {shown}. Re-run `metaopt amortized train`.")
+  bad = [name for name, leaf in jax.tree_util.tree_flatten_with_path(
+      learned_arrays(config, result))[0]
+         if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+         and not np.all(np.isfinite(np.asarray(leaf)))]
+  if bad:
+    names = ", ".join(jax.tree_util.keystr(p) for p in bad[:5])
+    raise RunFileError(f"{where} holds non-finite learned weights (NaN or inf) in {names}: "
+                       "the training diverged. Re-train with a smaller learning rate.")
 
 
 def _objective_curves(problem, xs, insts):
@@ -253,8 +334,12 @@ def _baseline(problem, insts, num_iters):
   return out
 
 
-def evaluate(config: ExperimentConfig, result, seed: int = 0) -> Dict[str, Any]:
-  """Curves on held-out instances: ``{"metric", "xlabel", "k", "curves": {label: (K+1,)}}``."""
+def evaluate(config: ExperimentConfig, result, seed: int = 0,
+             source: str = "the trained solver") -> Dict[str, Any]:
+  """Curves on held-out instances: ``{"metric", "xlabel", "k", "curves": {label: (K+1,)}}``.
+  Learned arrays that do not fit the method or are not finite are a ``RunFileError``
+  naming ``source`` (``check_learned``), not a table of NaNs."""
+  check_learned(config, result, source)
   problem = get_problem(config.problem)
   method = config.method
   num_test = config.eval.num_test

@@ -72,13 +72,17 @@ def _train(args):
   print(f"trained {config.method} on {config.problem} in {result.wall_time:.1f}s; "
         f"saved to {args.out}")
   if not args.no_eval:
-    _report(config, result, args.out, args.seed)
+    try:
+      _report(config, result, args.out, args.seed)
+    except experiment.RunFileError as e:  # e.g. a training that diverged: NaN weights.
+      return _fail("train", e)
   return 0
 
 
 def _eval(args):
   try:
     config, result = experiment.load(args.run)
+    experiment.check_learned(config, result, os.path.join(args.run, "result.npz"))
     config = typed_config.apply_overrides(
         config, [s if s.startswith("eval.") or "=" not in s else f"eval.{s}"
                  for s in args.set or []])
