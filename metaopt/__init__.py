@@ -11,6 +11,9 @@
 
 __version__ = "0.1.0"
 
+import os
+
+from metaopt import pretrained
 from metaopt.pretrained import names as pretrained_names  # light: safetensors only
 from metaopt.safeguard import safeguard  # light: optax only
 
@@ -22,4 +25,7 @@ def load(name_or_path, **kwargs):
   transformation. See ``metaopt.lopt.io.load``; ``pretrained_names()`` lists the
   shipped names. Needs only the core dependencies (jax, optax, numpy, safetensors)."""
   from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
+  s = os.fspath(name_or_path)
+  if not (os.sep in s or "/" in s or s.endswith(".safetensors") or os.path.exists(s)):
+    pretrained.path(s)  # An unknown name fails here, with close matches.
   return io.load(name_or_path, **kwargs)

@@ -99,6 +99,8 @@ def test_list_pretrained_and_pretrained_names(capsys):
   assert [line.split()[0] for line in out] == names
   assert cli.main(["list", "configs"]) == 0
   assert "general_v2" in capsys.readouterr().out.split()
+  with pytest.raises(KeyError, match="Did you mean general-v2"):
+    metaopt.load("general_v2")
 
 
 def test_train_with_a_shipped_learned_optimizer(tmp_path, capsys):

@@ -9,6 +9,7 @@ pretrained`` and name checks are cheap.
 
 from __future__ import annotations
 
+import difflib
 import json
 import pathlib
 from typing import Any, Dict, List
@@ -27,9 +28,14 @@ def names() -> List[str]:
 
 
 def path(name: str) -> pathlib.Path:
-  """The file of shipped optimizer ``name`` (``KeyError`` listing them if unknown)."""
+  """The file of shipped optimizer ``name``; an unknown name raises ``KeyError`` with
+  close matches (``general_v2`` -> ``general-v2``) and every shipped name."""
   if name not in names():
-    raise KeyError(f"No shipped learned optimizer {name!r}; shipped: {', '.join(names())}.")
+    close = difflib.get_close_matches(name, names(), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"Unknown pretrained learned optimizer {name!r}.{hint} Shipped: "
+                   f"{', '.join(names())}. To load a file, pass its path (ending in "
+                   ".safetensors).")
   return DIR / f"{name}.safetensors"
 
 
