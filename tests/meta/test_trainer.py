@@ -190,3 +190,30 @@ def test_family_object_meta_trains_under_the_name_given(tmp_path):
   assert named.families == ("mine",)
   with pytest.raises(ValueError, match="family_name='mine' names a family object"):
     script.config(str(tmp_path), 4, family_name="mine")
+
+
+def test_small_leaf_partition_equals_scaling_the_updates_by_hand():
+  """``optax.partition`` of the small θ leaves gives the numbers of the hand-written
+  scaling it replaced, bit for bit (runs reproduce)."""
+  import optax  # pylint: disable=import-outside-toplevel
+  from metaopt.meta import config as config_lib  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.from_dict({"outer.small_leaf_lr_multiplier": 10.0, "outer.lr": 0.01,
+                              "outer.grad_clip": "value"})
+  mult, small = 10.0, config_lib.SMALL_LEAF_SIZE
+  by_hand = optax.chain(optax.clip(cfg.outer.clip_value), optax.adam(0.01), optax.stateless(
+      lambda u, _: jax.tree_util.tree_map(lambda x: x * mult if x.size <= small else x, u)))
+  theta = {"log_lr": jnp.float32(-6.9), "scales": jnp.zeros(3), "w": jnp.ones((8, 8))}
+  results = []
+  for opt in (trainer_lib.make_outer_optimizer(cfg), by_hand):
+    t, state = theta, opt.init(theta)
+
+    @jax.jit
+    def step(t, state, key, opt=opt):
+      g = jax.tree_util.tree_map(lambda x: jax.random.normal(key, x.shape), t)
+      u, state = opt.update(g, state, t)
+      return optax.apply_updates(t, u), state
+
+    for s in range(10):
+      t, state = step(t, state, jax.random.PRNGKey(s))
+    results.append(t)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, *results)
