@@ -194,7 +194,9 @@ def test_family_object_meta_trains_under_the_name_given(tmp_path):
 
 def test_small_leaf_partition_equals_scaling_the_updates_by_hand():
   """``optax.partition`` of the small θ leaves gives the numbers of the hand-written
-  scaling it replaced, bit for bit (runs reproduce)."""
+  scaling it replaced up to float32 rounding (XLA fuses the partitioned update
+  differently: a few entries differ in the last bit). A multiplier of 1 (every shipped
+  config) takes neither path."""
   import optax  # pylint: disable=import-outside-toplevel
   from metaopt.meta import config as config_lib  # pylint: disable=import-outside-toplevel
   cfg = config_lib.from_dict({"outer.small_leaf_lr_multiplier": 10.0, "outer.lr": 0.01,
@@ -216,4 +218,9 @@ def test_small_leaf_partition_equals_scaling_the_updates_by_hand():
     for s in range(10):
       t, state = step(t, state, jax.random.PRNGKey(s))
     results.append(t)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, *results)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-7, atol=0),
+                         *results)
+  default = trainer_lib.make_outer_optimizer(config_lib.MetaTrainConfig()).init(theta)
+  plain = optax.chain(optax.clip(3.0), optax.adam(1e-3)).init(theta)
+  # No partition at multiplier 1: the same state as before.
+  assert jax.tree_util.tree_structure(default) == jax.tree_util.tree_structure(plain)
