@@ -63,8 +63,11 @@ def _train(args):
     config = _config(args)
   except (ValueError, KeyError, FileNotFoundError) as e:
     return _fail("train", e)
-  logger = MetricsLogger(args.out, config=config.to_dict(), mode=args.wandb,
-                         name=f"amortized-{config.method}")
+  try:
+    logger = MetricsLogger(args.out, config=config.to_dict(), mode=args.wandb,
+                           name=f"amortized-{config.method}")
+  except ValueError as e:  # --out is an existing file.
+    return _fail("train", e)
   result = experiment.train(config, callback=logger.log,
                             run_dir=os.path.join(args.out, "meta_train"))
   logger.close()

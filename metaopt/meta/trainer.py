@@ -41,7 +41,8 @@ import tasks as task_registry
 from metaopt import checkpoint, inner, runlock
 from metaopt import lopt as lopt_lib
 from metaopt.lopt import io
-from metaopt.runlog import MetricsLogger, plot_curves, read_metrics, truncate_metrics
+from metaopt.runlog import (MetricsLogger, check_run_dir, plot_curves, read_metrics,
+                            truncate_metrics)
 from metaopt.meta import estimators as est_lib
 from metaopt.meta import config as config_lib
 from metaopt.meta.config import SMALL_LEAF_SIZE, MetaTrainConfig
@@ -490,6 +491,7 @@ class MetaTrainer:
     if jax.process_index() != 0:  # One lock per job, taken by its lead process.
       return self._run(progress)
     run_dir = self.config.run.run_dir
+    check_run_dir(run_dir)  # A file in the way: one clear ValueError.
     try:
       with runlock.hold(self.lock_path, f"run directory {run_dir}",
                         "wait for that job to finish (or stop it; re-running then resumes), "
