@@ -474,7 +474,8 @@ class MetaTrainer:
           f"outer.num_steps={self.config.outer.num_steps}: exporting it would label θ "
           f"trained for {meta['step']} steps as {self.config.outer.num_steps}. Set "
           f"outer.num_steps >= {meta['step']} to go on, or train "
-          f"{self.config.outer.num_steps} steps afresh in a new --set run.run_dir=DIR.")
+          f"{self.config.outer.num_steps} steps afresh in a new run directory "
+          f"(--set run.run_dir=DIR).")
     saved = meta["metadata"]
     return state, float(saved.get("wall_time_s", 0.0)), float(saved.get("compile_time_s", 0.0))
 
