@@ -8,19 +8,44 @@ A ``LearnedOptimizer`` is built from a config dataclass. It owns no arrays:
   value=loss)`` applies the learned rule.
 
 The same ``transform`` is used inside meta-training (``theta`` is a tracer, the update
-is differentiable) and at deployment (``theta`` is a constant). ``num_steps`` (the
-training horizon) is optional everywhere: ``None`` selects the horizon-free mode.
-``param_info`` is the explicit task-to-optimizer contract (a pytree of
-``tasks.ParamInfo`` matching the params); only μP architectures require it.
+is differentiable) and at deployment (``theta`` is a constant). ``param_info`` is the
+explicit task-to-optimizer contract (a pytree of ``tasks.ParamInfo`` matching the
+params); only μP architectures require it.
+
+The horizon contract
+--------------------
+``num_steps`` has one meaning everywhere a learned optimizer sees it: the **total
+number of updates of the run** the transformation's state is initialized for (the
+run's length; ``None``: unknown). It is *data*, not configuration:
+
+* it may be a Python int, ``None`` or a (traced) integer scalar, so that inner runs
+  of different lengths ``vmap`` together in one meta-training program;
+* ``init(params)`` records it in the optimizer state (``horizon_value`` turns it into
+  an int32 scalar, ``UNKNOWN_HORIZON`` = 0 for ``None``); ``update`` reads it from the
+  state only, never from the closure, so ``transform(θ, num_steps=h).init(params)``
+  followed by ``transform(θ).update(...)`` gives the same updates as using
+  ``transform(θ, num_steps=h)`` throughout (``tests/lopt/test_horizon.py``);
+* features of the horizon (``features.fraction_features``) see one documented value
+  when it is unknown (all zeros: fraction 0 and a "horizon known" flag of 0), the same
+  in meta-training and evaluation.
+
+Meta-training (``metaopt.meta.unroll``) passes every in-flight inner run its own
+horizon, the number of updates the truncation schedule gives that run (unknown for
+``never_ending`` runs), exactly as evaluation (``metaopt.eval.entrants``,
+``metaopt.load(name, num_steps=...)``) passes the run's step budget. Horizon-free
+architectures accept ``num_steps`` and ignore it (their state has no horizon).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import numbers
 from typing import Any, Dict, Optional, Type
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from tasks.registry import Registry
@@ -49,12 +74,48 @@ class LearnedOptimizer(abc.ABC):
     """Meta-parameters theta (a pytree of float32 arrays)."""
 
   @abc.abstractmethod
-  def transform(self, theta: MetaParams, *, num_steps: Optional[int] = None,
+  def transform(self, theta: MetaParams, *, num_steps: Any = None,
                 param_info: Any = None) -> optax.GradientTransformationExtraArgs:
-    """An optax transformation applying the learned rule with meta-params theta."""
+    """An optax transformation applying the learned rule with meta-params theta.
+
+    ``num_steps``: the run's total number of updates (int, traced int scalar, or
+    ``None`` = unknown); recorded by ``init``, read by ``update`` from the state (module
+    docstring)."""
 
   def __repr__(self):
     return f"{type(self).__name__}({self.config})"
+
+
+#: The value of ``horizon_value(None)``: the run's length is unknown.
+UNKNOWN_HORIZON = 0
+
+
+def horizon_value(num_steps: Any) -> jax.Array:
+  """The horizon as stored in an optimizer state: an int32 scalar, ``UNKNOWN_HORIZON``
+  (0) for ``None``.
+
+  Args:
+    num_steps: ``None``, a Python int >= 1, or a (possibly traced) integer scalar; a
+      traced value < 1 also means unknown (``metaopt.meta.unroll`` passes 0 for runs
+      without an end).
+  Raises:
+    ValueError: for a Python number < 1, a non-integer or a non-scalar array.
+  """
+  if num_steps is None:
+    return jnp.asarray(UNKNOWN_HORIZON, jnp.int32)
+  if isinstance(num_steps, bool):
+    raise ValueError(f"num_steps must be None or an integer >= 1, got {num_steps!r}.")
+  if isinstance(num_steps, (numbers.Real, np.generic)):
+    if num_steps != int(num_steps) or num_steps < 1:
+      raise ValueError(f"num_steps must be None (unknown) or an integer >= 1, the run's "
+                       f"number of updates; got {num_steps!r}.")
+    return jnp.asarray(int(num_steps), jnp.int32)
+  if jnp.ndim(num_steps) != 0:
+    raise ValueError(f"num_steps must be a scalar, got shape {jnp.shape(num_steps)}.")
+  value = jnp.asarray(num_steps)
+  if not jnp.issubdtype(value.dtype, jnp.integer):
+    raise ValueError(f"num_steps must be an integer scalar, got dtype {value.dtype}.")
+  return jnp.maximum(value.astype(jnp.int32), UNKNOWN_HORIZON)
 
 
 def replace_config(config, overrides: Dict[str, Any]):

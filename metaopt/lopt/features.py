@@ -14,7 +14,9 @@ optimizer state; the keys a feature needs are listed in ``Feature.needs``:
 * ``rms``: ``S + (R,)`` EMAs of the squared gradient;
 * ``factored``: ``S + (K,)`` Adafactor reconstruction ``row * col / mean(row)`` of the
   squared-gradient EMAs (``K`` decays), or the full EMA for vectors;
-* ``step``: scalar int32 iteration;  ``timescales``: ``(T,)`` float32.
+* ``step``: scalar int32 iteration;  ``timescales``: ``(T,)`` float32;
+* ``horizon``: scalar int32, the run's total number of updates, 0 when unknown
+  (``metaopt.lopt.base.horizon_value``; the horizon contract is in ``base``).
 
 Features marked ``normalize=True`` are rescaled per tensor to unit second moment
 (``second_moment_normalize``), as in learned_optimization's MLPLOpt; per-tensor
@@ -79,6 +81,32 @@ def tanh_step_embedding(step: jax.Array, timescales: jax.Array) -> jax.Array:
   return jnp.tanh(step / timescales - 1.0)
 
 
+#: Centers of the fraction-of-training embedding ``tanh(10 (frac - center))``.
+FRACTION_CENTERS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def fraction_features(step: jax.Array, horizon: jax.Array, dtype=jnp.float32,
+                      centers=FRACTION_CENTERS) -> jax.Array:
+  """Fraction-of-training features ``[frac, known, tanh(10 (frac - c)) for c in centers]``.
+
+  ``frac = min(step / horizon, 1)``; ``known`` is 1 when the horizon is known. With an
+  unknown horizon (``horizon <= 0``, ``base.UNKNOWN_HORIZON``) every entry is 0: the
+  one "unknown" value, the same in meta-training and at evaluation.
+
+  Args:
+    step: int scalar, updates applied so far.  horizon: int scalar (may be traced).
+  Returns:
+    ``(2 + len(centers),)`` in ``dtype``.
+  """
+  known = horizon > 0
+  step_f = jnp.asarray(step).astype(dtype)
+  safe = jnp.where(known, horizon, 1).astype(dtype)
+  frac = jnp.minimum(step_f / safe, 1.0)
+  embed = jnp.tanh(10.0 * (frac - jnp.asarray(centers, dtype)))
+  feats = jnp.concatenate([jnp.stack([frac, jnp.ones((), dtype)]), embed])
+  return jnp.where(known, feats, jnp.zeros_like(feats))
+
+
 def ema(acc: jax.Array, x: jax.Array, decays: jax.Array) -> jax.Array:
   """One step of exponential moving averages at several decays.
 
@@ -139,6 +167,8 @@ _FEATURE_LIST = (
             ("momenta", "factored")),
     Feature("time", lambda c: tanh_step_embedding(c["step"], c["timescales"]),
             ("step", "timescales"), per_tensor=True, normalize=False),
+    Feature("fraction", lambda c: fraction_features(c["step"], c["horizon"]),
+            ("step", "horizon"), per_tensor=True, normalize=False),
 )
 
 #: All known features by name.

@@ -20,8 +20,11 @@ Two levels, as in VeLO (Metz et al. 2022, learned_optimization's ``hyper_v2``):
    ``param_scale_eps`` lets zero-initialized tensors (biases) move.
 
 Time features always include a log-spaced step embedding ``tanh(step / s - 1)``
-(horizon-free). With ``num_steps`` given, a fraction-of-training embedding and a flag are
-filled in too; without it they are zero (same θ works in both modes). Loss features
+(horizon-free). With a known horizon (``num_steps``: the run's number of updates,
+recorded in the state by ``init``, possibly traced: the contract of
+``metaopt.lopt.base``) a fraction-of-training embedding and a flag are filled in too
+(``features.fraction_features``); with an unknown one they are zero (same θ works in
+both modes, and meta-training passes every inner run its horizon). Loss features
 compare the current loss with its EMAs (``tanh((loss - ema) / |ema|)``) and carry a
 "loss seen" flag; calls without ``value`` leave them (and the EMAs) at zero.
 
@@ -37,7 +40,7 @@ minor dimensions (about 100x slower on CPU).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +48,7 @@ import optax
 
 from metaopt.lopt import features as F
 from metaopt.lopt import lstm as lstm_lib
-from metaopt.lopt.base import LearnedOptimizer, register
+from metaopt.lopt.base import LearnedOptimizer, horizon_value, register
 from tasks.registry import unknown_name_message
 
 _LOG_EPS = 1e-8
@@ -110,8 +113,8 @@ TENSOR_STATS: Dict[str, TensorStat] = {
         lambda t: [], lambda t, m: 0.1 * jnp.log(jnp.asarray(t["param"].size, t["param"].dtype))[None]),
 }
 
-#: Centers of the fraction-of-training embedding ``tanh(10 (frac - center))``.
-FRACTION_CENTERS = (0.1, 0.3, 0.5, 0.7, 0.9)
+#: Centers of the fraction-of-training embedding (``features.fraction_features``).
+FRACTION_CENTERS = F.FRACTION_CENTERS
 
 
 class HypernetState(NamedTuple):
@@ -124,6 +127,7 @@ class HypernetState(NamedTuple):
     lstm: per-tensor LSTM state, ``(h, c)`` per layer, each ``(num_tensors, hidden)``.
     loss_ema: ``(L,)`` EMAs of the loss (zero until a ``value`` is seen).
     loss_seen: float scalar, 1 once an update received ``value``.
+    horizon: int32 scalar, the run's number of updates (0: unknown), set by ``init``.
   """
   count: jax.Array
   momenta: Any
@@ -131,6 +135,7 @@ class HypernetState(NamedTuple):
   lstm: Any
   loss_ema: jax.Array
   loss_seen: jax.Array
+  horizon: jax.Array
 
 
 @register
@@ -197,36 +202,35 @@ class Hypernet(LearnedOptimizer):
     F.check_context(feats, self._example_context())
     return feats
 
-  def _context(self, grad, param, momenta, rms, step):
+  def _context(self, grad, param, momenta, rms, step, horizon):
     shape = param.shape if param.ndim else (1,)
     return {"grad": grad.reshape(shape), "param": param.reshape(shape),
             "momenta": momenta.reshape(shape + momenta.shape[-1:]),
-            "rms": rms.reshape(shape + rms.shape[-1:]), "step": step,
+            "rms": rms.reshape(shape + rms.shape[-1:]), "step": step, "horizon": horizon,
             "timescales": jnp.asarray(self.config.timescales, jnp.float32)}
 
   def _example_context(self):
     c = self.config
     z = jnp.zeros((2,), jnp.float32)
     return self._context(z, z, jnp.zeros((2, len(c.momentum_decays))),
-                         jnp.zeros((2, len(c.rms_decays))), jnp.zeros((), jnp.int32))
+                         jnp.zeros((2, len(c.rms_decays))), jnp.zeros((), jnp.int32),
+                         jnp.zeros((), jnp.int32))
 
   @property
   def num_inputs(self) -> int:
     """Per-parameter MLP input width, derived from ``config.features``."""
     return F.num_inputs(self._feature_list(), self._example_context)
 
-  def _global_features(self, step, num_steps, loss_feats, loss_seen):
-    """Time and loss features shared by all tensors: ``(G,)`` in ``loss_feats.dtype``."""
+  def _global_features(self, step, horizon, loss_feats, loss_seen):
+    """Time and loss features shared by all tensors: ``(G,)`` in ``loss_feats.dtype``.
+
+    ``horizon``: the run's number of updates as stored in the state (an int32 scalar,
+    0 when unknown); ``None`` or a Python int are accepted too (``horizon_value``)."""
     c = self.config
     dtype = loss_feats.dtype
     step_f = step.astype(dtype)
     log_step = F.tanh_step_embedding(step_f, jnp.asarray(c.timescales, dtype))
-    if num_steps is None:
-      frac_feats = jnp.zeros((len(FRACTION_CENTERS) + 2,), dtype)
-    else:
-      frac = jnp.minimum(step_f / float(num_steps), 1.0)
-      embed = jnp.tanh(10.0 * (frac - jnp.asarray(FRACTION_CENTERS, dtype)))
-      frac_feats = jnp.concatenate([jnp.stack([frac, jnp.ones((), dtype)]), embed])
+    frac_feats = F.fraction_features(step, horizon_value(horizon), dtype, FRACTION_CENTERS)
     return jnp.concatenate([log_step, frac_feats, loss_feats, loss_seen[None]])
 
   def _stat_quantities(self, tensor) -> List[jax.Array]:
@@ -294,14 +298,17 @@ class Hypernet(LearnedOptimizer):
 
   # ---- the rule --------------------------------------------------------------------
 
-  def transform(self, theta, *, num_steps: Optional[int] = None, param_info: Any = None):
-    """The learned rule. ``num_steps`` fills the fraction-of-training features (None:
-    horizon-free); ``param_info`` is not used."""
+  def transform(self, theta, *, num_steps: Any = None, param_info: Any = None):
+    """The learned rule. ``num_steps`` (the run's number of updates; int, traced int
+    scalar or None = unknown) is recorded by ``init`` and fills the fraction-of-training
+    features; ``update`` reads it from the state. ``param_info`` is not used."""
     del param_info
     c = self.config
     feats = self._feature_list()
-    if num_steps is not None and int(num_steps) < 1:
-      raise ValueError(f"hypernet: num_steps must be >= 1 or None, got {num_steps}.")
+    try:
+      horizon = horizon_value(num_steps)
+    except ValueError as e:
+      raise ValueError(f"hypernet: {e}") from None
 
     def init_fn(params):
       leaves = jax.tree_util.tree_leaves(params)
@@ -320,7 +327,7 @@ class Hypernet(LearnedOptimizer):
           rms=acc(len(c.rms_decays)),
           lstm=lstm_lib.zero_lstm_state((len(leaves),), c.lstm_hidden, c.lstm_layers, dtype),
           loss_ema=jnp.zeros((len(c.loss_decays),), dtype),
-          loss_seen=jnp.zeros((), dtype))
+          loss_seen=jnp.zeros((), dtype), horizon=horizon)
 
     def update_fn(grads, state, params=None, value=None, **extra_args):
       del extra_args
@@ -345,7 +352,7 @@ class Hypernet(LearnedOptimizer):
         decays = jnp.asarray(c.loss_decays, loss.dtype)
         loss_ema = decays * prev + (1.0 - decays) * loss
         loss_seen = jnp.ones_like(state.loss_seen)
-      global_feats = self._global_features(state.count, num_steps, loss_feats, loss_seen)
+      global_feats = self._global_features(state.count, state.horizon, loss_feats, loss_seen)
 
       tensors = [{"grad": g.reshape(g.shape or (1,)), "param": p.astype(g.dtype).reshape(g.shape or (1,)),
                   "momenta": [m[i].reshape(g.shape or (1,)) for m in momenta],
@@ -355,7 +362,7 @@ class Hypernet(LearnedOptimizer):
       # second moments, the LSTM's tensor statistics and RMS(param).
       columns, lstm_in, col_scales, param_rms = [], [], [], []
       for t in tensors:
-        normed, raw, per_tensor = self._columns(feats, t, state.count)
+        normed, raw, per_tensor = self._columns(feats, t, state.count, state.horizon)
         stat_q = self._stat_quantities(t)
         means = fused_means([jnp.square(x) for x in normed] + stat_q + [jnp.square(t["param"])])
         n = len(normed)
@@ -393,12 +400,12 @@ class Hypernet(LearnedOptimizer):
       new_state = HypernetState(
           count=state.count + 1, momenta=tuple(treedef.unflatten(m) for m in momenta),
           rms=tuple(treedef.unflatten(v) for v in rms),
-          lstm=lstm_state, loss_ema=loss_ema, loss_seen=loss_seen)
+          lstm=lstm_state, loss_ema=loss_ema, loss_seen=loss_seen, horizon=state.horizon)
       return treedef.unflatten(updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
-  def _columns(self, feats, tensor, step):
+  def _columns(self, feats, tensor, step, horizon):
     """Per-element input columns of one tensor (each of its shape S), unnormalized.
 
     Features reading ``momenta`` are evaluated once per decay on an ``S + (1,)``
@@ -409,7 +416,7 @@ class Hypernet(LearnedOptimizer):
     Returns ``(normalized columns, raw columns, per-tensor feature vectors)``.
     """
     base = {"grad": tensor["grad"], "param": tensor["param"],
-            "rms": jnp.stack(tensor["rms"], axis=-1), "step": step,
+            "rms": jnp.stack(tensor["rms"], axis=-1), "step": step, "horizon": horizon,
             "timescales": jnp.asarray(self.config.timescales, jnp.float32)}
     normed, raw, per_tensor = [], [], []
     for f in feats:

@@ -87,7 +87,7 @@ def _group(states: InnerState, size: int) -> InnerState:
 
 def _common_metrics(out, valid, weights, num_branches: int) -> Metrics:
   """Metrics shared by all estimators, from batched ``UnrollOut`` (T, K, B)."""
-  num_tasks, num_steps = out.reset.shape
+  num_tasks, length = out.reset.shape
   per_task = jnp.einsum("tkb,k->t", out.meta_loss, weights) / num_branches
   return {
       "meta_loss": _masked_mean(per_task, valid),
@@ -96,7 +96,7 @@ def _common_metrics(out, valid, weights, num_branches: int) -> Metrics:
       "num_nan_resets": jnp.sum(~jnp.all(out.finite, axis=2)).astype(jnp.float32),
       "num_restarts": jnp.sum(out.reset).astype(jnp.float32),
       "valid_fraction": jnp.mean(valid.astype(jnp.float32)),
-      "inner_steps": jnp.asarray(num_tasks * num_steps * num_branches, jnp.float32),
+      "inner_steps": jnp.asarray(num_tasks * length * num_branches, jnp.float32),
   }
 
 
@@ -137,10 +137,10 @@ class GradientEstimator(abc.ABC):
     del sigma, full_es_loss
     return cls(problem, num_tasks)
 
-  def _unroll(self, thetas, states, data, key, num_steps):
+  def _unroll(self, thetas, states, data, key, length):
     """Unrolls all tasks: thetas/states ``(T, B, ...)``; keys shared within a task."""
     keys = jax.random.split(key, self.num_tasks)
-    fn = lambda th, st, k: self.problem.unroll(th, st, data, k, num_steps)  # noqa: E731
+    fn = lambda th, st, k: self.problem.unroll(th, st, data, k, length)  # noqa: E731
     states, out = jax.vmap(fn)(thetas, states, keys)
     return states, out
 
@@ -378,10 +378,11 @@ class FullES(GradientEstimator):
     k_eps, k_tasks, k_unroll, k_last = jax.random.split(key, 4)
     eps = _sample_eps(theta, k_eps, self.num_tasks, self.sigma)
     thetas = _pair_thetas(theta, eps)
-    new_run = lambda th, k: self.problem.new_run(th, k)  # noqa: E731
+    # Every full run lasts self.length updates (its learned optimizer's horizon) and
+    # is never restarted by the schedule: the last step's params are kept.
+    new_run = lambda th, k: self.problem.new_run(th, k, horizon=self.length)  # noqa: E731
     runs = jax.vmap(jax.vmap(new_run, in_axes=(0, None)))(
         thetas, jax.random.split(k_tasks, self.num_tasks))
-    # Full runs are never restarted by the schedule: the last step's params are kept.
     runs = dataclasses.replace(runs, horizon=jnp.full_like(runs.horizon, 2**30))
     states, out = self._unroll(thetas, runs, data, k_unroll, self.length)
     valid = jnp.all(out.finite, axis=(1, 2))

@@ -4,9 +4,16 @@ Everything here is written for ONE task and vmapped over the batch of in-flight 
 by the estimators. An inner run (``InnerState``) holds the task's parameters, the
 learned optimizer's state, its step counter and horizon, and the dynamic part of its
 task config (the static part, which decides shapes, is shared by every task of a
-meta-training run). ``unroll`` advances it ``num_steps`` steps in one ``lax.scan``
+meta-training run). ``unroll`` advances it ``length`` steps in one ``lax.scan``
 and restarts it (a new task config is sampled and the parameters are re-initialized)
 when it reaches its horizon or its loss stops being finite.
+
+The horizon contract (``metaopt.lopt.base``): every run's learned optimizer is
+initialized with that run's own horizon, ``run_horizon``: the number of updates its
+state will apply (the sampled horizon less the run's starting offset; unknown for
+``never_ending`` runs), a traced int32, so runs of different lengths are one vmapped
+program, and features of the horizon see during meta-training what they see at
+evaluation, where ``num_steps`` is the run's step budget.
 
 The task data is an explicit argument everywhere (shared by all tasks; never closed
 over inside jit).
@@ -23,7 +30,8 @@ import optax
 
 from metaopt import inner
 from metaopt.lopt.base import LearnedOptimizer
-from metaopt.meta.truncation import TruncationSchedule
+from metaopt.lopt.base import UNKNOWN_HORIZON
+from metaopt.meta.truncation import NEVER, TruncationSchedule
 from tasks.base import TaskFamily
 
 #: Meta-loss options: the mean normalized training loss over the truncation, the
@@ -57,7 +65,7 @@ jax.tree_util.register_dataclass(
 
 
 class UnrollOut(NamedTuple):
-  """Per-step outputs of ``unroll`` (shape ``(num_steps,)`` each for one task).
+  """Per-step outputs of ``unroll`` (shape ``(length,)`` each for one task).
 
   Attributes:
     meta_loss: normalized per-step meta-loss term (see ``META_LOSSES``).
@@ -96,35 +104,45 @@ class InnerProblem:
   def task(self, dynamic):
     return self.family.make_task(self.static, dynamic)
 
-  def optimizer(self, theta, task=None, params=None) -> optax.GradientTransformation:
-    """The inner optimizer for theta; μP architectures get the task's ``param_info``."""
-    if task is not None and task.param_info is not None:
-      return self.lopt.transform(theta, param_info=task.param_info(params))
-    return self.lopt.transform(theta)
+  def optimizer(self, theta, task=None, params=None, num_steps=None
+                ) -> optax.GradientTransformation:
+    """The inner optimizer for theta; μP architectures get the task's ``param_info``.
 
-  def new_run(self, theta, key: jax.Array, offset: bool = False) -> InnerState:
-    """A fresh inner run: new task config, fresh params, fresh optimizer state."""
+    ``num_steps``: the run's horizon (``run_horizon``) where the state is initialized;
+    updates read it from the state (``metaopt.lopt.base``)."""
+    if task is not None and task.param_info is not None:
+      return self.lopt.transform(theta, num_steps=num_steps,
+                                 param_info=task.param_info(params))
+    return self.lopt.transform(theta, num_steps=num_steps)
+
+  def new_run(self, theta, key: jax.Array, offset: bool = False,
+              horizon=None) -> InnerState:
+    """A fresh inner run: new task config, fresh params, fresh optimizer state
+    initialized with the run's horizon (``run_horizon``).
+
+    ``horizon``: the run's length instead of one sampled from the schedule."""
     k_dyn, k_init, k_hor, k_off = jax.random.split(key, 4)
     dynamic = self.family.sample_dynamic(k_dyn, self.static)
     task = self.task(dynamic)
     params = task.init(k_init)
-    horizon = self.schedule.sample_horizon(k_hor)
+    horizon = (self.schedule.sample_horizon(k_hor) if horizon is None
+               else jnp.asarray(horizon, jnp.int32))
     step = (self.schedule.initial_step(k_off, horizon) if offset
             else jnp.zeros((), jnp.int32))
-    opt_state = self.optimizer(theta, task, params).init(params)
-    return InnerState(params, opt_state, step, horizon, dynamic)
+    opt = self.optimizer(theta, task, params, num_steps=run_horizon(horizon, step))
+    return InnerState(params, opt.init(params), step, horizon, dynamic)
 
   def init_states(self, theta, key: jax.Array, num_tasks: int) -> InnerState:
     """``num_tasks`` fresh runs (leading axis), started at random offsets."""
     keys = jax.random.split(key, num_tasks)
     return jax.vmap(lambda k: self.new_run(theta, k, offset=True))(keys)
 
-  def weights(self, num_steps: int) -> jax.Array:
-    """(num_steps,) weights turning per-step meta-loss terms into the truncation's
-    meta-loss (a mean, or the last step for ``final``)."""
+  def weights(self, length: int) -> jax.Array:
+    """(length,) weights turning the per-step meta-loss terms of a truncation of
+    ``length`` steps into its meta-loss (a mean, or the last step for ``final``)."""
     if self.meta_loss == "final":
-      return jnp.zeros((num_steps,), jnp.float32).at[-1].set(1.0)
-    return jnp.full((num_steps,), 1.0 / num_steps, jnp.float32)
+      return jnp.zeros((length,), jnp.float32).at[-1].set(1.0)
+    return jnp.full((length,), 1.0 / length, jnp.float32)
 
   def step(self, theta, state: InnerState, data, key: jax.Array):
     """One inner step (no restart): ``-> (state, (meta_loss, loss, finite))``."""
@@ -143,9 +161,9 @@ class InnerProblem:
     new = InnerState(params, opt_state, state.step + 1, state.horizon, state.dynamic)
     return new, (meta_loss, loss, finite)
 
-  def unroll(self, thetas, states: InnerState, data, key: jax.Array, num_steps: int,
+  def unroll(self, thetas, states: InnerState, data, key: jax.Array, length: int,
              next_thetas=None):
-    """Advances a group of B runs of the same task ``num_steps`` steps.
+    """Advances a group of B runs of the same task ``length`` steps (one truncation).
 
     The group holds the branches of one task that differ only in theta (the two
     branches of an antithetic pair; B = 1 for plain unrolls): ``thetas`` and
@@ -159,11 +177,11 @@ class InnerProblem:
 
     Returns:
       ``(states, UnrollOut)`` with ``meta_loss, loss, finite`` of shape
-      ``(num_steps, B)`` and ``reset`` of shape ``(num_steps,)``.
+      ``(length, B)`` and ``reset`` of shape ``(length,)``.
     """
     next_thetas = thetas if next_thetas is None else next_thetas
     fresh = jax.vmap(self.new_run, in_axes=(0, None))(next_thetas,
-                                                      jax.random.fold_in(key, num_steps))
+                                                      jax.random.fold_in(key, length))
     step = jax.vmap(self.step, in_axes=(0, 0, None, None))
 
     def body(carry, i):
@@ -174,8 +192,16 @@ class InnerProblem:
       return ((inner.tree_where(done, fresh, st), restarted | done),
               UnrollOut(meta_loss, loss, finite, done))
 
-    (states, _), out = jax.lax.scan(body, (states, jnp.asarray(False)), jnp.arange(num_steps))
+    (states, _), out = jax.lax.scan(body, (states, jnp.asarray(False)), jnp.arange(length))
     return states, out
+
+
+def run_horizon(horizon: jax.Array, start: jax.Array) -> jax.Array:
+  """The number of updates of a run that starts at step ``start`` and restarts at
+  ``horizon`` (what its learned optimizer gets as ``num_steps``): ``horizon - start``,
+  ``UNKNOWN_HORIZON`` for runs without an end (``truncation.NEVER``). Traceable."""
+  horizon = jnp.asarray(horizon, jnp.int32)
+  return jnp.where(horizon >= NEVER, UNKNOWN_HORIZON, jnp.maximum(horizon - start, 1))
 
 
 def train_curve(family: TaskFamily, static, opt: inner.OptimizerOrFactory, dynamic, data,
