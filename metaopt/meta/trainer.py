@@ -18,6 +18,7 @@ checkpoint, so the resumed run reproduces the uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -197,6 +198,19 @@ def check_task_split(num_tasks: int, num_devices: int) -> None:
     raise ValueError(
         f"num_tasks={num_tasks} must be divisible by the number of devices "
         f"({num_devices}); set num_tasks to a multiple of {num_devices}.")
+
+
+def _agree_or_raise(refused: Optional[Exception], others_message: str) -> None:
+  """Raises ``refused`` (the lead's error) on the lead and a ``RunLockError`` saying
+  so on every other process of a multi-host job, so that none waits in a collective
+  for a lead that stopped."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None)))
+    if failed and refused is None:
+      raise runlock.RunLockError(others_message)
+  if refused is not None:
+    raise refused
 
 
 def _data_signature(data) -> str:
@@ -487,24 +501,32 @@ class MetaTrainer:
 
   def run(self, progress: bool = True) -> MetaTrainResult:
     """Meta-trains to ``config.outer.num_steps`` (resuming from the latest checkpoint),
-    holding the run directory's lock (``runlock``) for the whole job: a second job on
-    the same directory raises ``runlock.RunLockError`` before touching anything."""
-    if jax.process_index() != 0:  # One lock per job, taken by its lead process.
-      return self._run(progress)
+    holding the run directory's lock (``runlock``, taken by the lead process) for the
+    whole job: a second job on the same directory raises ``runlock.RunLockError``
+    before touching anything (on every process of a multi-host job)."""
     run_dir = self.config.run.run_dir
-    check_run_dir(run_dir)  # A file in the way: one clear ValueError.
-    try:
-      with runlock.hold(self.lock_path, f"run directory {run_dir}",
-                        "wait for that job to finish (or stop it; re-running then resumes), "
-                        "or give this run its own directory with --set run.run_dir=DIR."):
+    with contextlib.ExitStack() as stack:
+      refused = None
+      if jax.process_index() == 0:
+        try:
+          check_run_dir(run_dir)  # A file in the way: one clear ValueError.
+          stack.enter_context(runlock.hold(
+              self.lock_path, f"run directory {run_dir}",
+              "wait for that job to finish (or stop it; re-running then resumes), or give "
+              "this run its own directory with --set run.run_dir=DIR."))
+        except (ValueError, runlock.RunLockError) as e:
+          refused = e
+      _agree_or_raise(refused, f"the lead process could not take run directory {run_dir} "
+                               "(in use by another job, or not a directory)")
+      try:
         return self._run(progress)
-    except OSError as e:  # Disk full, permissions: one line, and resume stays possible.
-      if e.errno not in WRITE_ERRNOS:
-        raise
-      raise RunDirError(
-          f"could not write to the run directory {run_dir} ({e}); the run stopped. "
-          f"Checkpoints written before are intact: fix the cause (free disk space, "
-          f"permissions) and re-run the same command to resume.") from e
+      except OSError as e:  # Disk full, permissions: one line, and resume stays possible.
+        if e.errno not in WRITE_ERRNOS:
+          raise
+        raise RunDirError(
+            f"could not write to the run directory {run_dir} ({e}); the run stopped. "
+            f"Checkpoints written before are intact: fix the cause (free disk space, "
+            f"permissions) and re-run the same command to resume.") from e
 
   def _run(self, progress: bool) -> MetaTrainResult:
     cfg = self.config
