@@ -296,6 +296,8 @@ class MetaTrainer:
     self._eval_fn = jax.jit(self._eval_curves, out_shardings=self._replicated)
     self._adam_eval = None
     self._record = None
+    #: Setup changes accepted on resume (``run.accept_changes``), every session's.
+    self._setup_changes: List[Dict[str, Any]] = []
 
   # -- state ------------------------------------------------------------------------
 
@@ -433,6 +435,7 @@ class MetaTrainer:
     """Refuses (``CheckpointError``) a checkpoint recorded by another setup or package
     version, naming the fields that differ; with ``run.accept_changes`` only warns."""
     saved = meta["metadata"]
+    self._setup_changes = list(saved.get("setup_changes", []))
     if "resolved" in saved:
       diffs = config_lib.differences(saved["resolved"], self.record())
     else:
@@ -448,6 +451,8 @@ class MetaTrainer:
       shown.append(f"and {len(diffs) - 8} more")
     listing = "; ".join(shown)
     if self.config.run.accept_changes:
+      self._setup_changes.append({"step": int(meta["step"]), "changes": {
+          k: [old, new] for k, (old, new) in diffs.items()}})
       warnings.warn(f"resuming {where} although it was written by another setup "
                     f"(checkpoint -> this run: {listing}); run.accept_changes=true, so θ "
                     f"mixes the two.", stacklevel=3)
@@ -467,6 +472,7 @@ class MetaTrainer:
     record = self.record()
     meta = dict(resolved=record, fingerprint=self.config.fingerprint(self.lopt.config),
                 package_version=metaopt.__version__, jax_version=jax.__version__,
+                setup_changes=self._setup_changes,
                 wall_time_s=wall_time, compile_time_s=compile_time,
                 num_devices=jax.device_count())
     checkpoint.save(self.checkpoint_dir, int(_to_host(state.step)), state, meta,
@@ -663,6 +669,8 @@ class MetaTrainer:
     cfg = self.config
     path = path or self.export_path
     extra = {} if selected_at_step is None else {"selected_at_step": selected_at_step}
+    if self._setup_changes:  # θ mixes setups (run.accept_changes): say where.
+      extra["setup_changes"] = self._setup_changes
     io.save(path, self.lopt, theta, {**extra,
         "trained_on": list(cfg.families),
         "trained_on_datasets": sorted({str(_meta(m.family)["dataset"])

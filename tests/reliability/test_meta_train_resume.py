@@ -8,6 +8,7 @@ import pytest
 
 import metaopt
 from metaopt.checkpoint import CheckpointError
+from metaopt.lopt import io
 from metaopt.meta import trainer as trainer_lib
 from tests.meta import _meta_script as script
 from tests.meta.helpers import LrMomConfig, registered_test_names
@@ -38,6 +39,10 @@ def test_changed_architecture_default_is_refused_naming_the_field(tmp_path, monk
   with pytest.warns(UserWarning, match=r"lopt_config.init_log_lr: -2.0 -> -3.0"):
     result = _run(tmp_path, num_steps=8, **{"run.accept_changes": True})
   assert result.step == 8
+  # The export says where θ changed setup.
+  _, _, meta = io.load_meta_params(result.export_path)
+  assert meta["setup_changes"] == [
+      {"step": 4, "changes": {"lopt_config.init_log_lr": [-2.0, -3.0]}}]
 
 
 def test_other_package_version_is_refused(tmp_path, monkeypatch):
