@@ -132,10 +132,11 @@ class MetricsLogger:
       reason = " ".join(str(e).split())[:200] or type(e).__name__
       if mode == "online":
         try:
+          wandb.teardown()  # Else the failed start keeps the run id "in use".
           run = start("offline")
-          warnings.warn(f"wandb could not start online within {WANDB_INIT_TIMEOUT_S:g} s "
-                        f"({reason}); logging offline to {run_dir}/wandb (upload it later "
-                        f"with `wandb sync`).")
+          warnings.warn(f"wandb could not start online ({reason}; a start may take at "
+                        f"most {WANDB_INIT_TIMEOUT_S:g} s); logging offline to {run_dir}/wandb "
+                        f"(upload it later with `wandb sync`).")
           return run
         except Exception:  # pylint: disable=broad-except
           pass
