@@ -1,4 +1,5 @@
-"""Orbax checkpoints: round trip, keep-last-N, kill leftovers, corrupt and mismatched checkpoints."""
+"""Orbax checkpoints: round trip, keep-last-N, kill leftovers, corrupt and mismatched
+checkpoints."""
 
 import json
 import os

@@ -112,7 +112,8 @@ def meta_train_config(problem: Problem, opt: LearnedOptimizer, config: UnrollCon
                       run_dir: str) -> MetaTrainConfig:
   """The meta-training config ``train`` runs: TBPTT, all instances in lockstep."""
   return meta_config.from_dict({
-      "family": problem.l2o_family_name, "lopt": opt.arch, "lopt_config": lopt_base.config_to_dict(opt.config),
+      "family": problem.l2o_family_name, "lopt": opt.arch,
+      "lopt_config": lopt_base.config_to_dict(opt.config),
       "seed": config.seed,
       "schedule": {"name": "constant", "truncation_length": config.truncation,
                    "horizon": config.horizon, "random_offsets": False},

@@ -341,7 +341,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
   return out
 
 
-def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+def differences(recorded: Mapping[str, Any],
+                current: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
   """``{key: (recorded value, current value)}`` for every key whose value differs
   (``"(absent)"`` for a key one side lacks; ``ADDED_LATER`` keys default)."""
   recorded = {**{k: v for k, v in ADDED_LATER.items() if k in current}, **recorded}

@@ -342,7 +342,8 @@ class MetaTrainer:
     grad = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
     metrics = {k: (jnp.sum(v) if k in COUNT_METRICS else jnp.mean(v)) for k, v in metrics.items()}
     # A non-finite meta-gradient is skipped (θ and the optimizer state unchanged).
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g))
+                                  for g in jax.tree_util.tree_leaves(grad)]))
     safe_grad = inner.tree_where(finite, grad, jax.tree_util.tree_map(jnp.zeros_like, grad))
     updates, opt_state = self.outer.update(safe_grad, state.opt_state, state.theta)
     theta = inner.tree_where(finite, optax.apply_updates(state.theta, updates), state.theta)
