@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
   p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
   def common(q):
-    q.add_argument("--suite", default="v1", help="suite name (v1, smoke) or JSON path")
+    q.add_argument("--suite", default="v3", help="suite name (v3, v2, demo) or JSON path")
     q.add_argument("--db", default="leaderboard.db", help="results database (SQLite file)")
 
   r = sub.add_parser("run", help="run (or resume) the suite")
@@ -26,16 +26,15 @@ def add_parser(subparsers) -> None:
   r.add_argument("--optimizers", nargs="+", default=None, metavar="OPT",
                  help="baseline names (tuned), NAME@defaults, learned optimizer names or "
                       ".safetensors paths; default: every baseline + shipped learned ones")
-  r.add_argument("--seeds", type=int, default=None,
-                 help="number of evaluation seeds (default: the suite's)")
   r.add_argument("--retry-errors", action="store_true", help="re-run stored failed runs")
   r.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
-                 help="(AlgoPerf suites such as v2) run only these tasks of the suite")
+                 help="run only these tasks of the suite (e.g. to split it over processes "
+                      "with separate databases, then `merge`)")
   r.add_argument("--no-progress", action="store_true")
   r.set_defaults(func=_run)
 
   t = sub.add_parser("set-targets", help="(suite maintainers) run the target-setting runs of "
-                     "an AlgoPerf suite and freeze its targets in the suite file")
+                     "a suite and freeze its targets in the suite file")
   common(t)
   t.add_argument("--out", default=None,
                  help="suite file to write (default: the shipped file of --suite)")
@@ -81,19 +80,31 @@ def _clean_errors(command):
       return _fail(e)
     except sqlite3.Error as e:
       return _db_error(args.db, e)
+    except KeyboardInterrupt:
+      print("interrupted: every finished run is stored; re-run the same command to resume.",
+            file=sys.stderr)
+      return 130
+    except BrokenPipeError:
+      # The reader went away (`show | head`): stop quietly, as other CLI tools do.
+      # Python flushes stdout at exit; point it at devnull so that flush cannot fail.
+      try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+      except (OSError, ValueError):  # stdout without a file descriptor (captured)
+        pass
+      return 0
 
   return wrapped
 
 
 @_clean_errors
 def _run(args) -> int:
-  from metaopt.eval import format_table, run_leaderboard, suites  # pylint: disable=import-outside-toplevel
+  from metaopt.eval import format_table, protocol, suites  # pylint: disable=import-outside-toplevel
   from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
   from metaopt.eval.report import compute  # pylint: disable=import-outside-toplevel
   suite = suites.load(args.suite)
-  stats = run_leaderboard(suite, args.optimizers, args.seeds, args.db,
-                          progress=not args.no_progress, retry_errors=args.retry_errors,
-                          only_tasks=args.tasks)
+  stats = protocol.run_leaderboard(suite, args.optimizers, args.db,
+                                   progress=not args.no_progress,
+                                   retry_errors=args.retry_errors, only_tasks=args.tasks)
   print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
         f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
   with ResultsDB(args.db, readonly=True) as db:
@@ -105,9 +116,6 @@ def _run(args) -> int:
 def _set_targets(args) -> int:
   from metaopt.eval import protocol, suites  # pylint: disable=import-outside-toplevel
   suite = suites.load(args.suite)
-  if not suite.algoperf:
-    raise ValueError(f"suite {suite.id} uses protocol {suite.protocol!r}: its targets come "
-                     "from its reference runs; set-targets is for 'algoperf' suites (v2).")
   out = args.out or (args.suite if os.path.exists(args.suite) else None)
   protocol.set_targets(suite, args.db, out)
   return 0

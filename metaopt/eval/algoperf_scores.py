@@ -19,7 +19,6 @@ from typing import Any, Dict, List
 import numpy as np
 
 import tasks as task_registry
-from metaopt import optimizers
 from metaopt.eval import scoring
 from metaopt.eval import suites as S
 from metaopt.eval.entrants import Entrant, ineligibility
@@ -39,14 +38,6 @@ def entrant_from_row(row: Dict[str, Any]) -> Entrant:
                  trained_on_architectures=tuple(tr.get("architectures", ())),
                  trained_on_synthetic_architectures=tuple(tr.get("synthetic_architectures", ())),
                  meta_cost_hours=row["meta_cost_hours"], description=row["description"])
-
-
-def reference_name(suite: S.Suite) -> str:
-  """The first registered baseline of ``suite.speedup_reference``."""
-  for name in suite.speedup_reference:
-    if name in optimizers.names():
-      return name
-  return suite.speedup_reference[-1]
 
 
 def _task_metadata(names: List[str]) -> Dict[str, Dict[str, Any]]:
@@ -155,7 +146,7 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
         e[f"score_{label}"] = e[f"score_{label}_all"] = None
         e[f"ratios_{label}"] = e[f"ratios_{label}_all"] = {}
 
-  ref = reference_name(suite)
+  ref = S.reference_name(suite)
   ref_e = next((e for e in entries if e["name"] == ref and e["ruleset"] == "tuned"), None)
   notes = []
   if ref_e is None:

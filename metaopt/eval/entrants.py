@@ -3,9 +3,8 @@
 An ``Entrant`` is what a row of the leaderboard stands for: an optimizer under a
 ruleset (AlgoPerf):
 
-* ``tuned`` (external tuning): a hand-designed baseline gets a per-task grid sweep
-  over its search space (``tuning_grid``) on the suite's validation seed; the best
-  config is then run on the evaluation seeds.
+* ``tuned`` (external tuning): a hand-designed baseline gets studies of
+  quasi-random trials over its search space (``metaopt.eval.protocol``).
 * ``self_tuning``: one fixed config for every task. Learned optimizers, baselines
   whose spec says ``self_tuning`` (schedule-free, Prodigy) and ``NAME@defaults``.
 
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -234,44 +232,20 @@ def all_baselines() -> List[str]:
   return list(optimizers.names())
 
 
-# Tuning grid -------------------------------------------------------------------
+#: Baselines entered at their published defaults too (the self-tuning field).
+AT_DEFAULTS = ("schedule_free_adamw",)
 
-def tuning_grid(search_space: Dict[str, Any], defaults: Dict[str, Any], lr_points: int,
-                other_points: int, max_trials: int) -> Tuple[List[Dict[str, Any]], str]:
-  """The sweep a tuned baseline gets on each task.
 
-  ``learning_rate`` takes ``lr_points`` values across its range (geometric). Every
-  other axis of the search space takes ``other_points`` values from its ``grid``
-  (categorical axes all their options) when ``other_points > 1``, else stays at its
-  default. When the product exceeds ``max_trials`` the other axes fall back to
-  their defaults (the note returned says so).
+def shipped_learned() -> List[str]:
+  """Names of the learned optimizers shipped in ``metaopt/pretrained``."""
+  return list(io.pretrained_names())
 
-  Returns:
-    (list of full configs (defaults updated), a note describing the grid).
-  """
-  axes: Dict[str, List[Any]] = {}
-  for key, axis in sorted(search_space.items()):
-    if key == "learning_rate":
-      axes[key] = list(axis.grid(lr_points))
-    elif other_points > 1:
-      axes[key] = list(axis.grid(other_points))
-  note = "grid over " + ", ".join(f"{k} ({len(v)})" for k, v in axes.items())
-  size = 1
-  for v in axes.values():
-    size *= len(v)
-  if size > max_trials and "learning_rate" in axes:
-    axes = {"learning_rate": axes["learning_rate"]}
-    note = (f"full grid has {size} > max_trials={max_trials} points; learning_rate "
-            f"({len(axes['learning_rate'])}) only, other axes at defaults")
-  keys = list(axes)
-  configs = []
-  for values in itertools.product(*(axes[k] for k in keys)):
-    cfg = dict(defaults)
-    cfg.update(zip(keys, values))
-    configs.append(cfg)
-  if not configs:
-    configs = [dict(defaults)]
-  return configs, note
+
+def default_entrants() -> List[str]:
+  """Every registry baseline (schedule-free AdamW also at its published defaults, a
+  self-tuning entrant) and every shipped learned optimizer, as entrant specs."""
+  return (all_baselines() + [f"{n}@defaults" for n in AT_DEFAULTS]
+          + [f"lopt:{n}" for n in shipped_learned()])
 
 
 def leakage(entrant: Entrant, task_name: str, task_families: Tuple[str, ...],

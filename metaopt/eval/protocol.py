@@ -1,4 +1,8 @@
-"""The AlgoPerf protocol of suites with ``"protocol": "algoperf"`` (suite ``v2``).
+"""The leaderboard protocol (AlgoPerf v0.6), the one path of every suite.
+
+``run_leaderboard`` plans and executes a suite's runs (``plan`` -> ``runner``), the
+database stores them, ``algoperf_scores.compute`` scores them and ``report`` renders
+them; nothing in between returns to an earlier module.
 
 * ``set_targets``: per task, each target-setting baseline (with the suite's
   learning-rate schedule) gets ``target_setting.trials`` quasi-random trials at the
@@ -7,9 +11,11 @@
   lowest median best-validation-loss over the baselines (``scoring.target_from_runs``).
   The targets are written into the suite file (frozen, covered by its hash).
 * ``run``: external tuning (``tuned`` entrants): one study per suite seed, each of
-  ``trials`` quasi-random configs of the baseline's search space, all trials of a
-  task vmapped in one program, at 4/3 of the target-setting steps. Self-tuning
-  entrants: one run per study seed at 3x the steps. Then the compiled training step
+  ``trials`` quasi-random configs of the baseline's search space (the suite's frozen
+  space when it has one), all trials of a task vmapped in one program, at the
+  suite's external budget (4/3 of the target-setting steps). Self-tuning entrants:
+  one run per study seed at the self-tuning budget (v3: 1.5x the external one).
+  Then the compiled training step
   of each (task, entrant) is timed (``runner.time_steps``) for wall time to target.
 
 Runs are stored as they finish (purpose ``trial``, ``target_tune``, ``target``);
@@ -133,6 +139,40 @@ def plan(suite: S.Suite, e: E.Entrant, st: S.SuiteTask):
     return configs, seeds, steps
   cfg = e.fixed_config(steps)
   return [cfg] * len(suite.seeds), [suite.trial_seed(s, 0) for s in suite.seeds], steps
+
+
+def resolve_entrants(specs: Optional[Sequence[Any]], suite: S.Suite,
+                     log: Callable[[str], None] = print) -> List[E.Entrant]:
+  """Entrants from specs (``"adam"``, ``"adam@defaults"``, ``"lopt:NAME"``, a
+  ``.safetensors`` path, or ``Entrant`` objects; default ``E.default_entrants()``),
+  with the suite's tuned reference added when missing. Two entrants with one label
+  (name and ruleset), e.g. two files ``a/opt.safetensors`` and ``b/opt.safetensors``,
+  are refused: the database keys runs by that label."""
+  specs = list(specs) if specs is not None else E.default_entrants()
+  ents = [s if isinstance(s, E.Entrant) else E.parse(s) for s in specs]
+  seen = {}
+  for spec, e in zip(specs, ents):
+    label = (e.name, e.ruleset)
+    if label in seen:
+      raise ValueError(f"two entrants are both called {e.name!r} ({seen[label]!r} and "
+                       f"{spec!r}); rename one of the files.")
+    seen[label] = spec if isinstance(spec, str) else e.source
+  ref = S.reference_name(suite)
+  if not any(e.name == ref and e.ruleset == "tuned" for e in ents):
+    log(f"adding tuned {ref} (the reference of the normalized speedups)")
+    ents.insert(0, E.baseline(ref))
+  return ents
+
+
+def run_leaderboard(suite, optimizers_: Optional[Sequence[Any]] = None,
+                    db_path: str = "leaderboard.db", progress: bool = True,
+                    retry_errors: bool = False, log: Callable[[str], None] = print,
+                    only_tasks: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+  """Runs (or resumes) ``suite`` (a name, path or ``Suite``) for the entrants
+  ``optimizers_`` (``resolve_entrants``); see ``run``."""
+  suite = S.load(suite) if isinstance(suite, str) else suite
+  return run(suite, resolve_entrants(optimizers_, suite, log), db_path, progress=progress,
+             retry_errors=retry_errors, log=log, only_tasks=only_tasks)
 
 
 def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool = True,

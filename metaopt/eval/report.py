@@ -1,10 +1,13 @@
 """Leaderboard tables and reports from the results database.
 
-``compute(db, suite)`` turns the stored evaluation runs of one suite version into
-per-task metrics and AlgoPerf scores (definitions in ``metaopt.eval.scoring``);
-``format_table`` prints it; ``write_report`` writes Markdown, CSV, JSON, PNG plots
-(learning curves per task, performance profiles) and a static HTML page with a
-sortable table (inline JS, no external resources).
+``compute(db, suite)`` (``algoperf_scores.compute``) scores the stored runs of one
+suite version (definitions in ``metaopt.eval.scoring``); ``format_table`` prints
+it; ``write_report`` writes Markdown, CSV, JSON, PNG plots (validation curves per
+task and performance profiles of the top entrants and the reference, in distinct
+colours) and a static HTML page with sortable tables (inline JS, no external
+resources). Names are escaped for every format: HTML, Markdown cells (``|``) and
+CSV cells (a leading ``=``, ``+``, ``-`` or ``@`` cannot become a spreadsheet
+formula).
 """
 
 from __future__ import annotations
@@ -22,133 +25,16 @@ import numpy as np
 
 from metaopt.eval import algoperf_scores, scoring
 from metaopt.eval import suites as S
-from metaopt.eval.entrants import Entrant, leakage
 from metaopt.eval.store import ResultsDB
 
 INF = float("inf")
-
-
-def _entrant_from_row(row: Dict[str, Any]) -> Entrant:
-  return Entrant(name=row["name"], kind=row["kind"], ruleset=row["ruleset"],
-                 source=row["source"], trained_on=tuple(row["trained_on"]),
-                 meta_cost_hours=row["meta_cost_hours"], description=row["description"])
+#: Entrants drawn per ruleset in the plots (by B over time), beside the reference.
+PLOT_TOP = 4
 
 
 def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
-  """Scores every entrant with evaluation runs for ``suite`` (this exact version).
-
-  Returns a JSON-friendly dict: ``suite``, ``tasks``, ``targets`` (per task),
-  ``entrants`` (list, best first within each ruleset; each with ``per_task`` metrics
-  and scores) and ``curves`` (per task, per entrant: median smoothed curve).
-  """
-  if suite.algoperf:
-    return algoperf_scores.compute(db, suite)
-  runs = db.runs(suite.hash, "eval")
-  task_names = [t.task for t in suite.tasks]
-  meta = {(o["name"], o["ruleset"]): o for o in db.optimizers()}
-  grouped: Dict[tuple, Dict[str, List[Dict[str, Any]]]] = {}
-  for r in runs:
-    grouped.setdefault((r["optimizer"], r["ruleset"]), {}).setdefault(r["task"], []).append(r)
-  # Only the latest config of an optimizer counts on each task (a retrained learned
-  # optimizer file or a re-tuned baseline leaves older runs in the database).
-  for by_task in grouped.values():
-    for t, rs in by_task.items():
-      latest = max(rs, key=lambda r: r["id"])["config"]
-      by_task[t] = [r for r in rs if r["config"] == latest]
-  w = suite.smoothing_window
-
-  def curve(r):
-    if r["status"] == "error" or r["train_loss"] is None:
-      return np.full(next(t.steps for t in suite.tasks if t.task == r["task"]), INF)
-    return scoring.smoothed_curve(r["train_loss"], w)
-
-  ref = grouped.get((suite.reference, "tuned"), {})
-  targets = {t: scoring.target_loss([curve(r)[-1] for r in ref.get(t, [])])
-             for t in task_names}
-  notes = []
-  if not ref:
-    notes.append(f"No runs of tuned {suite.reference} (the reference): no targets, "
-                 "steps-to-target are all infinite.")
-
-  entries, curves = [], {t: {} for t in task_names}
-  for (name, ruleset), by_task in sorted(grouped.items()):
-    m = meta.get((name, ruleset))
-    ent = _entrant_from_row(m) if m else Entrant(name, "baseline", ruleset, name)
-    per_task = {}
-    for st in suite.tasks:
-      rs = by_task.get(st.task, [])
-      cs = [curve(r) for r in rs]
-      steps = [scoring.steps_to_target(c, targets[st.task]) for c in cs]
-      secs = [scoring.seconds_to_target(s, r["wall_time"], st.steps) for s, r in zip(steps, rs)]
-      trains = [r["train_loss"] if r["train_loss"] is not None else np.full(st.steps, np.nan)
-                for r in rs]
-      valid = [r["valid_loss"] if r["valid_loss"] is not None else np.array([np.nan]) for r in rs]
-      per_task[st.task] = {
-          "steps_to_target": scoring.median_time(steps),
-          "seconds_to_target": scoring.median_time(secs),
-          # Trailing mean over the last `w` steps (m_T), and running min (c_T).
-          "final_train": scoring.nanmedian_or_nan([np.mean(x[-w:]) for x in trains]),
-          "best_train": scoring.nanmedian_or_nan([c[-1] for c in cs]),
-          "final_valid": scoring.nanmedian_or_nan([v[-1] for v in valid]),
-          "best_valid": scoring.nanmedian_or_nan([np.nanmin(v) if np.any(np.isfinite(v)) else np.nan
-                                                  for v in valid]),
-          "seeds": len(rs),
-          "diverged": sum(r["status"] == "diverged" for r in rs),
-          "errors": sum(r["status"] == "error" for r in rs),
-          "wall_time": scoring.nanmedian_or_nan([r["wall_time"] for r in rs]),
-      }
-      if cs:
-        med = np.median(np.stack(cs), axis=0)  # inf (failed seeds) sorts last.
-        curves[st.task][name] = np.where(np.isfinite(med), med, np.nan).tolist()
-    leaks = {st.task: leakage(ent, st.task, st.families) for st in suite.tasks}
-    leaks = {k: v for k, v in leaks.items() if v}
-    entries.append({
-        "name": name, "ruleset": ruleset, "kind": ent.kind, "description": ent.description,
-        "trained_on": list(ent.trained_on), "meta_cost_hours": ent.meta_cost_hours,
-        "leakage": leaks, "per_task": per_task,
-        "complete": all(per_task[t]["seeds"] > 0 for t in task_names)})
-
-  ref_steps = {t: ref_e["per_task"][t]["steps_to_target"] for ref_e in entries
-               if ref_e["name"] == suite.reference and ref_e["ruleset"] == "tuned"
-               for t in task_names}
-  ref_secs = {t: ref_e["per_task"][t]["seconds_to_target"] for ref_e in entries
-              if ref_e["name"] == suite.reference and ref_e["ruleset"] == "tuned"
-              for t in task_names}
-
-  def score(group, key):
-    times = {e["name"] + "|" + e["ruleset"]: {t: e["per_task"][t][key] for t in task_names}
-             for e in group}
-    ratios = scoring.performance_ratios(times)
-    return {k: (scoring.benchmark_score(list(v.values()), suite.r_max), v)
-            for k, v in ratios.items()}
-
-  for key, label in (("steps_to_target", "steps"), ("seconds_to_target", "time")):
-    all_scores = score(entries, key)
-    for ruleset in sorted({e["ruleset"] for e in entries}):
-      group = [e for e in entries if e["ruleset"] == ruleset]
-      for k, (b, ratios) in score(group, key).items():
-        e = next(x for x in group if x["name"] + "|" + x["ruleset"] == k)
-        e[f"score_{label}"] = b
-        e[f"ratios_{label}"] = ratios
-        e[f"score_{label}_all"] = all_scores[k][0]
-        e[f"ratios_{label}_all"] = all_scores[k][1]
-  for e in entries:
-    t_opt = {t: e["per_task"][t]["steps_to_target"] for t in task_names}
-    sp = scoring.speedups(t_opt, ref_steps)
-    e["speedup_geomean"] = scoring.geomean_speedup(sp)
-    e["speedup_time_geomean"] = scoring.geomean_speedup(scoring.speedups(
-        {t: e["per_task"][t]["seconds_to_target"] for t in task_names}, ref_secs))
-    e["frac_faster"] = scoring.fraction_faster(t_opt, ref_steps)
-    e["reached"] = sum(math.isfinite(x) for x in t_opt.values())
-  entries.sort(key=lambda e: (e["ruleset"] != "tuned", -_nan_to(e.get("score_steps"), -1.0),
-                              e["name"]))
-  return {"suite": {"name": suite.name, "version": suite.version, "hash": suite.hash,
-                    "id": suite.id, "r_max": suite.r_max, "smoothing_window": w,
-                    "reference": suite.reference,
-                    "seeds": sorted({r["seed"] for r in runs})},
-          "tasks": [{"task": t.task, "steps": t.steps, "target": targets[t.task]}
-                    for t in suite.tasks],
-          "targets": targets, "entrants": entries, "curves": curves, "notes": notes}
+  """The scored leaderboard of ``suite`` (``algoperf_scores.compute``)."""
+  return algoperf_scores.compute(db, suite)
 
 
 def _nan_to(x, default):
@@ -167,25 +53,19 @@ def _fmt(x, digits=3) -> str:
   return str(x)
 
 
-SUMMARY_COLUMNS = [
-    ("optimizer", "optimizer"), ("ruleset", "ruleset"), ("kind", "kind"),
-    ("score_steps", "B (steps)"), ("score_time", "B (time)"),
-    ("score_steps_all", "B all (steps)"), ("speedup_geomean", "speedup vs Adam"),
-    ("frac_faster", "faster than Adam"), ("reached", "reached"),
-    ("meta_cost_hours", "meta-train h"), ("leak", "leakage")]
-
-
-ALGOPERF_COLUMNS = [
+COLUMNS = [
     ("optimizer", "optimizer"), ("ruleset", "ruleset"), ("kind", "kind"),
     ("score_time", "B (time)"), ("score_steps", "B (steps)"),
-    ("score_time_all", "B all (time)"), ("speedup_iqm", "speedup IQM"),
-    ("speedup_ci", "95% CI (tasks+runs)"), ("frac_faster", "faster than ref"),
-    ("reached", "reached"), ("meta_cost_hours", "meta-train h"), ("leak", "eligibility")]
+    ("score_time_all", "B all (time)"), ("score_steps_all", "B all (steps)"),
+    ("speedup_iqm", "speedup IQM"), ("speedup_ci", "95% CI (tasks+runs)"),
+    ("frac_faster", "faster than ref"), ("reached", "reached"),
+    ("meta_cost_hours", "meta-train h"), ("leak", "eligibility")]
 
 
 def columns(lb: Dict[str, Any]) -> List[tuple]:
-  """The summary columns of ``lb``'s protocol."""
-  return ALGOPERF_COLUMNS if lb.get("protocol") == "algoperf" else SUMMARY_COLUMNS
+  """The summary columns (``(key, header)``)."""
+  del lb
+  return COLUMNS
 
 
 def summary_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -193,19 +73,14 @@ def summary_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
   n = len(lb["tasks"])
   rows = []
   for e in lb["entrants"]:
-    row = {k: e.get(k) for k, _ in columns(lb)}
+    row = {k: e.get(k) for k, _ in COLUMNS}
     row["optimizer"] = e["name"]
-    row["reached"] = f"{e['reached']}/{e.get('scored_tasks', n)}"
+    row["reached"] = f"{e['reached']}/{n}"
     if e.get("speedup_ci"):
       row["speedup_ci"] = f"[{_fmt(e['speedup_ci'][0])}, {_fmt(e['speedup_ci'][1])}]"
-    if lb.get("protocol") == "algoperf":
-      row["leak"] = ("INELIGIBLE: " + "; ".join(f"{t} ({', '.join(f)})"
-                                                for t, f in e["ineligible"].items())
-                     if e["ineligible"] else ("eligible" if e["kind"] == "learned" else ""))
-    else:
-      row["leak"] = ("OVERLAP: " + "; ".join(f"{t} ({', '.join(f)})"
-                                             for t, f in e["leakage"].items())
-                     if e["leakage"] else ("none" if e["kind"] == "learned" else ""))
+    row["leak"] = ("INELIGIBLE: " + "; ".join(f"{t} ({', '.join(f)})"
+                                              for t, f in e["ineligible"].items())
+                   if e["ineligible"] else ("eligible" if e["kind"] == "learned" else ""))
     rows.append(row)
   return rows
 
@@ -227,9 +102,23 @@ def format_table(lb: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _md(cell: Any) -> str:
+  """A Markdown table cell: ``|`` escaped, line breaks flattened."""
+  return str(cell).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _csv_safe(value: Any) -> Any:
+  """A CSV cell that a spreadsheet never evaluates: text starting with ``= + - @``
+  (or a tab / carriage return) gets a leading ``'`` (OWASP's CSV-injection rule).
+  Numbers pass through."""
+  if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    return "'" + value
+  return value
+
+
 def _markdown_table(header: List[str], rows: List[List[str]]) -> str:
-  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  out += ["| " + " | ".join(r) + " |" for r in rows]
+  out = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
+  out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
   return "\n".join(out)
 
 
@@ -241,7 +130,7 @@ def per_task_rows(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
       m = e["per_task"][t["task"]]
       out.append({"optimizer": e["name"], "ruleset": e["ruleset"], "task": t["task"],
                   "target": t["target"], **m,
-                  "leakage": "; ".join(e["leakage"].get(t["task"], [])),
+                  "ineligible": "; ".join(e["ineligible"].get(t["task"], [])),
                   "ratio_steps": e.get("ratios_steps", {}).get(t["task"]),
                   "ratio_time": e.get("ratios_time", {}).get(t["task"])})
   return out
@@ -263,56 +152,66 @@ def _finish(plt, fig, ax, out_dir: str, file_name: str) -> str:
   return file_name
 
 
+def plotted(lb: Dict[str, Any]) -> List[Dict[str, Any]]:
+  """The entrants drawn in the plots: the reference and the ``PLOT_TOP`` best
+  eligible entrants of each ruleset by B over time (a readable plot, not 25 lines)."""
+  ref = lb["suite"]["reference"]
+  out = [e for e in lb["entrants"] if e["name"] == ref and e["ruleset"] == "tuned"]
+  for ruleset in ("tuned", "self_tuning"):
+    group = [e for e in lb["entrants"] if e["ruleset"] == ruleset and not e["ineligible"]
+             and e not in out]
+    group.sort(key=lambda e: -_nan_to(e.get("score_time"), -1.0))
+    out += group[:PLOT_TOP]
+  return out
+
+
+def _label(e: Dict[str, Any]) -> str:
+  return e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")
+
+
 def _plots(lb: Dict[str, Any], out_dir: str) -> Dict[str, str]:
-  """PNG per task (median running-min smoothed train loss) + performance profiles."""
+  """PNG per task (validation loss of the selected trial, median over studies) and
+  performance profiles, for ``plotted(lb)`` (each entrant one distinct colour)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  names = [e["name"] + ("" if e["ruleset"] == "tuned" else " [self]") for e in lb["entrants"]]
-  cmap = plt.get_cmap("tab20")
-  colors = {n: cmap(i % 20) for i, n in enumerate(names)}
+  shown = plotted(lb)
+  cmap = plt.get_cmap("tab10")
+  colors = {_label(e): cmap(i % 10) for i, e in enumerate(shown)}
   paths = {}
-  algoperf = lb.get("protocol") == "algoperf"
   for t in lb["tasks"]:
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
-    for e, label in zip(lb["entrants"], names):
-      c = lb["curves"][t["task"]].get(e["name"], [])
-      x = None
-      if isinstance(c, dict):  # AlgoPerf: validation loss at the evaluation steps.
-        x, c = np.asarray(c["x"], np.float64), c["y"]
-      c = np.asarray(c, np.float64)
-      if x is None:
-        x = np.arange(1, len(c) + 1)
-      if c.size and np.any(np.isfinite(c) & (c > 0)):
-        leak = " (leak)" if t["task"] in e.get("leakage", {}) else ""
-        ax.plot(x[:len(c)], c, label=label + leak, color=colors[label],
-                ls="-" if e["ruleset"] == "tuned" else "--", lw=1.3)
+    for e in shown:
+      c = lb["curves"][t["task"]].get(e["name"])
+      if not c:
+        continue
+      x, y = np.asarray(c["x"], np.float64), np.asarray(c["y"], np.float64)
+      if y.size and np.any(np.isfinite(y) & (y > 0)):
+        ax.plot(x[:len(y)], y, label=_label(e), color=colors[_label(e)],
+                ls="-" if e["ruleset"] == "tuned" else "--", lw=1.4)
     if math.isfinite(t["target"]):
       ax.axhline(t["target"], color="k", ls=":", lw=1, label="target")
-    if algoperf:
-      ax.axvline(t["budget_external"], color="grey", ls="-.", lw=0.8, label="4/3 budget")
+    ax.axvline(t["budget_external"], color="grey", ls="-.", lw=0.8, label="external budget")
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("validation loss (median over studies)" if algoperf
-                  else "running-min smoothed train loss")
-    ax.set_title(f"{t['task']} (" + ("selected trial per study, median over studies"
-                                      if algoperf else "median over seeds") + ")")
+    ax.set_ylabel("validation loss (median over studies)")
+    ax.set_title(f"{t['task']} (selected trial per study)")
     paths[t["task"]] = _finish(plt, fig, ax, out_dir, f"curves_{t['task']}.png")
   r_max = lb["suite"]["r_max"]
   taus = np.linspace(1.0, r_max, 301)
-  for label_key, title in (("steps", "steps to target"), ("time", "wall-clock time to target")):
+  for key, title in (("time", "time to target"), ("steps", "steps to target")):
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
-    for e, label in zip(lb["entrants"], names):
-      ratios = [r for r in e.get(f"ratios_{label_key}_all", {}).values() if r is not None]
-      b = e.get(f"score_{label_key}_all", float("nan"))
+    for e in shown:
+      ratios = [r for r in e.get(f"ratios_{key}_all", {}).values() if r is not None]
+      # The legend shows the table's "B all" column: both come from these ratios.
       ax.step(taus, scoring.performance_profile(ratios, taus), where="post",
-              label=f"{label} (B={_fmt(b, 2)})", color=colors[label],
-              ls="-" if e["ruleset"] == "tuned" else "--")
+              label=f"{_label(e)} (B all={_fmt(e.get(f'score_{key}_all'), 3)})",
+              color=colors[_label(e)], ls="-" if e["ruleset"] == "tuned" else "--")
     ax.set_xlabel("tau (ratio to the best time)")
     ax.set_ylabel("fraction of tasks with r <= tau")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Performance profile, {title} (all optimizers)")
-    paths[f"profile_{label_key}"] = _finish(plt, fig, ax, out_dir, f"profile_{label_key}.png")
+    ax.set_title(f"Performance profile, {title} (eligible entrants, both rulesets)")
+    paths[f"profile_{key}"] = _finish(plt, fig, ax, out_dir, f"profile_{key}.png")
   return paths
 
 
@@ -321,7 +220,8 @@ function sortTable(th) {
   var table = th.closest('table'), body = table.tBodies[0];
   var idx = Array.prototype.indexOf.call(th.parentNode.children, th);
   var asc = th.getAttribute('data-dir') !== 'asc';
-  Array.prototype.forEach.call(th.parentNode.children, function (h) { h.removeAttribute('data-dir'); });
+  Array.prototype.forEach.call(th.parentNode.children,
+                               function (h) { h.removeAttribute('data-dir'); });
   th.setAttribute('data-dir', asc ? 'asc' : 'desc');
   var rows = Array.prototype.slice.call(body.rows);
   function key(r) {
@@ -354,69 +254,90 @@ window.addEventListener('load', function () {
 """
 
 
+def _ineligible_note(e: Dict[str, Any], task: str) -> str:
+  return "; ".join(e["ineligible"].get(task, []))
+
+
+def improvement_rows(lb: Dict[str, Any]) -> List[List[str]]:
+  """The probability-of-improvement matrix as rows ``[row entrant, P(row > col)...]``
+  over ``plotted(lb)`` (eligible entrants with speedups), header first."""
+  poi = lb.get("probability_of_improvement", {})
+  keys = [f"{e['name']}|{e['ruleset']}" for e in plotted(lb)
+          if f"{e['name']}|{e['ruleset']}" in poi]
+  names = {f"{e['name']}|{e['ruleset']}": _label(e) for e in lb["entrants"]}
+  rows = [["P(row > column)"] + [names[k] for k in keys]]
+  for a in keys:
+    rows.append([names[a]] + ["-" if a == b else _fmt(poi[a].get(b), 2) for b in keys])
+  return rows
+
+
 def _html(lb: Dict[str, Any], plots: Dict[str, str], command: Optional[str], machine: str) -> str:
   esc = html.escape
   rows = summary_rows(lb)
-  cols = columns(lb)
   head = "".join(
-      f"<th onclick=\"sortTable(this)\"{' data-default-sort' if k == 'score_steps' else ''}>"
-      f"{esc(h)}</th>" for k, h in cols)
+      f"<th onclick=\"sortTable(this)\"{' data-default-sort' if k == 'score_time' else ''}>"
+      f"{esc(h)}</th>" for k, h in COLUMNS)
   body = []
   for r in rows:
     cells = []
-    for k, _ in cols:
+    for k, _ in COLUMNS:
       v = r[k]
       num = ("" if not isinstance(v, (int, float)) or v is None or
              (isinstance(v, float) and math.isnan(v)) else f' data-value="{v}"')
-      cls = ' class="leak"' if k == "leak" and str(v).startswith("OVERLAP") else ""
+      cls = ' class="leak"' if k == "leak" and str(v).startswith("INELIGIBLE") else ""
       cells.append(f"<td{num}{cls}>{esc(_fmt(v) if k != 'optimizer' else str(v))}</td>")
     body.append(f"<tr data-optimizer=\"{esc(r['optimizer'])}\">" + "".join(cells) + "</tr>")
   task_head = "<th onclick=\"sortTable(this)\">optimizer</th>" + "".join(
       f"<th onclick=\"sortTable(this)\">{esc(t['task'])}</th>" for t in lb["tasks"])
 
   def task_rows(key):
-    rows = []
+    out = []
     for e in lb["entrants"]:
-      cells = [f"<td>{esc(e['name'])}{'' if e['ruleset'] == 'tuned' else ' [self]'}</td>"]
+      cells = [f"<td>{esc(_label(e))}</td>"]
       for t in lb["tasks"]:
         v = e["per_task"][t["task"]][key]
-        if t["task"] in e.get("leakage", {}):
-          cells.append(f"<td data-value=\"{v}\" class=\"leak\" title=\"leakage: "
-                       f"{esc(', '.join(e['leakage'][t['task']]))}\">{esc(_fmt(v))} "
-                       "(leak)</td>")
+        note = _ineligible_note(e, t["task"])
+        if note:
+          cells.append(f"<td data-value=\"{v}\" class=\"leak\" title=\"ineligible: "
+                       f"{esc(note)}\">{esc(_fmt(v))} (overlap)</td>")
         else:
           cells.append(f"<td data-value=\"{v}\">{esc(_fmt(v))}</td>")
-      rows.append("<tr>" + "".join(cells) + "</tr>")
-    return "".join(rows)
+      out.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(out)
 
+  poi = improvement_rows(lb)
+  poi_html = ""
+  if len(poi) > 1:
+    poi_html = ("<h2>Probability of improvement (normalized speedups, tasks averaged)</h2>"
+                "<table id=\"improvement\"><thead><tr>"
+                + "".join(f"<th>{esc(h)}</th>" for h in poi[0]) + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
+                          for r in poi[1:]) + "</tbody></table>")
   imgs = "".join(f"<figure><img src=\"{esc(p)}\" alt=\"{esc(k)}\"><figcaption>{esc(k)}"
                  "</figcaption></figure>" for k, p in plots.items())
   s = lb["suite"]
   cmd = f"<p>Command: <code>{esc(command)}</code></p>" if command else ""
-  if lb.get("protocol") == "algoperf":
-    intro = (f"AlgoPerf protocol: targets on the validation loss from target-setting runs "
-             f"(seeds {esc(str(s['target_seeds']))}); external tuning gets "
-             f"{esc(s['budget_external'])} of the target-setting steps, {s['trials']} "
-             f"quasi-random trials per study, fastest trial per study, median over "
-             f"{len(s['seeds'])} studies; self-tuning gets {esc(s['budget_self_tuning'])}x. "
-             f"Speedup = t_{esc(s['reference'])} / t per study (0 when missed), IQM with a "
-             "95% stratified-bootstrap CI. Leaked (entrant, task) pairs are marked and left "
-             "out of that entrant's scores.")
-    target_rows = "".join(
-        f"<tr><td>{esc(t['task'])}</td><td>{esc(str(t['dataset']))}</td>"
-        f"<td>{esc(str(t['architecture']))}</td><td>{_fmt(t['target'], 4)}</td>"
-        f"<td>{_fmt(t['target_error'], 3)}</td><td>{esc(str(t['setter']))}</td>"
-        f"<td>{t['steps']}</td><td>{t['budget_external']}</td><td>{t['budget_self_tuning']}</td>"
-        "</tr>" for t in lb["tasks"])
-    targets = ("<h2>Targets and budgets</h2><table id=\"targets\"><thead><tr><th>task</th>"
-               "<th>dataset</th><th>architecture</th><th>target valid loss</th>"
-               "<th>target error rate</th><th>set by</th><th>target-setting steps</th>"
-               "<th>budget (external)</th><th>budget (self-tuning)</th></tr></thead><tbody>"
-               f"{target_rows}</tbody></table>")
-  else:
-    intro = (f"Target = upper median over seeds of tuned {esc(s['reference'])}'s running-min "
-             f"smoothed train loss (window {s['smoothing_window']}) at the budget.")
-    targets = ""
+  intro = (f"AlgoPerf protocol: targets on the validation loss (fixed evaluation sets) from "
+           f"target-setting runs (seeds {esc(str(s['target_seeds']))}); external tuning gets "
+           f"{esc(s['budget_external'])} of the target-setting steps, {s['trials']} "
+           f"quasi-random trials per study, fastest trial per study, median over "
+           f"{len(s['seeds'])} studies; self-tuning gets {esc(s['budget_self_tuning'])}x. "
+           "Every entrant is scored on every task; B divides by the full task count; B over "
+           "time to target (each optimizer's own step time) is the headline, steps beside it. "
+           f"Speedup = t_{esc(s['reference'])} / t per study (0 when missed), IQM with a 95% "
+           "bootstrap CI resampling tasks and studies. A learned optimizer meta-trained on a "
+           "task's dataset or family is ineligible for the suite, shown apart with the reason.")
+  target_rows = "".join(
+      f"<tr><td>{esc(t['task'])}</td><td>{esc(str(t['dataset']))}</td>"
+      f"<td>{esc(str(t['architecture']))}</td><td>{_fmt(t['target'], 4)}</td>"
+      f"<td>{_fmt(t['target_error'], 3)}</td><td>{esc(str(t['setter']))}</td>"
+      f"<td>{t['steps']}</td><td>{t['budget_external']}</td><td>{t['budget_self_tuning']}</td>"
+      "</tr>" for t in lb["tasks"])
+  targets = ("<h2>Targets and budgets</h2><table id=\"targets\"><thead><tr><th>task</th>"
+             "<th>dataset</th><th>architecture</th><th>target valid loss</th>"
+             "<th>target error rate</th><th>set by</th><th>target-setting steps</th>"
+             "<th>budget (external)</th><th>budget (self-tuning)</th></tr></thead><tbody>"
+             f"{target_rows}</tbody></table>")
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metaopt leaderboard {esc(s['id'])}</title>
 <style>
@@ -433,21 +354,22 @@ figure {{ display: inline-block; margin: 0.5em; }}
 <p>Suite hash <code>{esc(s['hash'])}</code>; {len(lb['tasks'])} tasks; evaluation seeds
 {esc(str(s['seeds']))}. {intro}
 B = AlgoPerf benchmark score (r_max = {s['r_max']}) within the ruleset; "B all" compares
-every optimizer. Click a column header to sort.</p>
+every eligible optimizer (the plots' legends show it). Click a column header to sort.</p>
 {cmd}<p>Machine: {esc(machine)}</p>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>
 {''.join(body)}
 </tbody></table>
 {targets}
+<h2>Time to target per task (seconds: steps x the optimizer's own time per compiled step)</h2>
+<table id="per-task-time"><thead><tr>{task_head}</tr></thead><tbody>
+{task_rows("seconds_to_target")}
+</tbody></table>
 <h2>Median steps to target per task</h2>
 <table id="per-task"><thead><tr>{task_head}</tr></thead><tbody>
 {task_rows("steps_to_target")}
 </tbody></table>
-<h2>Time to target per task (seconds, the optimizer's own step time included)</h2>
-<table id="per-task-time"><thead><tr>{task_head}</tr></thead><tbody>
-{task_rows("seconds_to_target")}
-</tbody></table>
-<h2>Plots</h2>
+{poi_html}
+<h2>Plots (the reference and the top {PLOT_TOP} eligible entrants of each ruleset)</h2>
 {imgs}
 <script>{_JS}</script>
 </body></html>
@@ -469,8 +391,9 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
 
   Files: ``README.md`` (tables + plots), ``leaderboard.csv`` (one row per optimizer),
   ``per_task.csv`` (one row per optimizer and task), ``leaderboard.json`` (everything),
-  ``curves_<task>.png``, ``profile_steps.png``, ``profile_time.png``, ``index.html``.
-  Returns the path of ``index.html``.
+  ``curves_<task>.png``, ``profile_time.png``, ``profile_steps.png``, ``index.html``.
+  Returns the path of ``index.html``. An ``out_dir`` that cannot be written (a file,
+  a read-only folder, a full disk) is a ``ReportError`` naming it.
   """
   suite = S.load(suite) if isinstance(suite, str) else suite
   if not os.path.exists(db_path):
@@ -478,97 +401,99 @@ def write_report(db_path: str, suite, out_dir: str, command: Optional[str] = Non
                             f"`metaopt leaderboard run --suite {suite.name} --db {db_path}` first.")
   with ResultsDB(db_path, readonly=True) as db:
     lb = compute(db, suite)
-    tunings = db.tunings(suite.hash)
   if not lb["entrants"]:
-    raise ValueError(f"{db_path} has no evaluation runs for suite {suite.id} (hash "
-                     f"{suite.hash}); run `metaopt leaderboard run --suite {suite.name}` first.")
+    raise ValueError(f"{db_path} has no runs for suite {suite.id} (hash {suite.hash}); run "
+                     f"`metaopt leaderboard run --suite {suite.name}` first.")
+  try:
+    return _write(lb, suite, out_dir, command)
+  except OSError as e:
+    raise ReportError(f"cannot write the report to {out_dir!r}: {e.strerror or e}. Choose "
+                      "a writable folder with --out (and free disk space).") from e
+
+
+class ReportError(ValueError):
+  """The report's output folder cannot be written."""
+
+
+def _write(lb: Dict[str, Any], suite: S.Suite, out_dir: str, command: Optional[str]) -> str:
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ReportError(f"--out {out_dir!r} is a file, not a folder; choose a folder.")
   os.makedirs(out_dir, exist_ok=True)
   machine = machine_description()
   plots = _plots(lb, out_dir)
   rows = summary_rows(lb)
   with open(os.path.join(out_dir, "leaderboard.csv"), "w", newline="") as f:
-    wr = csv.DictWriter(f, fieldnames=[k for k, _ in columns(lb)])
+    wr = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS])
     wr.writeheader()
-    wr.writerows(rows)
+    wr.writerows([{k: _csv_safe(v) for k, v in r.items()} for r in rows])
   pt = per_task_rows(lb)
   with open(os.path.join(out_dir, "per_task.csv"), "w", newline="") as f:
     wr = csv.DictWriter(f, fieldnames=list(pt[0]))
     wr.writeheader()
-    wr.writerows(pt)
+    wr.writerows([{k: _csv_safe(v) for k, v in r.items()} for r in pt])
   with open(os.path.join(out_dir, "leaderboard.json"), "w") as f:
-    json.dump(_json_safe(dict(lb, tuning=tunings, machine=machine, command=command)), f,
-              indent=1)
+    json.dump(_json_safe(dict(lb, machine=machine, command=command)), f, indent=1)
+  s = lb["suite"]
   md = [f"# metaopt leaderboard: suite `{suite.id}`", "",
         f"Suite hash `{suite.hash}`, {len(lb['tasks'])} tasks, evaluation seeds "
-        f"{lb['suite']['seeds']}, tuning seed {suite.tuning_seed}.", ""]
+        f"{s['seeds']}.", ""]
   if command:
     md += [f"Generated by: `{command}`", ""]
   md += [f"Machine: {machine}", ""]
-  cols = columns(lb)
-  leak_mark = lambda e, t: " (leak)" if t in e.get("leakage", {}) else ""  # noqa: E731
-  algoperf = lb.get("protocol") == "algoperf"
-  if algoperf:
-    s = lb["suite"]
-    md += ["Scoring (AlgoPerf protocol; `docs/leaderboard/ABOUT.md`, `metaopt/eval/scoring.py`): "
-           "target = validation loss from target-setting runs (best of the tuned "
-           f"target-setting baselines, median over seeds {s['target_seeds']}); external "
-           f"tuning: {s['trials']} quasi-random trials per study at {s['budget_external']} of "
-           f"the target-setting steps, fastest trial per study, median over {len(s['seeds'])} "
-           f"studies; self-tuning (`[self]`): one run per study at {s['budget_self_tuning']}x. "
-           f"B = AlgoPerf score (r_max = {suite.r_max}) within the ruleset, `B all` across all; "
-           f"speedup = t_{s['reference']} / t per study (0 when missed), IQM with a 95% "
-           "stratified-bootstrap CI; wall time = steps to target x median time per compiled "
-           "step (evaluation excluded). Pairs marked `(leak)` are left out of that entrant's "
-           "scores.", ""]
-  else:
-    md += ["Scoring (see `metaopt/eval/scoring.py`): target = upper median over seeds of "
-           f"tuned {suite.reference}'s running-min smoothed train loss (trailing mean over "
-           f"{suite.smoothing_window} steps) at the budget; steps to target per task = median "
-           "over seeds (inf if not reached); B = AlgoPerf benchmark score "
-           f"(r_max = {suite.r_max}) within the ruleset, `B all` across all optimizers; "
-           "speedup = geometric mean over reached tasks of t_Adam / t; `[self]` = "
-           "self-tuning ruleset (one config for all tasks).", ""]
-  md.append(_markdown_table([h for _, h in cols],
-                            [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in cols]
+  md += ["Scoring (AlgoPerf protocol; `docs/leaderboard/ABOUT.md`, `metaopt/eval/scoring.py`): "
+         "target = validation loss on a fixed evaluation set from target-setting runs (tuned "
+         f"{', '.join(suite.target_baselines)}, median over seeds {s['target_seeds']}); "
+         f"external tuning: {s['trials']} quasi-random trials per study at "
+         f"{s['budget_external']} of the target-setting steps, fastest trial per study, "
+         f"median over {len(s['seeds'])} studies; self-tuning (`[self]`): one run per study "
+         f"at {s['budget_self_tuning']}x. Every entrant is scored on every task; B "
+         f"(r_max = {suite.r_max}) divides by the full task count, within the ruleset "
+         "(`B all`: across both); B over time to target (steps x the optimizer's own time "
+         "per compiled step, evaluation excluded) is the headline. Speedup = "
+         f"t_{s['reference']} / t per study (0 when missed), IQM with a 95% bootstrap CI "
+         "resampling tasks and studies. A learned optimizer meta-trained on a task's "
+         "dataset or family is ineligible (listed last, with the reason).", ""]
+  md.append(_markdown_table([h for _, h in COLUMNS],
+                            [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in COLUMNS]
                              for r in rows]))
-  if algoperf:
-    md += ["", "## Targets and budgets", ""]
-    md.append(_markdown_table(
-        ["task", "dataset", "architecture", "target valid loss", "target error rate",
-         "set by", "target-setting steps", "budget external", "budget self-tuning"],
-        [[t["task"], str(t["dataset"]), str(t["architecture"]), _fmt(t["target"], 4),
-          _fmt(t["target_error"], 3), str(t["setter"]), str(t["steps"]),
-          str(t["budget_external"]), str(t["budget_self_tuning"])] for t in lb["tasks"]]))
+  md += ["", "## Targets and budgets", ""]
+  md.append(_markdown_table(
+      ["task", "dataset", "architecture", "target valid loss", "target error rate",
+       "set by", "target-setting steps", "budget external", "budget self-tuning"],
+      [[t["task"], str(t["dataset"]), str(t["architecture"]), _fmt(t["target"], 4),
+        _fmt(t["target_error"], 3), str(t["setter"]), str(t["steps"]),
+        str(t["budget_external"]), str(t["budget_self_tuning"])] for t in lb["tasks"]]))
 
   def per_task_table(title, key, digits=3, task_list=lb["tasks"], label=lambda t: t["task"],
-                     mark_leaks=True):
+                     source=None):
     """A ``## title`` table: one row per entrant, one ``key`` cell per task."""
-    rows = [[e["name"] + ("" if e["ruleset"] == "tuned" else " [self]")] +
-            [_fmt(e["per_task"][t["task"]][key], digits) +
-             (leak_mark(e, t["task"]) if mark_leaks else "") for t in task_list]
+    value = source or (lambda e, t: e["per_task"][t["task"]][key])
+    rows = [[_label(e)] + [_fmt(value(e, t), digits)
+                           + (" (overlap)" if _ineligible_note(e, t["task"]) else "")
+                           for t in task_list]
             for e in lb["entrants"]]
     return ["", f"## {title}", "", _markdown_table(["optimizer"] + [label(t) for t in task_list],
                                                    rows)]
 
-  md += per_task_table("Median steps to target", "steps_to_target",
-                       label=lambda t: f"{t['task']} ({t['steps']})")
   md += per_task_table("Time to target (seconds: steps to target x the optimizer's own time "
                        "per compiled step, its overhead included)", "seconds_to_target")
+  md += per_task_table("Median steps to target", "steps_to_target",
+                       label=lambda t: f"{t['task']} ({t['steps']})")
+  md += per_task_table("Performance ratio over time within the ruleset (r = t / best t; "
+                       "inf = missed)", None,
+                       source=lambda e, t: e.get("ratios_time", {}).get(t["task"]))
   md += per_task_table("Median final validation loss", "final_valid", digits=4)
-  if lb.get("protocol") == "algoperf":
-    md += per_task_table("Median best validation error rate (classifiers)", "best_error",
-                         task_list=[t for t in lb["tasks"] if t.get("target_error") is not None],
-                         label=lambda t: f"{t['task']} (target {_fmt(t['target_error'], 3)})")
-    md += per_task_table("Seconds per compiled step (median of timed calls, evaluation "
-                         "excluded)", "seconds_per_step", mark_leaks=False)
-  if tunings:
-    md += ["", "## Tuned configurations (best of the sweep on the tuning seed)", ""]
-    md.append(_markdown_table(
-        ["optimizer", "task", "best config", "final valid", "trials"],
-        [[t["optimizer"], t["task"], f"`{json.dumps(t['best_config'], sort_keys=True)}`",
-          _fmt(t["best_score"], 4), str(len(t["trials"]))]
-         for t in sorted(tunings, key=lambda x: (x["optimizer"], x["task"]))]))
-  md += ["", "## Plots", ""] + [f"![{k}]({p})" for k, p in plots.items()]
+  md += per_task_table("Median best validation error rate (classifiers)", "best_error",
+                       task_list=[t for t in lb["tasks"] if t.get("target_error") is not None],
+                       label=lambda t: f"{t['task']} (target {_fmt(t['target_error'], 3)})")
+  md += per_task_table("Seconds per compiled step (median of timed calls, evaluation "
+                       "excluded)", "seconds_per_step")
+  poi = improvement_rows(lb)
+  if len(poi) > 1:
+    md += ["", "## Probability of improvement (normalized speedups, tasks averaged)", "",
+           _markdown_table(poi[0], poi[1:])]
+  md += ["", "## Plots (the reference and the top entrants of each ruleset)", ""]
+  md += [f"![{k}]({p})" for k, p in plots.items()]
   md += [""] + lb["notes"]
   with open(os.path.join(out_dir, "README.md"), "w") as f:
     f.write("\n".join(md) + "\n")

@@ -1,30 +1,28 @@
-"""Leaderboard scoring: pure NumPy functions over loss curves and times.
+"""Leaderboard scoring: pure NumPy functions over validation curves and times.
 
-Definitions (all documented here once; the report links to this docstring):
+Definitions (AlgoPerf v0.6; the report links here):
 
-* **Smoothed train loss.** For a per-step train-loss curve ``l_1..l_T`` and a window
-  ``w``, ``m_t = mean(l_{max(1,t-w+1)} .. l_t)`` (trailing mean; non-finite values
-  make ``m_t = +inf``) and the *running-min smoothed loss* ``c_t = min_{s<=t} m_s``.
-  It is monotone, so "reached the target by step t" is well defined and noise in a
-  single mini-batch cannot fake it.
-* **Target** of a task: the upper median over evaluation seeds (``sorted[n // 2]``;
-  the median for odd ``n``) of ``c_T`` of the reference optimizer (tuned Adam) at the
-  full budget ``T``. The upper median guarantees that the reference itself reaches the
-  target on a majority of its seeds, also for an even number of seeds.
-* **Steps to target** of a run: the smallest ``t`` (1-based step count) with
-  ``c_t <= target``; ``+inf`` when never reached (NaN/diverged runs included).
-  **Seconds to target**: ``steps_to_target * wall_time / T`` (the measured time per
-  step of that run, the optimizer's own overhead included; compilation excluded).
-* **Per task**: median over seeds of steps (seconds) to target (``inf`` counts as
-  larger than everything, so a majority of failed seeds gives ``inf``).
-* **AlgoPerf**: ratio ``r = t / min_o t_o`` over the optimizers compared;
+* **Target** of a task: for each target-setting baseline, the median over the
+  target-setting seeds of the best validation loss its tuned config reaches within
+  the target-setting steps; the task's target is the lowest of these medians
+  (``target_from_runs``).
+* **Steps to target** of a run: the first evaluation step whose validation loss is
+  <= the target (``valid_steps_to_target``); ``inf`` if never (NaN/diverged runs
+  included). **Seconds to target**: steps to target x the optimizer's own time per
+  compiled step (``seconds_to_target``; compilation and evaluation excluded).
+* **Study**: external tuning runs N trials, its time is the fastest trial's
+  (``study_time``); a self-tuning entrant's study is its one run. Per task: the
+  median over studies (``median_time``; a miss is ``inf``).
+* **Performance ratio** ``r = t / min_o t_o`` over the optimizers compared;
   profile ``rho(tau) = #{tasks: r <= tau} / #tasks``; benchmark score
   ``B = 1/(r_max-1) * integral_1^{r_max} rho(tau) dtau``, integrated exactly: each
-  task with ``r <= r_max`` contributes ``(r_max - r) / #tasks``.
-* **Speedup over tuned Adam** on a task: ``t_adam / t``. Its geometric mean is taken
-  over the tasks the optimizer reached (``inf`` times are excluded and counted
-  separately in ``reached``); ``frac_faster``: fraction of all tasks with
-  ``t < t_adam`` (strictly).
+  task with ``r <= r_max`` contributes ``(r_max - r) / #tasks``, over the **full**
+  task count (``benchmark_scores``).
+* **Normalized speedup** over the reference on a task: ``t_ref / t`` per study (0
+  when missed); the (studies x tasks) matrix is summarised by its IQM with a
+  bootstrap CI resampling tasks and studies (``iqm_task_bootstrap_ci``), and two
+  entrants are compared by the probability of improvement
+  (``probability_of_improvement``, rliable's definition).
 """
 
 from __future__ import annotations
@@ -35,51 +33,6 @@ from typing import Dict, Iterable, Mapping, Sequence
 import numpy as np
 
 INF = float("inf")
-
-
-def smoothed_curve(train_loss: Sequence[float], window: int) -> np.ndarray:
-  """Running minimum of the trailing ``window``-step mean; non-finite -> +inf.
-
-  Args:
-    train_loss: (T,) per-step train losses (NaN after divergence).
-    window: smoothing window ``w >= 1``.
-  Returns:
-    (T,) float64 ``c_t`` (see module docstring).
-  """
-  if window < 1:
-    raise ValueError(f"window must be >= 1, got {window}.")
-  x = np.asarray(train_loss, np.float64)
-  bad = ~np.isfinite(x)
-  xs = np.where(bad, 0.0, x)
-  csum = np.concatenate([[0.0], np.cumsum(xs)])
-  cbad = np.concatenate([[0], np.cumsum(bad)])
-  t = np.arange(1, len(x) + 1)
-  lo = np.maximum(0, t - window)
-  mean = (csum[t] - csum[lo]) / (t - lo)
-  mean = np.where(cbad[t] - cbad[lo] > 0, INF, mean)
-  return np.minimum.accumulate(mean) if len(mean) else mean
-
-
-def target_loss(finals: Iterable[float]) -> float:
-  """Upper median of the reference's final ``c_T`` values (NaN counts as ``inf``)."""
-  v = np.asarray(list(finals), np.float64)
-  if v.size == 0:
-    return float("nan")
-  v = np.sort(np.where(np.isnan(v), INF, v))
-  return float(v[len(v) // 2])
-
-
-def steps_to_target(curve: Sequence[float], target: float) -> float:
-  """First 1-based step ``t`` with ``curve[t-1] <= target``; ``inf`` if never.
-
-  ``curve`` is a running-min smoothed curve (``smoothed_curve``); a NaN target
-  (no reference) is never reached.
-  """
-  c = np.asarray(curve, np.float64)
-  if not math.isfinite(target):
-    return INF
-  hit = np.nonzero(c <= target)[0]
-  return float(hit[0] + 1) if len(hit) else INF
 
 
 def seconds_to_target(steps: float, wall_time: float, total_steps: int) -> float:
@@ -126,7 +79,8 @@ def performance_ratios(times: Mapping[str, Mapping[str, float]]) -> Dict[str, Di
   task_set = set(times[opts[0]])
   for o in opts:
     if set(times[o]) != task_set:
-      raise ValueError(f"optimizer {o!r} has tasks {sorted(times[o])}, expected {sorted(task_set)}.")
+      raise ValueError(f"optimizer {o!r} has tasks {sorted(times[o])}, expected "
+                       f"{sorted(task_set)}.")
   best = {t: min(float(times[o][t]) for o in opts) for t in task_set}
   out = {}
   for o in opts:
@@ -160,57 +114,6 @@ def benchmark_score(ratios: Iterable[float], r_max: float = 4.0) -> float:
     raise ValueError(f"performance ratios must be >= 1, got {r.tolist()}.")
   area = np.where(r <= r_max, r_max - r, 0.0)
   return float(area.sum() / r.size / (r_max - 1.0))
-
-
-def speedups(times: Mapping[str, float], reference: Mapping[str, float]) -> Dict[str, float]:
-  """Per task ``reference[t] / times[t]`` (0 when missed, NaN without a reference)."""
-  out = {}
-  for t, x in times.items():
-    ref = float(reference.get(t, INF))
-    x = float(x)
-    if not math.isfinite(ref):
-      out[t] = float("nan")
-    elif not math.isfinite(x):
-      out[t] = 0.0
-    else:
-      out[t] = ref / x
-  return out
-
-
-def geomean_speedup(speedup: Mapping[str, float]) -> float:
-  """Geometric mean over the tasks reached (speedup > 0, finite); NaN if none."""
-  v = np.asarray([s for s in speedup.values() if math.isfinite(s) and s > 0], np.float64)
-  return float(np.exp(np.mean(np.log(v)))) if v.size else float("nan")
-
-
-def fraction_faster(times: Mapping[str, float], reference: Mapping[str, float]) -> float:
-  """Fraction of tasks where ``times[t] < reference[t]`` (strictly; misses lose)."""
-  if not times:
-    return float("nan")
-  wins = sum(1 for t, x in times.items()
-             if math.isfinite(float(x)) and float(x) < float(reference.get(t, INF)))
-  return wins / len(times)
-
-
-# AlgoPerf protocol (suites with "protocol": "algoperf") ------------------------
-#
-# * **Target** of a task: for each target-setting baseline, the median over the
-#   target-setting seeds of the best validation loss its tuned config reaches
-#   within the target-setting steps; the task's target is the lowest of these
-#   medians (the best baseline). ``target_from_runs``.
-# * **Steps to target** of a run: the first evaluation step whose validation loss
-#   is <= the target (``valid_steps_to_target``); inf if never.
-# * **Study** (external tuning): N trials; its time is the fastest trial's
-#   (``study_time``). Per task: the median over studies (``median_time``). A
-#   self-tuning entrant's study is its one run on that study's seed.
-# * **Normalized speedup** over the reference on a task: ``t_ref / t`` (0 when
-#   missed: a miss is never dropped); the per-task matrix (studies x tasks) is
-#   summarised by its IQM with a bootstrap CI that resamples tasks and, within
-#   them, studies (``iqm``, ``iqm_task_bootstrap_ci``), and two entrants are
-#   compared by the probability of improvement (``probability_of_improvement``).
-# * **B** over the full task count: every entrant on every task, a miss counts as
-#   ``inf`` (``benchmark_scores``); B over time to target is the headline, B over
-#   steps beside it.
 
 
 def best_valid(valid_loss: Sequence[float]) -> float:

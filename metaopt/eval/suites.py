@@ -1,33 +1,26 @@
-"""Versioned benchmark suites: a list of held-out task names with step budgets.
+"""Versioned benchmark suites: held-out tasks, budgets, seeds and frozen targets.
 
-A suite is a JSON file ``metaopt/eval/suites/<name>.json``::
+A suite is a JSON file ``metaopt/eval/suites/<name>.json`` scored by the one
+leaderboard protocol (``metaopt.eval.protocol``, AlgoPerf v0.6)::
 
-  {"name": "v1", "version": 1, "description": "...",
-   "seeds": [0, 1, 2],            # evaluation seeds
-   "tuning_seed": 1000,           # validation seed of the baseline sweeps
-   "tuning": {"lr_points": 6, "other_points": 1, "max_trials": 24},
-   "smoothing_window": 10,        # see metaopt.eval.scoring.smoothed_curve
-   "reference": "adam",           # tuned baseline that sets each task's target
-   "r_max": 4.0,
-   "tasks": [{"task": "quadratic_d10_cond10", "steps": 300, "eval_every": 50,
-              "families": ["quadratic_family"]}, ...]}
-
-A suite with ``"protocol": "algoperf"`` (``v2``) is scored the AlgoPerf way
-(``metaopt.eval.protocol``); its extra keys::
-
+  {"name": "v3", "version": 1, "description": "...",
+   "protocol": "algoperf",                # the only protocol (kept for old files)
+   "sealed": true,                        # its datasets are held out (tasks.sealed)
+   "seeds": [0, 1, 2],                    # one study per seed
    "trials": 5, "search": "quasirandom",  # external tuning: trials per study
-   "seeds": [0, 1, 2],                    # one study per seed (self-tuning: one run)
-   "budget": {"external": "4/3", "self_tuning": "3"},   # x the target-setting steps
-   "speedup_reference": ["nadamw", "adam"],   # first registered one: speedup baseline
+   "budget": {"external": "4/3", "self_tuning": "2"},   # x the target-setting steps
+   "speedup_reference": ["nadamw"],       # first registered one: speedup baseline
    "bootstrap": {"reps": 2000, "seed": 0},
-   "target_setting": {"seeds": [1000, ...], "tuning_seed": 2000, "trials": 8,
-                      "baselines": ["nadamw", "adamw", "adam"], "schedule": "warmup_cosine"},
+   "target_setting": {"seeds": [1000, ...], "tuning_seed": 2000, "trials": 16,
+                      "baselines": ["nadamw"], "schedule": "warmup_cosine"},
    "search_spaces": {"nadamw": {"learning_rate": ["log_uniform", 1e-4, 0.3], ...}},
                                           # frozen spaces (target setting and tuning)
-   "sealed": true,                        # its datasets/families are held out
-                                          # (``tasks.sealed``; checked by a test)
-   "tasks": [{"task": ..., "steps": 300,  # the target-setting run's steps
-              "eval_every": 20, "target": {"valid_loss": ..., "valid_error": ..., ...}}]
+   "tuning_seed": 3000, "r_max": 4.0,
+   "eval_batches": 4,                     # batches per evaluation of a task without a
+                                          # fixed evaluation set (Task.eval_batches)
+   "tasks": [{"task": ..., "steps": 1200, # the target-setting run's steps
+              "eval_every": 50, "families": [...],
+              "target": {"valid_loss": ..., "valid_error": ..., ...}}]}
 
 ``metaopt leaderboard set-targets`` fills each task's ``target`` (frozen in the
 file, so covered by its hash).
@@ -54,14 +47,12 @@ from tasks.registry import Registry, unknown_name_message
 SUITES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "suites")
 LOCK_PATH = os.path.join(SUITES_DIR, "LOCK.json")
 
-_TOP_KEYS = {"name", "version", "description", "seeds", "tuning_seed", "tuning",
-             "smoothing_window", "reference", "r_max", "eval_batches", "tasks",
-             "protocol", "trials", "search", "budget", "speedup_reference", "bootstrap",
-             "target_setting", "search_spaces", "sealed"}
+_TOP_KEYS = {"name", "version", "description", "seeds", "tuning_seed", "r_max",
+             "eval_batches", "tasks", "protocol", "trials", "search", "budget",
+             "speedup_reference", "bootstrap", "target_setting", "search_spaces", "sealed"}
 _TASK_KEYS = {"task", "steps", "eval_every", "families", "target"}
-_TUNING_KEYS = {"lr_points", "other_points", "max_trials"}
 _TARGET_SETTING_KEYS = {"seeds", "tuning_seed", "trials", "baselines", "schedule"}
-PROTOCOLS = ("v1", "algoperf")
+PROTOCOLS = ("algoperf",)
 #: Trial ``i`` of the study with seed ``s`` trains with seed ``STUDY_STRIDE * s + i``.
 STUDY_STRIDE = 100
 
@@ -79,7 +70,7 @@ class SuiteTask:
     steps: step budget.
     eval_every: validation loss every this many steps (divides ``steps``).
     families: task-family names this task belongs to (leakage guard).
-    target: (algoperf) the frozen target: ``valid_loss`` (the target), ``valid_error``
+    target: the frozen target: ``valid_loss`` (the target), ``valid_error``
       (classifiers), ``setter``, ``config``, ``per_seed``; None until set.
   """
   task: str
@@ -97,17 +88,12 @@ class Suite:
   description: str
   seeds: Tuple[int, ...]
   tuning_seed: int
-  lr_points: int
-  other_points: int
-  max_trials: int
-  smoothing_window: int
-  reference: str
   r_max: float
   eval_batches: int
   tasks: Tuple[SuiteTask, ...]
   content: Dict[str, Any] = dataclasses.field(compare=False, repr=False)
   hash: str = ""
-  protocol: str = "v1"
+  protocol: str = "algoperf"
   trials: int = 5
   search: str = "quasirandom"
   budget_external: fractions.Fraction = fractions.Fraction(4, 3)
@@ -133,13 +119,9 @@ class Suite:
   def id(self) -> str:
     return f"{self.name}@{self.version}"
 
-  @property
-  def algoperf(self) -> bool:
-    return self.protocol == "algoperf"
-
   def budget(self, task: "SuiteTask", ruleset: str) -> int:
     """Steps an entrant of ``ruleset`` gets on ``task``: the target-setting run's
-    steps times 4/3 (external tuning) or 3 (self-tuning), AlgoPerf's factors."""
+    steps times the suite's external (AlgoPerf: 4/3) or self-tuning factor."""
     factor = self.budget_external if ruleset == "tuned" else self.budget_self_tuning
     return budget_steps(task.steps, factor)
 
@@ -164,6 +146,16 @@ class Suite:
     raise KeyError(f"Suite {self.id}: "
                    + unknown_name_message("task", name, [t.task for t in self.tasks]))
 
+
+
+def reference_name(suite: "Suite") -> str:
+  """The first registered baseline of ``suite.speedup_reference`` (the tuned
+  baseline every speedup is relative to)."""
+  from metaopt import optimizers  # pylint: disable=import-outside-toplevel
+  for name in suite.speedup_reference:
+    if name in optimizers.names():
+      return name
+  return suite.speedup_reference[-1]
 
 
 def budget_steps(steps: int, factor: fractions.Fraction) -> int:
@@ -222,7 +214,8 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
   """
   _require(isinstance(content, dict), where, "a suite must be a JSON object.")
   unknown = set(content) - _TOP_KEYS
-  _require(not unknown, where, f"unknown key(s) {sorted(unknown)}; known keys: {sorted(_TOP_KEYS)}.")
+  _require(not unknown, where,
+           f"unknown key(s) {sorted(unknown)}; known keys: {sorted(_TOP_KEYS)}.")
   for key in ("name", "version", "tasks", "seeds"):
     _require(key in content, where, f"missing required key {key!r}.")
   _require(isinstance(content["version"], int) and content["version"] >= 1, where,
@@ -234,9 +227,6 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
   _require(tuning_seed not in seeds, where,
            f"tuning_seed {tuning_seed} is also an evaluation seed; tuning must use a "
            "separate validation seed.")
-  tuning = dict(content.get("tuning", {}))
-  unknown = set(tuning) - _TUNING_KEYS
-  _require(not unknown, where, f"unknown 'tuning' key(s) {sorted(unknown)}; known: {sorted(_TUNING_KEYS)}.")
   tasks = []
   _require(isinstance(content["tasks"], list) and content["tasks"], where,
            "'tasks' must be a non-empty list.")
@@ -258,16 +248,10 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
   suite = Suite(
       name=str(content["name"]), version=int(content["version"]),
       description=str(content.get("description", "")), seeds=seeds, tuning_seed=tuning_seed,
-      lr_points=int(tuning.get("lr_points", 6)), other_points=int(tuning.get("other_points", 1)),
-      max_trials=int(tuning.get("max_trials", 24)),
-      smoothing_window=int(content.get("smoothing_window", 10)),
-      reference=str(content.get("reference", "adam")), r_max=float(content.get("r_max", 4.0)),
+      r_max=float(content.get("r_max", 4.0)),
       eval_batches=int(content.get("eval_batches", 4)), tasks=tuple(tasks), content=content,
       hash=h, **_algoperf_fields(content, where))
-  if suite.algoperf:
-    _check_algoperf(suite, where)
-  _require(suite.lr_points >= 1 and suite.other_points >= 1 and suite.max_trials >= 1, where,
-           "tuning lr_points, other_points and max_trials must be >= 1.")
+  _check_algoperf(suite, where)
   _require(suite.r_max > 1.0, where, f"r_max must be > 1, got {suite.r_max}.")
   if lock is not None and suite.id in lock and lock[suite.id] != h:
     raise SuiteError(
@@ -279,10 +263,9 @@ def from_dict(content: Dict[str, Any], where: str = "suite",
 
 
 def _algoperf_fields(content: Dict[str, Any], where: str) -> Dict[str, Any]:
-  protocol = str(content.get("protocol", "v1"))
-  _require(protocol in PROTOCOLS, where, f"'protocol' must be one of {PROTOCOLS}, got {protocol!r}.")
-  if protocol != "algoperf":
-    return {"protocol": protocol}
+  protocol = str(content.get("protocol", "algoperf"))
+  _require(protocol in PROTOCOLS, where, f"'protocol' must be one of {PROTOCOLS}, got "
+           f"{protocol!r} (the v1 protocol was retired with leaderboard v3).")
   budget = dict(content.get("budget", {}))
   ts = dict(content.get("target_setting", {}))
   unknown = set(ts) - _TARGET_SETTING_KEYS
@@ -338,7 +321,7 @@ def _check_algoperf(suite: Suite, where: str) -> None:
 
 
 def load(name_or_path: str) -> Suite:
-  """Loads a shipped suite by name (``v1``, ``smoke``) or a suite JSON file by path."""
+  """Loads a shipped suite by name (``v3``, ``demo``) or a suite JSON file by path."""
   if os.path.exists(name_or_path):
     path = name_or_path
   elif name_or_path in SHIPPED:

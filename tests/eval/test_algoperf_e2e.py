@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metaopt import inner
-from metaopt.eval import entrants, leaderboard, protocol, report, suites
+from metaopt.eval import entrants, protocol, report, suites
 from metaopt.eval.runner import execute_batch
 from metaopt.eval.store import ResultsDB
 from tests.eval import browser, tiny
@@ -40,7 +40,7 @@ def done(tmp_path_factory):
   lo = _ScaledSGD()
   learned = entrants.learned("scaled-sgd", lo, lo.init_meta_params(None),
                              {"trained_on": ["test_eval_linreg_family"]})
-  stats = leaderboard.run_leaderboard(suite, ["sgd", learned], db_path=str(d / "runs.sqlite"),
+  stats = protocol.run_leaderboard(suite, ["sgd", learned], db_path=str(d / "runs.sqlite"),
                                       progress=False, log=logs.append)
   yield {"dir": d, "suite": suite, "db": str(d / "runs.sqlite"), "stats": stats,
          "logs": logs, "learned": learned}
@@ -59,7 +59,7 @@ def test_run_plans_studies_and_resumes(done):
   stats = done["stats"]
   # nadamw (reference, added) and sgd: 3 studies x 2 trials; the learned one: 3 runs.
   assert stats["planned"] == 6 + 6 + 3 and stats["trained"] == 15 and stats["errors"] == 0
-  again = leaderboard.run_leaderboard(done["suite"], ["sgd", done["learned"]],
+  again = protocol.run_leaderboard(done["suite"], ["sgd", done["learned"]],
                                       db_path=done["db"], progress=False, log=lambda m: None)
   assert again["trained"] == 0
   with ResultsDB(done["db"], readonly=True) as db:
@@ -113,7 +113,7 @@ def test_report_marks_leakage_and_shows_validation_curves(done):
   assert e["scaled-sgd"]["scored_tasks"] == 0
   assert e["nadamw"]["speedup_iqm"] is not None and len(e["nadamw"]["speedup_ci"]) == 2
   md = (out / "README.md").read_text()
-  assert "(leak)" in md and "Targets and budgets" in md
+  assert "INELIGIBLE" in md and "(overlap)" in md and "Targets and budgets" in md
   # Time to target is reported beside steps: steps x the entrant's own time per step.
   assert "## Time to target" in md
   rows = [{k: float(r[k]) for k in ("steps_to_target", "seconds_to_target", "seconds_per_step")}
@@ -124,7 +124,7 @@ def test_report_marks_leakage_and_shows_validation_curves(done):
     assert r["seconds_to_target"] == pytest.approx(r["steps_to_target"] * r["seconds_per_step"])
     assert f"{r['seconds_to_target']:.3g}" in md
   html = open(index).read()
-  assert 'id="targets"' in html and "(leak)" in html and 'id="per-task-time"' in html
+  assert 'id="targets"' in html and "(overlap)" in html and 'id="per-task-time"' in html
   assert (out / f"curves_{tiny.LINREG}.png").stat().st_size > 0
 
 
@@ -136,7 +136,7 @@ def test_algoperf_page_renders_in_headless_chromium(done, tmp_path):
   assert 'data-rows="3"' in body
   assert 'data-images-loaded="3/3"' in body  # The validation curves + 2 profiles.
   assert 'alt="' + tiny.LINREG in dom
-  assert 'data-sorted-by="B (steps)"' in dom
+  assert 'data-sorted-by="B (time)"' in dom
 
 
 def test_merge_databases(done, tmp_path):

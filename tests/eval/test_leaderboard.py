@@ -1,5 +1,6 @@
-"""End to end on a tiny suite: runs stored, resumed without training, errors and NaN
-runs kept, tuning recorded, runner equal to metaopt.train.train, CLI and HTML page."""
+"""The leaderboard protocol end to end on a tiny suite: runs stored, resumed without
+training, errors kept and retried on request, runs equal to metaopt.train.train, entrant
+names that collide refused, CLI (one-line errors, Ctrl-C, a closed pipe) and HTML page."""
 
 import dataclasses
 import os
@@ -12,7 +13,7 @@ import pytest
 
 from metaopt import optimizers
 from metaopt.cli import main as cli_main
-from metaopt.eval import entrants, leaderboard, report, suites
+from metaopt.eval import entrants, protocol, report, suites
 from metaopt.eval.store import ResultsDB
 from metaopt.lopt.base import LearnedOptimizer
 from metaopt.train import train
@@ -65,135 +66,123 @@ def lb(tmp_path_factory):
   suite = suites.load(str(path))
   db_path = str(d / "results.db")
   opts = ["sgd", _learned(), _broken()]  # adam (the reference) is added automatically.
-  stats = leaderboard.run_leaderboard(suite, opts, db_path=db_path, progress=False,
-                                      log=lambda m: None)
+  stats = protocol.run_leaderboard(suite, opts, db_path=db_path, progress=False,
+                                   log=lambda m: None)
   yield {"suite": suite, "db": db_path, "stats": stats, "opts": opts, "dir": d,
          "suite_path": str(path)}
   tiny.unregister()
 
 
-def test_all_runs_stored(lb):
-  suite = lb["suite"]
+def _runs(lb, **kw):
   with ResultsDB(lb["db"]) as db:
-    evals = db.runs(suite.hash, "eval")
-    tunes = db.runs(suite.hash, "tune")
-  # 4 entrants (adam, sgd, scaled-sgd, broken) x 3 seeds; 2 tuned x 3 lr points.
-  assert len(evals) == 12 and len(tunes) == 6
+    return db.runs(lb["suite"].setup_hash, "trial", **kw)
+
+
+def test_all_runs_stored(lb):
+  runs = _runs(lb)
+  # adam and sgd: 3 studies x 2 trials at 4/3 x 30 steps; the two learned ones: one
+  # run per study at the self-tuning budget (3 x 30 steps, the default factor).
+  assert len(runs) == 18
   assert lb["stats"]["trained"] == 18 and lb["stats"]["skipped"] == 0
-  for r in evals + tunes:
-    assert r["suite"] == "tiny" and r["suite_version"] == 1 and r["suite_hash"] == suite.hash
+  for r in runs:
+    assert r["suite"] == "tiny" and r["suite_version"] == 1
+    assert r["suite_hash"] == lb["suite"].setup_hash
     assert r["package_version"] and r["jax_version"]
-  # Only the optimizer broken on purpose errs; every other run has its curves.
-  errors = [r for r in evals + tunes if r["status"] == "error"]
+  errors = [r for r in runs if r["status"] == "error"]
   assert len(errors) == 3 and {r["optimizer"] for r in errors} == {"broken"}
-  ok = [r for r in evals + tunes if r["status"] != "error"]
-  assert len(ok) == 15
-  for r in ok:
-    assert r["train_loss"].shape == (40,) and r["valid_loss"].shape == (4,)
-    assert list(r["eval_steps"]) == [10, 20, 30, 40]
-    assert r["wall_time"] > 0
-  assert {r["seed"] for r in evals} == {0, 1, 2}
-  assert {r["seed"] for r in tunes} == {suite.tuning_seed}
+  for r in runs:
+    if r["status"] == "error":
+      continue
+    steps = 40 if r["ruleset"] == "tuned" else 90
+    assert r["train_loss"].shape == (steps,) and list(r["eval_steps"]) == list(
+        range(10, steps + 1, 10))
+  assert sorted({r["seed"] for r in runs if r["optimizer"] == "sgd"}) == [0, 1, 100, 101,
+                                                                            200, 201]
 
 
 def test_second_invocation_trains_nothing(lb):
-  stats = leaderboard.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
-                                      progress=False, log=lambda m: None)
+  stats = protocol.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
+                                   progress=False, log=lambda m: None)
   assert stats["trained"] == 0 and stats["compiled"] == 0
-  assert stats["skipped"] == 18
-  with ResultsDB(lb["db"]) as db:
-    assert len(db.runs(lb["suite"].hash)) == 18
+  assert stats["skipped"] == 18 and len(_runs(lb)) == 18
 
 
 def test_interrupted_run_resumes_only_the_missing_runs(lb):
-  """Deleting two stored runs (as if the job died before them) re-trains just those,
-  and the re-trained curves are identical (same config and seed, same numbers)."""
+  """Deleting stored runs (as if the job died before them) re-trains just those, and
+  the re-trained curves are identical (same config and seed, same numbers)."""
+  before = {r["seed"]: r["train_loss"] for r in _runs(lb, optimizer="sgd")}
   with ResultsDB(lb["db"]) as db:
-    before = {r["seed"]: r["train_loss"] for r in db.runs(lb["suite"].hash, "eval",
-                                                          optimizer="sgd")}
-    db.conn.execute("DELETE FROM runs WHERE optimizer='sgd' AND purpose='eval' AND seed>0")
+    db.conn.execute("DELETE FROM runs WHERE optimizer='sgd' AND seed>=100")
     db.conn.commit()
-  stats = leaderboard.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
-                                      progress=False, log=lambda m: None)
-  assert stats["trained"] == 2 and stats["skipped"] == 16
-  with ResultsDB(lb["db"]) as db:
-    after = {r["seed"]: r["train_loss"] for r in db.runs(lb["suite"].hash, "eval",
-                                                         optimizer="sgd")}
-  assert sorted(after) == [0, 1, 2]
-  for seed in (1, 2):
+  stats = protocol.run_leaderboard(lb["suite"], lb["opts"], db_path=lb["db"],
+                                   progress=False, log=lambda m: None)
+  assert stats["trained"] == 4 and stats["skipped"] == 14
+  after = {r["seed"]: r["train_loss"] for r in _runs(lb, optimizer="sgd")}
+  assert sorted(after) == sorted(before)
+  for seed in before:
     np.testing.assert_array_equal(after[seed], before[seed])
 
 
 def test_crashed_runs_are_stored_and_retried_only_on_request(lb):
-  with ResultsDB(lb["db"]) as db:
-    broken = db.runs(lb["suite"].hash, "eval", optimizer="broken")
+  broken = _runs(lb, optimizer="broken")
   assert len(broken) == 3
   assert all(r["status"] == "error" and "broken on purpose" in r["error"] for r in broken)
-  stats = leaderboard.run_leaderboard(lb["suite"], [_broken()], db_path=lb["db"],
-                                      progress=False, retry_errors=True, log=lambda m: None)
+  stats = protocol.run_leaderboard(lb["suite"], [_broken()], db_path=lb["db"],
+                                   progress=False, retry_errors=True, log=lambda m: None)
   assert stats["trained"] == 3 and stats["errors"] == 3  # adam is stored; broken re-ran.
 
 
-def test_tuning_recorded_with_trials_and_nan_trials_score_inf(lb):
-  suite = lb["suite"]
-  with ResultsDB(lb["db"]) as db:
-    tuning = db.get_tuning(suite.hash, "tuned", "sgd", tiny.LINREG)
-    evals = db.runs(suite.hash, "eval", optimizer="sgd")
-  lrs = [t["config"]["learning_rate"] for t in tuning["trials"]]
-  space = optimizers.spec("sgd").search_space["learning_rate"]
-  assert lrs == pytest.approx(space.grid(suite.lr_points))
-  for t in tuning["trials"]:
-    assert (t["status"] == "ok") == np.isfinite(t["score"])
-  # sgd's grid reaches lr >= 1, where linear regression diverges: that trial scores inf.
-  assert max(lrs) >= 1.0 and lrs[-1] == max(lrs)
-  assert tuning["trials"][-1]["status"] == "diverged"
-  assert tuning["trials"][-1]["score"] == float("inf")
-  best = min(tuning["trials"], key=lambda t: t["score"])
-  assert tuning["best_config"] == best["config"]
-  assert all(r["config"] == tuning["best_config"] for r in evals)
-
-
-def test_scores_and_leakage_from_real_runs(lb):
+def test_scores_from_real_runs(lb):
   with ResultsDB(lb["db"]) as db:
     board = report.compute(db, lb["suite"])
   e = {x["name"]: x for x in board["entrants"]}
   assert set(e) == {"adam", "sgd", "scaled-sgd", "broken"}
-  assert e["adam"]["per_task"][tiny.LINREG]["steps_to_target"] <= 40
-  # Speedup over the reference: t_adam / t on the one task; NaN when the target is missed.
-  t_ref = e["adam"]["per_task"][tiny.LINREG]["steps_to_target"]
-  for name in ("sgd", "scaled-sgd"):  # Both reach adam's target on this easy task.
-    t = e[name]["per_task"][tiny.LINREG]["steps_to_target"]
-    assert t < t_ref
-    assert e[name]["speedup_geomean"] == pytest.approx(t_ref / t)
-  assert np.isnan(e["broken"]["speedup_geomean"])
   assert e["broken"]["per_task"][tiny.LINREG]["steps_to_target"] == float("inf")
   assert e["broken"]["per_task"][tiny.LINREG]["errors"] == 3
-  assert e["scaled-sgd"]["leakage"] == {tiny.LINREG: ["test_eval_linreg_family"]}
-  assert e["scaled-sgd"]["meta_cost_hours"] == 0.25 and e["scaled-sgd"]["ruleset"] == "self_tuning"
+  # Meta-trained on the task's family: ineligible, listed last, unscored.
+  assert e["scaled-sgd"]["ineligible"] == {tiny.LINREG: ["family test_eval_linreg_family"]}
+  assert e["scaled-sgd"]["score_time"] is None
+  assert board["entrants"][-1]["name"] == "scaled-sgd"
+  assert e["scaled-sgd"]["meta_cost_hours"] == 0.25
+  # Every eligible entrant is scored on the one task.
+  for name in ("adam", "sgd", "broken"):
+    assert e[name]["score_steps"] is not None
 
 
 def test_stored_runs_match_train(lb):
   """The runner's curves equal metaopt.train.train's for the same config and seed."""
-  with ResultsDB(lb["db"]) as db:
-    run = db.runs(lb["suite"].hash, "eval", optimizer="adam", seed=1)[0]
-  ref = train(tiny.linreg_task(), optimizers.get("adam", **run["config"]), 40, seed=1,
-              eval_every=10, eval_batches=2)
+  run = _runs(lb, optimizer="adam", seed=101)[0]
+  cfg = dict(run["config"])
+  ref = train(tiny.linreg_task(), _adam_with_schedule(cfg, 40), 40, seed=101, eval_every=10,
+              eval_batches=2)
   assert run["status"] == "ok"
-  # float32: the traced learning rate reorders a few roundings.
+  # float32: the traced hyper-parameters reorder a few roundings.
   np.testing.assert_allclose(run["train_loss"], ref.train_loss, rtol=2e-4, atol=1e-7)
   np.testing.assert_allclose(run["valid_loss"], ref.valid_loss, rtol=2e-4, atol=1e-7)
   np.testing.assert_array_equal(run["eval_steps"], ref.eval_steps)
 
 
-def test_resolve_seeds_and_bad_optimizer():
-  s = suites.from_dict(tiny.suite_content())
-  assert leaderboard.resolve_seeds(s, None) == [0, 1, 2]
-  assert leaderboard.resolve_seeds(s, 2) == [0, 1]
-  assert leaderboard.resolve_seeds(s, 5) == [0, 1, 2, 3, 4]
-  with pytest.raises(ValueError, match="tuning seed"):
-    leaderboard.resolve_seeds(s, [0, 10000])
+def _adam_with_schedule(cfg, steps):
+  """Adam with a stored trial's config, its schedule family spanning ``steps``."""
+  lr = optimizers.warmup_decay_schedule(cfg["learning_rate"], steps, cfg["warmup_fraction"],
+                                        cfg["lr_decay"])
+  return optax.adam(lr, b1=cfg["b1"], b2=cfg["b2"], eps=cfg["eps"])
+
+
+def test_bad_optimizer_and_colliding_names(tmp_path):
   with pytest.raises(ValueError, match="Did you mean adam.*Known: .*adam, adamw.*Not a learned optimizer"):
     entrants.parse("adamm")
+  import jax  # pylint: disable=import-outside-toplevel
+  from metaopt.lopt import build, io  # pylint: disable=import-outside-toplevel
+  lo = build("mlp")
+  for sub in ("a", "b"):
+    (tmp_path / sub).mkdir()
+    io.save(str(tmp_path / sub / "opt.safetensors"), lo,
+            lo.init_meta_params(jax.random.PRNGKey(0)), {})
+  suite = suites.from_dict(tiny.suite_content())
+  with pytest.raises(ValueError, match="two entrants are both called 'opt'.*rename"):
+    protocol.resolve_entrants([str(tmp_path / "a" / "opt.safetensors"),
+                               str(tmp_path / "b" / "opt.safetensors")], suite)
 
 
 def test_cli_run_show_report(lb, capsys):
@@ -208,6 +197,33 @@ def test_cli_run_show_report(lb, capsys):
   assert os.path.exists(os.path.join(out_dir, "index.html"))
   assert cli_main(["leaderboard", "show", "--suite", "nope", "--db", lb["db"]]) == 2
   assert "Unknown suite 'nope'" in capsys.readouterr().err
+  # An --out that is a file: one line, exit 2.
+  not_a_dir = lb["dir"] / "a_file"
+  not_a_dir.write_text("x")
+  assert cli_main(["leaderboard", "report", *args, "--out", str(not_a_dir)]) == 2
+  err = capsys.readouterr().err
+  assert "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+  # --tasks with a name the suite lacks lists its tasks.
+  assert cli_main(["leaderboard", "run", *args, "--optimizers", "sgd", "--tasks", "nope",
+                   "--no-progress"]) == 2
+  assert tiny.LINREG in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_and_closed_pipe(lb, capsys, monkeypatch):
+  def interrupted(*a, **k):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(protocol, "run_leaderboard", interrupted)
+  args = ["--suite", lb["suite_path"], "--db", lb["db"]]
+  assert cli_main(["leaderboard", "run", *args, "--no-progress"]) == 130
+  err = capsys.readouterr().err
+  assert "interrupted" in err and "Traceback" not in err
+
+  def closed_pipe(*a, **k):
+    raise BrokenPipeError
+  monkeypatch.setattr(report, "format_table", closed_pipe)
+  import metaopt.eval as eval_pkg  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(eval_pkg, "format_table", closed_pipe)
+  assert cli_main(["leaderboard", "show", *args]) == 0
 
 
 @pytest.mark.skipif(browser.chromium() is None,
@@ -216,13 +232,13 @@ def test_cli_run_show_report(lb, capsys):
 def test_html_page_renders_in_headless_chromium(lb, tmp_path):
   index = report.write_report(lb["db"], lb["suite"], str(tmp_path / "html"))
   dom = browser.dump_dom(index, tmp_path / "profile")
-  # The page's JS ran: it counted rows and loaded images, and sorted by B (steps).
+  # The page's JS ran: it counted rows and loaded images, and sorted by B (time).
   body = re.search(r"<body[^>]*>", dom).group(0)
   assert 'data-rows="4"' in body
   assert 'data-images-loaded="3/3"' in body  # 1 task curve + 2 profiles.
   widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
   assert len(widths) == 3 and min(widths) > 100
-  assert 'data-sorted-by="B (steps)"' in dom
+  assert 'data-sorted-by="B (time)"' in dom
   rows = re.findall(r'<tr data-optimizer="([^"]+)"', dom)
   assert sorted(rows) == ["adam", "broken", "scaled-sgd", "sgd"]
 
@@ -239,7 +255,7 @@ def test_learned_optimizer_from_file(tmp_path):
   assert (e.name, e.kind, e.ruleset) == ("my-lopt", "learned", "self_tuning")
   assert e.trained_on == ("mlp_digits_family",) and e.meta_cost_hours == 1.5
   assert e.fixed_config(300)["num_steps"] == 300 and len(e.fingerprint) == 16
-  assert entrants.leakage(e, "mlp_digits_w128_d2", ()) == ["mlp_digits_family"]
+  assert entrants.leakage(e, "mlp_digits_w128_d2", ()) == ["family mlp_digits_family"]
   assert entrants.leakage(e, "mlp_mnist1d_w128_d2", ()) == []
   with pytest.raises(FileNotFoundError):
     entrants.parse(str(tmp_path / "missing.safetensors"))

@@ -11,42 +11,10 @@ from metaopt.eval import scoring
 INF = math.inf
 
 
-def test_smoothed_curve_trailing_mean_running_min_and_nan():
-  # Trailing means (w=2): 4, (4+2)/2=3, (2+6)/2=4, (6+1)/2=3.5, NaN in window -> inf.
-  # Running min: 4, 3, 3, 3, 3.
-  c = scoring.smoothed_curve([4.0, 2.0, 6.0, 1.0, np.nan], 2)
-  np.testing.assert_array_equal(c, [4.0, 3.0, 3.0, 3.0, 3.0])
-  # w=1 is the running min of the raw curve; NaN never lowers it.
-  np.testing.assert_array_equal(scoring.smoothed_curve([3.0, np.nan, 1.0], 1), [3.0, 3.0, 1.0])
-  # A NaN at the start: inf until a finite window.
-  c = scoring.smoothed_curve([np.nan, 2.0, 2.0], 1)
-  assert c[0] == INF and c[1] == 2.0
-  with pytest.raises(ValueError, match="window"):
-    scoring.smoothed_curve([1.0], 0)
-
-
-def test_steps_to_target():
-  curve = [4.0, 3.0, 3.0, 2.0]
-  assert scoring.steps_to_target(curve, 3.0) == 2  # 1-based step count.
-  assert scoring.steps_to_target(curve, 2.0) == 4
-  assert scoring.steps_to_target(curve, 5.0) == 1
-  assert scoring.steps_to_target(curve, 1.9) == INF
-  assert scoring.steps_to_target(curve, float("nan")) == INF
-  assert scoring.steps_to_target([INF, INF], 1.0) == INF
-
-
 def test_seconds_to_target():
   assert scoring.seconds_to_target(50, 2.0, 100) == pytest.approx(1.0)
   assert scoring.seconds_to_target(INF, 2.0, 100) == INF
   assert scoring.seconds_to_target(10, float("nan"), 100) == INF
-
-
-def test_target_is_upper_median():
-  assert scoring.target_loss([3.0, 1.0, 2.0]) == 2.0
-  # Even seeds: the upper one, so the reference reaches it on both seeds.
-  assert scoring.target_loss([1.0, 2.0]) == 2.0
-  assert scoring.target_loss([1.0, float("nan")]) == INF
-  assert math.isnan(scoring.target_loss([]))
 
 
 def test_median_time_inf_and_nan():
@@ -92,16 +60,3 @@ def test_ratios_when_nobody_reached_and_mismatched_tasks():
   assert r == {"A": {"t": INF}, "B": {"t": INF}}
   with pytest.raises(ValueError, match="tasks"):
     scoring.performance_ratios({"A": {"t": 1.0}, "B": {"u": 1.0}})
-
-
-def test_speedups_geomean_fraction_faster():
-  ref = {"t1": 10.0, "t2": 20.0, "t3": 30.0}
-  opt = {"t1": 5.0, "t2": 40.0, "t3": INF}
-  sp = scoring.speedups(opt, ref)
-  assert sp == {"t1": 2.0, "t2": 0.5, "t3": 0.0}
-  # Geometric mean over reached tasks: sqrt(2 * 0.5) = 1.
-  assert scoring.geomean_speedup(sp) == pytest.approx(1.0)
-  assert scoring.fraction_faster(opt, ref) == pytest.approx(1 / 3)
-  assert scoring.fraction_faster(ref, ref) == 0.0  # Ties are not faster.
-  assert math.isnan(scoring.geomean_speedup({"t": 0.0}))
-  assert math.isnan(scoring.speedups({"t": 1.0}, {"t": INF})["t"])

@@ -53,12 +53,16 @@ def unregister() -> None:
     tasks.unregister_task(LINREG)
 
 
-def suite_content(name="tiny", steps=40, eval_every=10, seeds=(0, 1, 2), lr_points=3):
+def suite_content(name="tiny", steps=30, eval_every=10, seeds=(0, 1, 2), trials=2,
+                  target=0.5):
+  """A one-task suite with a frozen target (the protocol of every suite)."""
   return {
-      "name": name, "version": 1, "description": "test suite",
-      "seeds": list(seeds), "tuning_seed": 10000,
-      "tuning": {"lr_points": lr_points, "other_points": 1, "max_trials": 8},
-      "smoothing_window": 5, "reference": "adam", "r_max": 4.0, "eval_batches": 2,
+      "name": name, "version": 1, "protocol": "algoperf", "description": "test suite",
+      "seeds": list(seeds), "trials": trials, "tuning_seed": 3000, "eval_batches": 2,
+      "speedup_reference": ["adam"],
+      "target_setting": {"seeds": [1000, 1001, 1002, 1003, 1004], "tuning_seed": 2000,
+                         "trials": 3, "baselines": ["adam"]},
       "tasks": [{"task": LINREG, "steps": steps, "eval_every": eval_every,
-                 "families": ["test_eval_linreg_family"]}],
+                 "families": ["test_eval_linreg_family"],
+                 "target": {"valid_loss": target, "setter": "adam"}}],
   }

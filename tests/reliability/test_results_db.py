@@ -10,7 +10,7 @@ import time
 import pytest
 
 from metaopt.cli import main as cli_main
-from metaopt.eval import leaderboard, store, suites
+from metaopt.eval import protocol, store, suites
 from tests.eval import tiny
 
 
@@ -18,8 +18,7 @@ from tests.eval import tiny
 def suite_path(tmp_path):
   tiny.register()
   path = tmp_path / "tiny.json"
-  path.write_text(json.dumps(tiny.suite_content(steps=10, eval_every=5, seeds=(0,),
-                                                lr_points=1)))
+  path.write_text(json.dumps(tiny.suite_content(steps=9, eval_every=3, trials=1)))
   yield str(path)
   tiny.unregister()
 
@@ -79,15 +78,15 @@ def test_a_second_runner_is_refused(tmp_path, suite_path, capsys):
   db = str(tmp_path / "r.db")
   with store.runner_lock(db):
     with pytest.raises(store.ResultsDBError, match=f"another runner is using {db}"):
-      leaderboard.run_leaderboard(suite_path, ["adam"], db_path=db, progress=False,
+      protocol.run_leaderboard(suite_path, ["adam"], db_path=db, progress=False,
                                   log=lambda m: None)
     assert cli_main(["leaderboard", "run", "--suite", suite_path, "--db", db,
                      "--optimizers", "adam", "--no-progress"]) == 2
     _one_error_line(capsys, f"another runner is using {db}", f"process {os.getpid()}")
   # Released: the runner now proceeds.
-  stats = leaderboard.run_leaderboard(suite_path, ["adam"], db_path=db, progress=False,
+  stats = protocol.run_leaderboard(suite_path, ["adam"], db_path=db, progress=False,
                                       log=lambda m: None)
-  assert stats["trained"] == 2  # One tuning trial and one evaluation seed.
+  assert stats["trained"] == 3  # One trial in each of the 3 studies.
 
 
 _HOLD_LOCK = """
@@ -156,7 +155,7 @@ def test_racing_register_suite_calls_both_succeed(tmp_path):
     a.register_suite(suite)  # Was: sqlite3.IntegrityError UNIQUE constraint failed.
     assert b.conn.execute("SELECT COUNT(*) FROM suites").fetchone()[0] == 1
   # A racer that stored other content under the same name and version still loses.
-  changed = suites.from_dict(tiny.suite_content(steps=50))
+  changed = suites.from_dict(tiny.suite_content(steps=60))
   assert changed.hash != suite.hash
   with store.ResultsDB(str(tmp_path / "race2.db")) as a, \
        store.ResultsDB(str(tmp_path / "race2.db")) as b:
