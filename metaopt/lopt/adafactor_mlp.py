@@ -40,6 +40,9 @@ from metaopt.lopt.base import register
 
 #: Added to g^2 before the factored means (Adafactor's epsilon1, optax's default).
 FACTORED_EPS = 1e-30
+#: Largest squared gradient entering the factored accumulators (they stay finite for
+#: any finite gradient; larger squares only occur for gradients above 1e15).
+MAX_SQUARE = 1e30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +100,9 @@ def init_factored(p, num_decays: int, dtype=jnp.float32) -> Factored:
 
 def update_factored(acc: Factored, g: jax.Array, decays: jax.Array) -> Factored:
   """One step of the factored accumulators (module docstring) at every decay."""
-  g2 = jnp.square(g) + FACTORED_EPS
+  # Clipped below overflow: the row and column means of an overflowed square would be
+  # inf and their reconstruction inf / inf (a gradient of 1e30 would give NaN).
+  g2 = jnp.minimum(jnp.square(g), MAX_SQUARE) + FACTORED_EPS
   if acc.full is not None:
     return Factored(None, None, F.ema(acc.full, g2, decays))
   return Factored(F.ema(acc.row, jnp.mean(g2, axis=-1), decays),

@@ -35,7 +35,13 @@ learning rate for all scales.
 ``h > 0`` means the previous step was too short (the gradient still points the same
 way), so the step size grows, ``h < 0`` that it overshot: multiplicative hypergradient
 descent (Baydin et al. 2018) is the hand-designed prior (``gain``), ``c_theta`` (an MLP
-whose last layer starts at zero) learns the rest. ``f_theta`` reads the second-moment
+whose last layer starts at zero) learns the rest.
+
+Numerics: the rule stays finite wherever optax.adam does, without ``metaopt.safeguard``
+(huge, tiny, constant, zero and sparse gradients: ``tests/lopt/test_finite.py``): a
+cosine whose squared norms overflow is 0, and a step of the distance estimate whose
+sums overflow leaves ``D_t`` as it was (a linear objective grows ``D`` without bound).
+Both guards are the identity on finite values. ``f_theta`` reads the second-moment
 normalized features (gradient, two momenta, ``a_t``, parameter) of each entry, also
 starting at zero, so at initialization the rule is Adam with a hypergradient step
 size. ``s_kind`` is a learned log scale per tensor kind (matrix, vector, scalar);
@@ -215,8 +221,8 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
       gg.append(jnp.sum(g * g))
       aa.append(jnp.sum(a_prev * a_prev))
     first = state.count == 0
-    h = [jnp.where(first, 0.0, d / (jnp.sqrt(x * y) + eps)) for d, x, y in zip(dots, gg, aa)]
-    h_global = jnp.where(first, 0.0, sum(dots) / (jnp.sqrt(sum(gg) * sum(aa)) + eps))
+    h = [jnp.where(first, 0.0, _cosine(d, x, y, eps)) for d, x, y in zip(dots, gg, aa)]
+    h_global = jnp.where(first, 0.0, _cosine(sum(dots), sum(gg), sum(aa), eps))
     hbar = [0.9 * hb + 0.1 * hi_ for hb, hi_ in zip(hbar_old, h)]
     hbar_global = 0.9 * state.hbar_global + 0.1 * h_global
 
@@ -257,9 +263,22 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _cosine(dot, xx, yy, eps):
+  """``dot / (sqrt(xx yy) + eps)``, the cosine from a dot product and squared norms;
+  0 where it is not finite (a squared norm overflowed: ``inf * 0`` or ``inf / inf``),
+  where optax.adam's update stays finite (tests/lopt/test_finite.py)."""
+  c = dot / (jnp.sqrt(xx * yy) + eps)
+  return jnp.where(jnp.isfinite(c), c, 0.0)
+
+
 def _update_distance(config: GeneralConfig, state: DistanceState, g_leaves, p_leaves,
                      treedef, t: jax.Array) -> DistanceState:
-  """One step of the distance estimate ``D_t`` (module docstring), in float32."""
+  """One step of the distance estimate ``D_t`` (module docstring), in float32.
+
+  A step whose sums overflow (``lam_t`` grows as ``D^2``, so a linear objective, whose
+  D grows without bound, overflows them in a few dozen steps; a gradient of 1e30
+  overflows ``<g, x_0 - x_t>``) leaves the estimate as it was: ``D_t`` stays a valid
+  lower bound and every later step stays finite. Finite steps are unchanged."""
   b3 = math.sqrt(config.b2)
   debias = jnp.sqrt(1.0 - config.b2 ** t) / (1.0 - config.b1 ** t)
   lam = state.d / config.d0 * state.d * debias
@@ -272,7 +291,9 @@ def _update_distance(config: GeneralConfig, state: DistanceState, g_leaves, p_le
   grad_sum = [b3 * s + lam * g for s, g in zip(s_old, g32)]
   l1 = sum(jnp.sum(jnp.abs(s)) for s in grad_sum)
   d = jnp.maximum(state.d, numerator / jnp.maximum(l1, 1e-30))
-  return DistanceState(state.params0, treedef.unflatten(grad_sum), numerator, d)
+  new = DistanceState(state.params0, treedef.unflatten(grad_sum), numerator, d)
+  ok = jnp.isfinite(numerator) & jnp.isfinite(l1) & jnp.isfinite(d)
+  return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, state)
 
 
 @register

@@ -96,7 +96,11 @@ def safe_sqrt(x):
 
 
 def _log_rms(means):
-  return jnp.stack([0.1 * jnp.log(safe_sqrt(m) + _LOG_EPS) for m in means])
+  """``0.1 log(sqrt(mean) + eps)`` per mean of squares; an overflowed mean (inf, from
+  gradients above ~1e19) is clipped to the dtype's largest value (the LSTM would read
+  inf and give NaN)."""
+  return jnp.stack([0.1 * jnp.log(safe_sqrt(jnp.minimum(m, jnp.finfo(m.dtype).max)) + _LOG_EPS)
+                    for m in means])
 
 
 #: Per-tensor statistics read by the LSTM, by name.
