@@ -54,6 +54,8 @@ def _checksums(leaves: List[jax.Array]) -> jax.Array:
     x = jnp.ravel(x)
     if x.dtype == jnp.bool_:
       bits = x.astype(jnp.uint32)
+    elif x.dtype.itemsize == 1:  # uint8 images, int8
+      bits = jax.lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
     elif x.dtype.itemsize == 4:
       bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
     elif x.dtype.itemsize == 2:
