@@ -25,7 +25,6 @@ def load(name_or_path, **kwargs):
   transformation. See ``metaopt.lopt.io.load``; ``pretrained_names()`` lists the
   shipped names. Needs only the core dependencies (jax, optax, numpy, safetensors)."""
   from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
-  s = os.fspath(name_or_path)
-  if not (os.sep in s or "/" in s or s.endswith(".safetensors") or os.path.exists(s)):
-    pretrained.path(s)  # An unknown name fails here, with close matches.
+  if not io.is_path(name_or_path):
+    pretrained.path(os.fspath(name_or_path))  # An unknown name fails with close matches.
   return io.load(name_or_path, **kwargs)

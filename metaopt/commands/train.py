@@ -56,16 +56,18 @@ def add_parser(subparsers) -> None:
 def learned_source(name: str, baselines) -> "str | None":
   """``None`` for a baseline name, else the shipped name or ``.safetensors`` path of a
   learned optimizer; anything else fails listing close matches of both kinds."""
+  from metaopt.lopt import io  # pylint: disable=import-outside-toplevel
   from tasks.registry import unknown_name_message  # pylint: disable=import-outside-toplevel
   if name in baselines:
     return None
-  if (name in pretrained.names() or name.endswith(".safetensors") or os.sep in name
-      or os.path.exists(name)):
+  if name in pretrained.names() or io.is_path(name):  # Bare names are shipped names only.
     return name
   known = list(baselines) + pretrained.names()
+  local = (f" A local {name!r} exists: pass it as a path, ./{name}."
+           if os.path.exists(name) else "")
   raise ValueError(f"{unknown_name_message('optimizer', name, known)} (baselines: `metaopt "
                    "list optimizers`; learned: `metaopt list pretrained`, or a .safetensors "
-                   "path)")
+                   f"path).{local}")
 
 
 def _run_learned(args, source: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import pathlib
 from typing import Any, Dict, List
 
@@ -33,9 +34,11 @@ def path(name: str) -> pathlib.Path:
   if name not in names():
     close = difflib.get_close_matches(name, names(), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
+    local = (f" A local {name!r} exists: bare names mean shipped optimizers, so pass it as "
+             f"a path, ./{name}." if os.path.exists(name) else "")
     raise KeyError(f"Unknown pretrained learned optimizer {name!r}.{hint} Shipped: "
                    f"{', '.join(names())}. To load a file, pass its path (ending in "
-                   ".safetensors).")
+                   f".safetensors).{local}")
   return DIR / f"{name}.safetensors"
 
 
