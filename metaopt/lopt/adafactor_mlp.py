@@ -315,8 +315,9 @@ def scale_by_adafactor_mlp(config: AdafactorMLPConfig, theta
       contexts = [_context(config, *a) for a in args]
       updates = mlp.direction_magnitude_updates(layers, feats, contexts, p_leaves,
                                                 config.exp_mult, config.step_mult)
-    new_state = AdafactorMLPState(state.count + 1, treedef.unflatten(m_leaves),
-                                  treedef.unflatten(v_leaves), treedef.unflatten(f_leaves))
+    new_state = AdafactorMLPState(optax.safe_increment(state.count),
+                                  treedef.unflatten(m_leaves), treedef.unflatten(v_leaves),
+                                  treedef.unflatten(f_leaves))
     return treedef.unflatten(updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

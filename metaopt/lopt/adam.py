@@ -69,7 +69,7 @@ def learnable_adam(theta) -> optax.GradientTransformationExtraArgs:
 
   def update_fn(grads, state, params=None, **extra_args):
     del params, extra_args
-    count = state.count + 1
+    count = optax.safe_increment(state.count)
     mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
     nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, grads)
     t = count.astype(jnp.float32)

@@ -197,7 +197,7 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
     l_old, hbar_old = treedef.flatten_up_to(state.log_lr), treedef.flatten_up_to(state.hbar)
     scales = ([1.0] * len(p_leaves) if step_scales is None
               else treedef.flatten_up_to(step_scales))
-    t = state.count + 1
+    t = optax.safe_increment(state.count)
     tf = t.astype(jnp.float32)
 
     # The moments average D-weighted gradients (weight 1 without distance_adapt), so

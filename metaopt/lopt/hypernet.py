@@ -402,7 +402,8 @@ class Hypernet(LearnedOptimizer):
         updates.append((-step).reshape(jnp.shape(p)).astype(jnp.asarray(p).dtype))
 
       new_state = HypernetState(
-          count=state.count + 1, momenta=tuple(treedef.unflatten(m) for m in momenta),
+          count=optax.safe_increment(state.count),
+          momenta=tuple(treedef.unflatten(m) for m in momenta),
           rms=tuple(treedef.unflatten(v) for v in rms),
           lstm=lstm_state, loss_ema=loss_ema, loss_seen=loss_seen, horizon=state.horizon)
       return treedef.unflatten(updates), new_state

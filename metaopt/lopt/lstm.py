@@ -186,6 +186,7 @@ class CoordinateLSTM(LearnedOptimizer):
         new_updates.append(u.astype(g.dtype))
         new_states.append(s)
       return (treedef.unflatten(new_updates),
-              LSTMOptState(step=state.step + 1, lstm=treedef.unflatten(new_states)))
+              LSTMOptState(step=optax.safe_increment(state.step),
+                           lstm=treedef.unflatten(new_states)))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -222,7 +222,7 @@ class MathL2O(LearnedOptimizer):
         out_net.append(s)
       new_net = treedef.unflatten(out_net) if cfg.net == "lstm" else ()
       return treedef.unflatten(out_u), MathL2OState(
-          step=state.step + 1, x=treedef.unflatten(out_x),
+          step=optax.safe_increment(state.step), x=treedef.unflatten(out_x),
           last_update=treedef.unflatten(out_d), net=new_net)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

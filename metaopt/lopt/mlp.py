@@ -283,7 +283,7 @@ def scale_by_mlp(config: MLPConfig, theta, step_scales=None) -> optax.GradientTr
     scales = None if step_scales is None else treedef.flatten_up_to(step_scales)
     updates = direction_magnitude_updates(theta["layers"], feats, contexts, p_leaves,
                                           config.exp_mult, config.step_mult, scales)
-    return treedef.unflatten(updates), MLPState(state.count + 1, momenta, rms)
+    return treedef.unflatten(updates), MLPState(optax.safe_increment(state.count), momenta, rms)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
