@@ -92,3 +92,32 @@ def test_no_underscored_names_imported_across_modules():
 def test_the_cycle_finder_finds_a_cycle():
   assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: Packages of the extras ([meta], [data], [leaderboard], [wandb]): the core install
+#: (``pip install metaopt-jax``: jax, optax, numpy, safetensors) has none of them.
+OPTIONAL = ("haiku", "tensorflow_datasets", "tensorflow", "wandb", "orbax", "sklearn",
+            "matplotlib", "tqdm", "mnist1d", "array_record")
+#: What ``metaopt.load`` and ``metaopt.safeguard`` import.
+CORE_ENTRY = ("metaopt", "metaopt.lopt.io", "metaopt.safeguard")
+
+
+def test_the_core_path_imports_no_extra_at_module_level():
+  """Every module that ``import metaopt; metaopt.load(...)`` reaches (its module-level
+  imports, transitively, parent packages included) imports no extra's package at
+  module level (tests/test_wheel.py checks the same in a clean install)."""
+  graph, modules = _graph(), dict(_modules())
+  reached, todo = set(), list(CORE_ENTRY)
+  while todo:
+    name = todo.pop()
+    if name in reached or name not in modules:
+      continue
+    reached.add(name)
+    parts = name.split(".")
+    todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent __init__s
+    todo += sorted(graph.get(name, ()))
+  bad = [f"{name} imports {module}" for name in sorted(reached)
+         for module, _ in _top_level_imports(modules[name])
+         if module.split(".")[0] in OPTIONAL]
+  assert not bad, bad
+  assert {"metaopt.lopt.io", "metaopt.lopt.general", "tasks.haiku_tasks"} <= reached
