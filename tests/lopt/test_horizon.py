@@ -89,3 +89,21 @@ def test_a_traced_horizon_vmaps_and_reaches_the_rule():
   # A traced horizon gives what the Python int gives; 0 (unknown) what None gives.
   for i, static in ((0, 4), (1, 400), (2, None)):
     np.testing.assert_allclose(u[i], jax.jit(lambda: two_steps(static)[0])(), rtol=1e-6)
+
+
+def test_fraction_is_a_per_element_network_input_in_hypernet():
+  feats = lopt.build("hypernet").config.features + ("fraction",)
+  opt_def = lopt.build("hypernet", dict(_SMALL["hypernet"], features=feats))
+  theta = opt_def.init_meta_params(jax.random.PRNGKey(0))
+  params = utils.quadratic_params()
+  grads = jax.grad(utils.quadratic_loss)(params)
+
+  def first_update(horizon):
+    opt = opt_def.transform(theta, num_steps=horizon)
+    return opt.update(grads, opt.init(params), params)[0]["w"]
+
+  unknown, known = jax.jit(jax.vmap(first_update))(jnp.asarray([0, 50]))
+  assert np.all(np.isfinite(known)) and not np.allclose(unknown, known)
+  with pytest.raises(ValueError, match="horizon"):  # an architecture without the key
+    lopt.build("mlp", {"features": ("grad", "fraction")}).transform(
+        lopt.build("mlp").init_meta_params(jax.random.PRNGKey(0)))
