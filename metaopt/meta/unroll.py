@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from metaopt import inner
-from metaopt.lopt.base import LearnedOptimizer
-from metaopt.lopt.base import UNKNOWN_HORIZON
+from metaopt.lopt.base import UNKNOWN_HORIZON, LearnedOptimizer
 from metaopt.meta.truncation import NEVER, TruncationSchedule
 from tasks.base import TaskFamily
 
@@ -147,6 +146,7 @@ class InnerProblem:
   def step(self, theta, state: InnerState, data, key: jax.Array):
     """One inner step (no restart): ``-> (state, (meta_loss, loss, finite))``."""
     task = self.task(state.dynamic)
+    # No num_steps here: the run's horizon is in its optimizer state (set by new_run).
     opt = self.optimizer(theta, task, state.params)
     k_batch, k_loss, k_valid, k_vloss = jax.random.split(key, 4)
     params, opt_state, loss = inner.task_step(task, opt, state.params, state.opt_state, data,
