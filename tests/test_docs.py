@@ -33,33 +33,11 @@ FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)\s*$")
 LINKED = ("configs", "scripts", "benchmarks")
 TIMEOUT_S = 600
 
-_LB = "not-run: covered by tests/eval"
-# Markers for blocks of files the docs test's owner does not edit (README.md is the
-# lead's, docs/amortized.md the amortized owner's): move each into its file as an HTML
-# comment on the line before the block, then delete it here.
-PENDING = {
-    ("README.md", "bash scripts/demo.sh"): "not-run: the main job and the test suite "
-    "themselves (minutes); CI runs scripts/test.sh, tests/test_cli.py the demo's pieces",
-    ("README.md", "import metaopt, optax"): "not-run: fragment: params, grads and loss come "
-    "from your training loop (a whole loop: docs/meta_training.md, 'your own model')",
-    ("README.md", "import tasks"): "not-run: fragment: key is your jax.random key",
-    ("README.md", "metaopt train --task mlp_digits_w32_d2 --optimizer adam --steps 500"):
-    "not-run: usage line ([optional] arguments); tests/test_cli_train.py runs metaopt train",
-    ("README.md", "metaopt meta-train configs/mlp_digits.py"): "not-run: minutes each; "
-    "docs/meta_training.md's first block validates the same commands (--print-config)",
-    ("README.md", "metaopt leaderboard run --suite v2"): _LB,
-    ("README.md", "metaopt amortized train --config configs/amortized_lista.py"):
-    "run: --out runs/lista => --set train.steps=5 train.num_layers=4 eval.num_test=32 "
-    "--wandb disabled --out runs/lista",
-    ("README.md", "python benchmarks/lista_table.py"): "not-run: benchmarks (17 min and more)",
-    ("docs/amortized.md", "metaopt amortized train --config configs/amortized_lista.py"):
-    "not-run: minutes each; tests/amortized/test_cli.py trains every shipped amortized "
-    "config at tiny sizes",
-    ("docs/amortized.md", "metaopt amortized train --method lista_cpss"):
-    "not-run: minutes; tests/amortized covers stage-wise training",
-    ("docs/amortized.md", "python benchmarks/lista_table.py"): "not-run: benchmarks "
-    "(17 min)",
-}
+# Markers for blocks of files whose owner has not added them yet, keyed by file and the
+# block's first line: ``{(path, first line): "not-run: reason" | "run: ..."}``. Empty
+# when every file carries its own markers (the test fails on an entry that stops
+# matching, so it cannot go stale).
+PENDING = {}
 
 
 @dataclasses.dataclass
