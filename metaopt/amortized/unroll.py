@@ -98,7 +98,7 @@ def rollout(problem: Problem, opt: LearnedOptimizer, theta: Any, instances: Inst
             num_steps: int) -> jax.Array:
   """``F(x_k)`` for ``k = 0..num_steps``, shape ``(num_steps + 1, batch)``."""
   _check_l1(problem, opt)
-  tx = opt.transform(theta)
+  tx = opt.transform(theta, num_steps=num_steps)
 
   def one(inst):
     x0 = jnp.zeros((problem.dim,), jnp.float32)

@@ -200,6 +200,17 @@ def check_task_split(num_tasks: int, num_devices: int) -> None:
         f"({num_devices}); set num_tasks to a multiple of {num_devices}.")
 
 
+def _run_dir_error(e: OSError, run_dir: str) -> Exception:
+  """A ``RunDirError`` (one line, resume stays possible) for an OS error of a run
+  directory that cannot be written (``WRITE_ERRNOS``); any other error as it is."""
+  if e.errno not in WRITE_ERRNOS:
+    return e
+  return RunDirError(
+      f"could not write to the run directory {run_dir} ({e}); the run stopped. "
+      f"Checkpoints written before are intact: fix the cause (free disk space, "
+      f"permissions) and re-run the same command to resume.")
+
+
 def _agree_or_raise(refused: Optional[Exception], others_message: str) -> None:
   """Raises ``refused`` (the lead's error) on the lead and a ``RunLockError`` saying
   so on every other process of a multi-host job, so that none waits in a collective
@@ -375,9 +386,9 @@ class MetaTrainer:
       opt = optax.adam(self.config.eval.adam_lr)
     else:
       def opt(param_info):
-        if param_info is None:
-          return self.lopt.transform(opt_theta)
-        return self.lopt.transform(opt_theta, param_info=param_info)
+        # The held-out run's horizon reaches the rule as it will at evaluation.
+        return self.lopt.transform(opt_theta, num_steps=self.config.eval.horizon,
+                                   param_info=param_info)
     k_tasks, k_runs = jax.random.split(self._k_eval)
     dyn = jax.vmap(lambda k: member.family.sample_dynamic(k, member.static))(
         jax.random.split(k_tasks, self.config.eval.tasks))
@@ -523,17 +534,17 @@ class MetaTrainer:
               "this run its own directory with --set run.run_dir=DIR."))
         except (ValueError, runlock.RunLockError) as e:
           refused = e
+        except OSError as e:  # A full disk already: the lock file cannot be written.
+          refused = _run_dir_error(e, run_dir)
       _agree_or_raise(refused, f"the lead process could not take run directory {run_dir} "
-                               "(in use by another job, or not a directory)")
+                               "(in use by another job, not a directory, or not writable)")
       try:
         return self._run(progress)
       except OSError as e:  # Disk full, permissions: one line, and resume stays possible.
-        if e.errno not in WRITE_ERRNOS:
+        error = _run_dir_error(e, run_dir)
+        if error is e:
           raise
-        raise RunDirError(
-            f"could not write to the run directory {run_dir} ({e}); the run stopped. "
-            f"Checkpoints written before are intact: fix the cause (free disk space, "
-            f"permissions) and re-run the same command to resume.") from e
+        raise error from e
 
   def _run(self, progress: bool) -> MetaTrainResult:
     cfg = self.config
