@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -129,8 +130,13 @@ def save(directory: str, step: int, tree: Any, metadata: Optional[Dict[str, Any]
         manager.close()
     except Exception as e:  # pylint: disable=broad-except  (disk full, read-only, gone)
       for thread in set(threading.enumerate()) - before:  # orbax's clean-up of its
-        thread.join(timeout=10.0)                         # temporaries, before exit.
+        try:                                              # temporaries, before exit.
+          thread.join(timeout=10.0)
+        except Exception:  # pylint: disable=broad-except  (orbax's threads re-raise)
+          pass
+      _wait_until_quiet(dropped)
       dropped.clear()
+      _drop_orphaned_save_errors()
       raise CheckpointError(
           f"could not write the checkpoint of step {int(step)} to {directory} "
           f"({_short(e)}). The checkpoints written before are intact: free disk space or "
@@ -148,6 +154,36 @@ def _short(e: BaseException) -> str:
           or "RESOURCE_EXHAUSTED" in text)
   text = text if len(text) <= 200 else text[:200] + "..."
   return f"no space left on device: {text}" if full else text
+
+
+def _is_not_orphaned_save_error(record: logging.LogRecord) -> bool:
+  """False for asyncio's "exception was never retrieved" report of a future of a failed
+  save (logged whenever the garbage collector meets it)."""
+  text = record.getMessage()
+  if "exception was never retrieved" not in text:
+    return True
+  detail = f"{text} {record.exc_info[1]!r}" if record.exc_info else text
+  return not any(mark in detail for mark in ("orbax", "RESOURCE_EXHAUSTED", "No space left"))
+
+
+def _drop_orphaned_save_errors() -> None:
+  """After a failed save: asyncio no longer logs its futures' errors (each is in the
+  ``CheckpointError``); other asyncio records pass."""
+  logger = logging.getLogger("asyncio")
+  if _is_not_orphaned_save_error not in logger.filters:
+    logger.addFilter(_is_not_orphaned_save_error)
+
+
+def _wait_until_quiet(captured: "_Captured", period_s: float = 0.5,
+                     limit_s: float = 5.0) -> None:
+  """Waits (at most ``limit_s``) until ``captured`` received nothing for ``period_s``:
+  tensorstore's writer threads of a failed save report late, from C++ threads that
+  cannot be joined."""
+  deadline = time.monotonic() + limit_s
+  seen = -1
+  while time.monotonic() < deadline and len(captured.text) + len(captured.records) != seen:
+    seen = len(captured.text) + len(captured.records)
+    time.sleep(period_s)
 
 
 class _Captured(logging.Handler):

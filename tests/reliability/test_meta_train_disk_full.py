@@ -74,10 +74,13 @@ def _theta(path):
 
 
 @pytest.mark.slow
-def test_disk_full_mid_run_is_one_line_and_resume_is_exact(tmp_path, small_disk):
+@pytest.mark.parametrize("free_kib", [4, 24, 40])
+def test_disk_full_mid_run_is_one_line_and_resume_is_exact(tmp_path, small_disk, free_kib):
+  """``free_kib`` left: the lock file or config cannot be written (4); a checkpoint
+  fails early or late, its writer threads still reporting after the failure (24, 40)."""
   run_dir = small_disk / "run"
   assert _job(run_dir, 4).returncode == 0
-  filler = _fill(small_disk, 24 * 1024)  # Room for metrics rows, not a checkpoint.
+  filler = _fill(small_disk, free_kib * 1024)
   proc = _job(run_dir, 8)
   assert proc.returncode == 2, proc.stderr[-3000:]
   lines = proc.stderr.strip().splitlines()
