@@ -73,6 +73,7 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
   read under ``suite.setup_hash`` and scored against the targets in ``suite``."""
   runs = db.runs(suite.setup_hash, "trial")  # Runs do not depend on the targets.
   timings = db.timings(suite.setup_hash)
+  compile_times = db.compile_times(suite.setup_hash)
   names = [t.task for t in suite.tasks]
   targets = {t.task: float((t.target or {}).get("valid_loss", float("nan"))) for t in suite.tasks}
   meta = {(o["name"], o["ruleset"]): o for o in db.optimizers()}
@@ -103,6 +104,7 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
           "steps_to_target": steps,
           "seconds_to_target": scoring.seconds_to_target(steps, per_step, 1),
           "seconds_per_step": per_step,
+          "compile_seconds": compile_times.get((name, ruleset, st.task), float("nan")),
           "budget": suite.budget(st, ruleset),
           "final_valid": scoring.nanmedian_or_nan([v[-1] for v in valid]),
           "best_valid": scoring.nanmedian_or_nan([scoring.best_valid(v) for v in valid]),

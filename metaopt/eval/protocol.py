@@ -229,8 +229,11 @@ def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool 
               cfg = dict(configs[0]) if not e.tuned else dict(
                   optimizers.spec(e.source).defaults)
               try:
-                secs = time_steps(task, e, cfg, steps, TIMING_STEPS, TIMING_REPEATS)
+                compile_s = []
+                secs = time_steps(task, e, cfg, steps, TIMING_STEPS, TIMING_REPEATS,
+                                  compile_seconds=compile_s)
                 db.set_timing(suite.hash, e.ruleset, e.name, st.task, cfg, TIMING_STEPS, secs)
+                db.set_compile_time(suite.hash, e.ruleset, e.name, st.task, compile_s[0])
               except Exception as ex:  # pylint: disable=broad-except
                 log(f"timing failed: {e.name} on {st.task}: {type(ex).__name__}: {ex}")
           if bar is not None:

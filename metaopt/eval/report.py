@@ -488,6 +488,8 @@ def _write(lb: Dict[str, Any], suite: S.Suite, out_dir: str, command: Optional[s
                        label=lambda t: f"{t['task']} (target {_fmt(t['target_error'], 3)})")
   md += per_task_table("Seconds per compiled step (median of timed calls, evaluation "
                        "excluded)", "seconds_per_step")
+  md += per_task_table("Compile time of the training step (seconds; one-time, not in the "
+                       "score)", "compile_seconds", digits=2)
   poi = improvement_rows(lb)
   if len(poi) > 1:
     md += ["", "## Probability of improvement (normalized speedups, tasks averaged)", "",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -105,10 +105,12 @@ def execute_batch(task: Task, entrant: Entrant, configs, seeds, steps: int, eval
 
 
 def time_steps(task: Task, entrant: Entrant, config: Dict[str, Any], budget: int,
-               steps: int = 32, repeats: int = 5, seed: int = 0) -> list:
+               steps: int = 32, repeats: int = 5, seed: int = 0,
+               compile_seconds: Optional[list] = None) -> list:
   """Seconds of ``steps`` compiled training steps (``inner.run_steps``: the task's
   step and the optimizer's own update, no evaluation), measured ``repeats`` times
-  after a warm-up call; ``budget`` is the run length a schedule spans."""
+  after a warm-up call; ``budget`` is the run length a schedule spans. The seconds
+  spent compiling the steps are appended to ``compile_seconds`` when given."""
   numeric, static = entrant.split_config(config)
   hp = {k: jnp.float32(v) for k, v in numeric.items()}
   aux = entrant.aux()
@@ -126,7 +128,10 @@ def time_steps(task: Task, entrant: Entrant, config: Dict[str, Any], budget: int
 
   k_init, keys, _ = inner.seed_keys(seed, steps)
   params, opt_state = jax.jit(init)(hp, aux, k_init)
+  t0 = time.perf_counter()
   prog = jax.jit(steps_fn).lower(hp, aux, params, opt_state, task.data, keys).compile()
+  if compile_seconds is not None:
+    compile_seconds.append(time.perf_counter() - t0)
   jax.block_until_ready(prog(hp, aux, params, opt_state, task.data, keys))  # Warm-up.
   out = []
   for _ in range(repeats):

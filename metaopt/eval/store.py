@@ -59,9 +59,13 @@ CREATE TABLE IF NOT EXISTS timings (
   suite_hash TEXT NOT NULL, ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, task TEXT NOT NULL,
   config TEXT NOT NULL, steps INTEGER NOT NULL, seconds TEXT NOT NULL, per_step REAL NOT NULL,
   created REAL NOT NULL, PRIMARY KEY (suite_hash, ruleset, optimizer, task));
+CREATE TABLE IF NOT EXISTS compile_times (
+  suite_hash TEXT NOT NULL, ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, task TEXT NOT NULL,
+  seconds REAL NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (suite_hash, ruleset, optimizer, task));
 """
 
-_TABLES = ("suites", "optimizers", "runs", "tuning", "timings")
+_TABLES = ("suites", "optimizers", "runs", "tuning", "timings", "compile_times")
 #: Seconds a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_S = 60.0
 
@@ -360,6 +364,22 @@ class ResultsDB:
             {"per_step": r["per_step"], "seconds": json.loads(r["seconds"]), "steps": r["steps"],
              "config": json.loads(r["config"])} for r in rows.fetchall()}
 
+  def set_compile_time(self, suite_hash: str, ruleset: str, optimizer: str, task: str,
+                       seconds: float) -> None:
+    """Stores the seconds XLA took to compile an entrant's training step on a task
+    (shown apart from the score: compilation is a one-time cost)."""
+    self.conn.execute("INSERT OR REPLACE INTO compile_times VALUES (?,?,?,?,?,?)",
+                      (suite_hash, ruleset, optimizer, task, float(seconds), time.time()))
+    self.conn.commit()
+
+  def compile_times(self, suite_hash: str) -> Dict[tuple, float]:
+    """``{(optimizer, ruleset, task): seconds}`` (empty for databases without them)."""
+    if not self.conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND "
+                             "name='compile_times'").fetchone():
+      return {}
+    rows = self.conn.execute("SELECT * FROM compile_times WHERE suite_hash=?", (suite_hash,))
+    return {(r["optimizer"], r["ruleset"], r["task"]): r["seconds"] for r in rows.fetchall()}
+
   # Merging -----------------------------------------------------------------
   def merge(self, other_path: str) -> int:
     """Copies the runs, tunings, timings, optimizers and suites of the database at
@@ -380,7 +400,7 @@ class ResultsDB:
               if r[1] != "id"]
       names = ", ".join(cols)
       self.conn.execute(f"INSERT OR IGNORE INTO runs ({names}) SELECT {names} FROM other.runs")
-      for table in ("suites", "optimizers", "tuning", "timings"):
+      for table in ("suites", "optimizers", "tuning", "timings", "compile_times"):
         have = self.conn.execute("SELECT name FROM other.sqlite_master WHERE type='table' "
                                  "AND name=?", (table,)).fetchone()
         if have:

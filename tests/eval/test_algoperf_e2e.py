@@ -65,7 +65,10 @@ def test_run_plans_studies_and_resumes(done):
   with ResultsDB(done["db"], readonly=True) as db:
     runs = db.runs(done["suite"].setup_hash, "trial", optimizer="sgd")
     timings = db.timings(done["suite"].setup_hash)
+    compile_times = db.compile_times(done["suite"].setup_hash)
   assert sorted(r["seed"] for r in runs) == [0, 1, 100, 101, 200, 201]
+  # Compilation is timed apart (shown, never in the score).
+  assert set(compile_times) == set(timings) and all(s > 0 for s in compile_times.values())
   assert {r["steps"] for r in runs} == {40}  # 4/3 of the 30 target-setting steps.
   assert len(timings) == 3 and all(t["per_step"] > 0 for t in timings.values())
   with ResultsDB(done["db"], readonly=True) as db:
@@ -115,7 +118,7 @@ def test_report_marks_leakage_and_shows_validation_curves(done):
   md = (out / "README.md").read_text()
   assert "INELIGIBLE" in md and "(overlap)" in md and "Targets and budgets" in md
   # Time to target is reported beside steps: steps x the entrant's own time per step.
-  assert "## Time to target" in md
+  assert "## Time to target" in md and "## Compile time of the training step" in md
   rows = [{k: float(r[k]) for k in ("steps_to_target", "seconds_to_target", "seconds_per_step")}
           for x in e.values() for r in x["per_task"].values()]
   reached = [r for r in rows if r["steps_to_target"] < float("inf")]
