@@ -22,7 +22,6 @@ a second ``leaderboard run`` off a database that a runner is using.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -32,6 +31,8 @@ import urllib.parse
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
+
+from metaopt import runlock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS suites (
@@ -107,25 +108,17 @@ def _rebuild_hint(path: str) -> str:
 
 @contextlib.contextmanager
 def runner_lock(path: str) -> Iterator[None]:
-  """Holds an exclusive lock (``fcntl.flock`` on ``<path>.lock``) while a runner uses
-  the database ``path``: a second runner on the same database would train the same
-  missing runs twice. The lock dies with its process (a killed runner never leaves a
-  stale lock). Raises ``ResultsDBError`` when another process holds it."""
-  lock_path = path + ".lock"
-  fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-  try:
+  """Holds the runner lock of the database ``path`` (``metaopt.runlock`` on
+  ``<path>.lock``) while a runner uses it: a second runner on the same database would
+  train the same missing runs twice. The lock dies with its process (a killed runner
+  never blocks the next). Raises ``ResultsDBError`` naming the other process."""
+  with contextlib.ExitStack() as stack:
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-      raise ResultsDBError(
-          f"another runner is using {path} (process {holder} holds {lock_path}); wait for "
-          "it to finish, or use another --db.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+      stack.enter_context(runlock.hold(path + ".lock", f"results database {path}",
+                                       "wait for it to finish, or use another --db."))
+    except runlock.RunLockError as e:
+      raise ResultsDBError(f"another runner is using {path}: {e}") from None
     yield
-  finally:
-    os.close(fd)  # Releases the lock.
 
 
 class ResultsDB:
