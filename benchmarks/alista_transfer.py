@@ -92,7 +92,7 @@ def main(argv=None):
            f"| dictionary | scalars | {head} | train time (s) |",
            "|---|---|" + "---|" * (len(cols) + 1)]
   src, _, src_s = rows.pop("source")
-  lines.append(f"| trained on (seed 0) | trained | "
+  lines.append("| trained on (seed 0) | trained | "
                + " | ".join(f"{src[c]:.1f}" for c in cols) + f" | {src_s:.0f} |")
   for name, (moved_db, retrained_db, secs) in rows.items():
     for label, curve, t in (("transferred", moved_db, "0"),

@@ -79,7 +79,7 @@ def main():
   if len(sys.argv) < 2:
     raise SystemExit(__doc__)
   try:
-    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow  # noqa: F401  (only whether it imports matters)
     missing = []
   except ImportError:  # then tfds and flax's TensorBoard writer are unusable too
     missing = list(STUBBED)

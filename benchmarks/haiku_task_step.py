@@ -19,7 +19,6 @@ import time
 
 import haiku as hk
 import jax
-import jax.numpy as jnp
 import optax
 
 import tasks
@@ -68,7 +67,8 @@ def main():
   pairs = [(a(), b()) for _ in range(args.reps)]
   ratios = [hb / ha for ha, hb in pairs]
   print(f"machine: {platform.platform()}, {jax.devices()[0].platform}, jax {jax.__version__}")
-  print(f"task {builtin.name}: built-in {1e6 * statistics.median(x for x, _ in pairs):.1f} us/step, "
+  print(f"task {builtin.name}: built-in "
+        f"{1e6 * statistics.median(x for x, _ in pairs):.1f} us/step, "
         f"haiku {1e6 * statistics.median(y for _, y in pairs):.1f} us/step")
   print(f"haiku / built-in step time: median of {len(ratios)} paired ratios "
         f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")

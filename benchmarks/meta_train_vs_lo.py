@@ -43,7 +43,7 @@ def run_anchor(python: str, script: str = ANCHOR, platform: str = "cpu",
   env = dict(os.environ, JAX_PLATFORMS=platform)
   wrapper = [os.path.join(ROOT, "benchmarks", "anchor_without_tf.py")] if without_tf else []
   out = _run([python, *wrapper, script], env)
-  line = next(l for l in out.splitlines() if l.startswith("RESULT_JSON "))
+  line = next(ln for ln in out.splitlines() if ln.startswith("RESULT_JSON "))
   return float(json.loads(line[len("RESULT_JSON "):])["inner_steps_per_s"])
 
 
@@ -51,9 +51,9 @@ def run_project(repeats: int, platform: str = "cpu") -> float:
   env = dict(os.environ, WANDB_MODE="disabled", JAX_PLATFORMS=platform)
   out = _run([sys.executable, os.path.join(ROOT, "benchmarks", "meta_train.py"),
               "--repeats", str(repeats)], env)
-  print("  metaopt:", next(l for l in out.splitlines() if l.startswith("devices=")),
+  print("  metaopt:", next(ln for ln in out.splitlines() if ln.startswith("devices=")),
         flush=True)
-  line = next(l for l in out.splitlines() if l.startswith("PES inner steps/s (wall)"))
+  line = next(ln for ln in out.splitlines() if ln.startswith("PES inner steps/s (wall)"))
   rates = ast.literal_eval(line.split("all ", 1)[1])
   return float(statistics.mean(rates))
 

@@ -280,12 +280,12 @@ def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every:
 
   if full:
     keys = step_keys[:full * eval_every].reshape((full, eval_every) + step_keys.shape[1:])
-    carry, (l, v) = periods(carry, keys)
-    losses.append(l.reshape(-1))
+    carry, (chunk, v) = periods(carry, keys)
+    losses.append(chunk.reshape(-1))
     valid.append(v)
   if steps % eval_every:
-    carry, (l, v) = periods(carry, step_keys[None, full * eval_every:])
-    losses.append(l.reshape(-1))
+    carry, (chunk, v) = periods(carry, step_keys[None, full * eval_every:])
+    losses.append(chunk.reshape(-1))
     valid.append(v)
   valid = jnp.concatenate(valid)
   if error_rate:

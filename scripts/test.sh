@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export WANDB_MODE=disabled JAX_PLATFORMS=cpu
+ruff check .   # the project's lint rules (pyproject.toml [tool.ruff])
 python -m pytest -q "$@"

@@ -138,7 +138,8 @@ def build_classic_task(name: str, function: str, dim: int, init_seed: Any = None
     del batch, key
     return f.fn(params["x"])
 
-  meta = {"architecture": "classic_function", "dataset": SYNTHETIC, "function": function, "dim": dim, "minimum": f.minimum,
+  meta = {"architecture": "classic_function", "dataset": SYNTHETIC, "function": function,
+          "dim": dim, "minimum": f.minimum,
           "minimizer": f.minimizer(dim).tolist(), "num_params": dim}
   meta.update(metadata or {})
   return Task(name=name, init=init, loss=loss, data={}, batch=lambda data, key, split: {},

@@ -249,13 +249,15 @@ def mlp_family(dataset: str = "digits", widths: Sequence[int] = (32, 64, 128),
     return common.sample_seeds_and_scale(key, (lo, hi))
 
   def make_task(static, dynamic):
-    task_name = f"{name}/{default_name(dataset, static.hidden, parametrization)}_{static.activation}"
+    base = default_name(dataset, static.hidden, parametrization)
+    task_name = f"{name}/{base}_{static.activation}"
     return build_mlp_task(task_name, data, static.hidden, static.activation, batch_size,
                           parametrization, init_seed=dynamic["init_seed"],
                           data_seed=dynamic["data_seed"], init_scale=dynamic["init_scale"],
                           metadata={"dataset": dataset, "family": name}, n_classes=n_classes)
 
-  meta = {"architecture": "mlp", "dataset": dataset, "widths": tuple(widths), "depths": tuple(depths),
+  meta = {"architecture": "mlp", "dataset": dataset, "widths": tuple(widths),
+          "depths": tuple(depths),
           "activations": tuple(activations), "parametrization": parametrization,
           "init_scale_range": (lo, hi), "batch_size": batch_size}
   return TaskFamily(name, sample_static, sample_dynamic, make_task, meta)

@@ -80,7 +80,8 @@ def build_quadratic_task(name: str, dim: int, log_cond: Any, rotation_seed: Any,
     key = jax.random.fold_in(key, common.SPLIT_IDS[split])
     return {"noise": noise_std * jax.random.normal(key, (dim,), jnp.float32)}
 
-  meta = {"architecture": "quadratic", "dataset": SYNTHETIC, "dim": dim, "noise_std": noise_std, "num_params": dim}
+  meta = {"architecture": "quadratic", "dataset": SYNTHETIC, "dim": dim, "noise_std": noise_std,
+          "num_params": dim}
   meta.update(metadata or {})
   return Task(
       name=name, init=init, loss=loss, data={}, batch=batch,

@@ -9,8 +9,9 @@ fraction of positions whose arg-max next token is not the target (next-character
 
 Init (all truncated normal at 2 std, rescaled to the stated std): embeddings and
 unembedding std 0.02 (GPT-2's tied-embedding scale, so the initial loss is close to
-``log(vocab_size)``); other matrices variance ``1/fan_in``, the residual-output projections (``attn/wo``, ``mlp/w2``)
-further scaled by ``1/sqrt(2 num_layers)`` (GPT-2); LayerNorm scales 1, biases 0.
+``log(vocab_size)``); other matrices variance ``1/fan_in``, the residual-output
+projections (``attn/wo``, ``mlp/w2``) further scaled by ``1/sqrt(2 num_layers)`` (GPT-2);
+LayerNorm scales 1, biases 0.
 
 Batch: ``{"inputs": int32 (B, seq_len), "targets": int32 (B, seq_len)}``, windows of
 ``seq_len + 1`` consecutive tokens starting at uniform random offsets of the split's

@@ -228,18 +228,20 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
 
     time_feats = F.tanh_step_embedding(tf, timescales)
     rows = []
-    for p, hi_, hb, l in zip(p_leaves, h, hbar, l_old):
+    for p, hi_, hb, log_lr in zip(p_leaves, h, hbar, l_old):
       kind = jax.nn.one_hot(_kind_index(jnp.ndim(p)), len(KINDS), dtype=jnp.float32)
       rows.append(jnp.concatenate([
-          jnp.stack([hi_, hb, h_global, hbar_global, l - theta["log_lr0"]]).astype(jnp.float32),
+          jnp.stack([hi_, hb, h_global, hbar_global,
+                     log_lr - theta["log_lr0"]]).astype(jnp.float32),
           time_feats, kind]))
     c_out = mlp_lib.apply_mlp(theta["controller"], jnp.stack(rows))[:, 0]
     max_d = config.max_log_change
-    new_l = [jnp.clip(l + max_d * jnp.tanh((theta["gain"] * hb + c) / max_d), lo, hi)
-             for l, hb, c in zip(l_old, hbar, c_out)]
+    new_l = [jnp.clip(log_lr + max_d * jnp.tanh((theta["gain"] * hb + c) / max_d), lo, hi)
+             for log_lr, hb, c in zip(l_old, hbar, c_out)]
 
     new_m, new_v, new_ms, updates = [], [], [], []
-    for g, p, m, v, ms, l, s in zip(g_leaves, p_leaves, m_old, v_old, ms_old, new_l, scales):
+    for g, p, m, v, ms, log_lr, s in zip(g_leaves, p_leaves, m_old, v_old, ms_old, new_l,
+                                         scales):
       wg = weight * g
       m = b1 * m + (1.0 - b1) * wg
       v = b2 * v + (1.0 - b2) * wg * wg
@@ -250,7 +252,7 @@ def scale_by_general(config: GeneralConfig, theta, step_scales=None
               mlp_lib.as_vector_shape(a), mlp_lib.as_vector_shape(jnp.asarray(p, x.dtype))]
       (correction,) = mlp_lib.fused_mlp(theta["mlp"], F.normalize_columns(cols))
       d = a + config.mlp_scale * correction.reshape(jnp.shape(a))
-      size = weight * jnp.exp(l + theta["kind_log_scale"][_kind_index(jnp.ndim(p))]) * s
+      size = weight * jnp.exp(log_lr + theta["kind_log_scale"][_kind_index(jnp.ndim(p))]) * s
       updates.append((-size * d).astype(jnp.result_type(p)))
       new_m.append(m)
       new_v.append(v)

@@ -114,7 +114,8 @@ TENSOR_STATS: Dict[str, TensorStat] = {
         lambda t: [m * jax.lax.rsqrt(t["rms"][0] + F.RSQRT_EPS) for m in t["momenta"]],
         lambda t, m: jnp.stack(m)),
     "log_size": TensorStat(
-        lambda t: [], lambda t, m: 0.1 * jnp.log(jnp.asarray(t["param"].size, t["param"].dtype))[None]),
+        lambda t: [],
+        lambda t, m: 0.1 * jnp.log(jnp.asarray(t["param"].size, t["param"].dtype))[None]),
 }
 
 #: Centers of the fraction-of-training embedding (``features.fraction_features``).
@@ -348,7 +349,8 @@ class Hypernet(LearnedOptimizer):
 
       # Loss features read the EMAs *before* this loss enters them.
       if value is None:
-        loss_feats, loss_ema, loss_seen = jnp.zeros_like(state.loss_ema), state.loss_ema, state.loss_seen
+        loss_feats = jnp.zeros_like(state.loss_ema)
+        loss_ema, loss_seen = state.loss_ema, state.loss_seen
       else:
         loss = jnp.asarray(value, state.loss_ema.dtype)
         prev = jnp.where(state.loss_seen > 0, state.loss_ema, loss)
@@ -358,7 +360,8 @@ class Hypernet(LearnedOptimizer):
         loss_seen = jnp.ones_like(state.loss_seen)
       global_feats = self._global_features(state.count, state.horizon, loss_feats, loss_seen)
 
-      tensors = [{"grad": g.reshape(g.shape or (1,)), "param": p.astype(g.dtype).reshape(g.shape or (1,)),
+      tensors = [{"grad": g.reshape(g.shape or (1,)),
+                  "param": p.astype(g.dtype).reshape(g.shape or (1,)),
                   "momenta": [m[i].reshape(g.shape or (1,)) for m in momenta],
                   "rms": [v[i].reshape(g.shape or (1,)) for v in rms]}
                  for i, (g, p) in enumerate(zip(g32, p_leaves))]

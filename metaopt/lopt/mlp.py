@@ -246,7 +246,8 @@ def _example_context(config):
                   jnp.zeros((2, len(config.rms_decays))), jnp.zeros((), jnp.int32))
 
 
-def scale_by_mlp(config: MLPConfig, theta, step_scales=None) -> optax.GradientTransformationExtraArgs:
+def scale_by_mlp(config: MLPConfig, theta,
+                 step_scales=None) -> optax.GradientTransformationExtraArgs:
   """The per-parameter MLP rule as an optax transformation.
 
   Args:

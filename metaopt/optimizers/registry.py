@@ -7,12 +7,12 @@ replace the constant learning rate by a schedule, for every optimizer alike.
 
 The schedule family (AlgoPerf's): a baseline whose defaults hold the two
 hyper-parameters ``warmup_fraction`` (float in [0, 1)) and ``lr_decay`` (one of
-``DECAYS``; not ``decay``, which is RMSProp's moving-average rate) gets the learning rate ``warmup_decay_schedule(learning_rate,
-total_steps, warmup_fraction, lr_decay)``: a linear warm-up from 0 over
-``round(warmup_fraction * total_steps)`` steps, then ``lr_decay`` (constant, cosine to 0,
-linear to 0) over the remaining steps. Both are ordinary hyper-parameters: they have
-defaults, may be searched, and ``warmup_fraction`` may be a tracer (one compiled
-program for a sweep); ``lr_decay`` is a string and so static.
+``DECAYS``; not ``decay``, which is RMSProp's moving-average rate) gets the learning rate
+``warmup_decay_schedule(learning_rate, total_steps, warmup_fraction, lr_decay)``: a linear
+warm-up from 0 over ``round(warmup_fraction * total_steps)`` steps, then ``lr_decay``
+(constant, cosine to 0, linear to 0) over the remaining steps. Both are ordinary
+hyper-parameters: they have defaults, may be searched, and ``warmup_fraction`` may be a
+tracer (one compiled program for a sweep); ``lr_decay`` is a string and so static.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Every expectation below is computed by hand in the comments (or by an independen
 implementation: ``scipy.stats.trim_mean``).
 """
 
+import fractions
 import math
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_target_is_lowest_median_of_best_validation_loss_over_setters():
 
 def test_budgets_are_4_3_and_3_times_the_target_setting_steps():
   suite = S.from_dict(_content(tasks=[{"task": "a", "steps": 300, "eval_every": 20}]))
-  assert suite.algoperf
+  assert suite.protocol == "algoperf"
   st = suite.tasks[0]
   assert suite.budget(st, "tuned") == 400
   assert suite.budget(st, "self_tuning") == 900
@@ -245,7 +246,7 @@ def test_suite_v2_shape():
   frozen (from the target-setting runs) and seeds separate."""
   import tasks  # pylint: disable=import-outside-toplevel
   suite = S.load("v2")
-  assert suite.algoperf and len(suite.tasks) >= 10
+  assert suite.protocol == "algoperf" and len(suite.tasks) >= 10
   meta = [dict(tasks.get(t.task).metadata) for t in suite.tasks]
   assert len({m["architecture"] for m in meta}) >= 5
   assert len({m["dataset"] for m in meta}) >= 4
@@ -254,3 +255,24 @@ def test_suite_v2_shape():
     assert t.target["setter"] in suite.target_baselines
     assert t.target["valid_loss"] == pytest.approx(float(np.median(t.target["per_seed"])))
   assert not set(suite.target_seeds) & set(suite.seeds)
+
+
+def test_suite_v3_shape():
+  """v3: >= 12 workloads, none below 500 target-setting steps, a >= 0.3M-parameter LM
+  run >= 1,000 steps, a BatchNorm net with model state, an autoencoder, small tabular
+  data, a >= 3,000-step run; budgets 4/3 and 1.5 x 4/3; NAdamW sets the targets."""
+  import tasks  # pylint: disable=import-outside-toplevel
+  suite = S.load("v3")
+  assert len(suite.tasks) >= 12 and suite.sealed
+  assert min(t.steps for t in suite.tasks) >= 500
+  got = {t.task: tasks.get(t.task) for t in suite.tasks}
+  lm = [n for n, t in got.items() if t.metadata["architecture"] == "transformer"]
+  assert lm and got[lm[0]].metadata["num_params"] >= 300_000
+  assert suite.task(lm[0]).steps >= 1000
+  assert any(t.stateful for t in got.values())
+  assert any(t.metadata["architecture"] == "autoencoder" for t in got.values())
+  assert {"breast_cancer", "wine"} <= {t.metadata["dataset"] for t in got.values()}
+  assert max(t.steps for t in suite.tasks) >= 3000
+  assert suite.budget_external == fractions.Fraction(4, 3)
+  assert suite.budget_self_tuning == fractions.Fraction(3, 2) * suite.budget_external
+  assert suite.target_baselines == ("nadamw",)

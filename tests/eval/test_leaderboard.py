@@ -170,7 +170,8 @@ def _adam_with_schedule(cfg, steps):
 
 
 def test_bad_optimizer_and_colliding_names(tmp_path):
-  with pytest.raises(ValueError, match="Did you mean adam.*Known: .*adam, adamw.*Not a learned optimizer"):
+  with pytest.raises(ValueError,
+                     match="Did you mean adam.*Known: .*adam, adamw.*Not a learned optimizer"):
     entrants.parse("adamm")
   import jax  # pylint: disable=import-outside-toplevel
   from metaopt.lopt import build, io  # pylint: disable=import-outside-toplevel

@@ -16,7 +16,8 @@ def quadratic_loss(params):
   """A fixed, ill-conditioned convex quadratic over all leaves."""
   w, b = params["w"], params["b"]
   scales_w = jnp.array([[1.0, 3.0, 0.5], [2.0, 0.2, 1.5]], w.dtype)
-  return 0.5 * jnp.sum(scales_w * (w - 0.1) ** 2) + 0.5 * jnp.sum(jnp.array([4.0, 0.7], b.dtype) * b ** 2)
+  return (0.5 * jnp.sum(scales_w * (w - 0.1) ** 2)
+          + 0.5 * jnp.sum(jnp.array([4.0, 0.7], b.dtype) * b ** 2))
 
 
 def unroll_loss(lopt, theta, steps=4, num_steps=None, use_value=True, params=None):

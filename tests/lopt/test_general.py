@@ -111,7 +111,8 @@ def test_meta_gradient_reaches_every_meta_parameter():
     params, state = PARAMS, lo.transform(th).init(PARAMS)
     opt = lo.transform(th)
     for t in range(3):
-      g = jax.grad(lambda p: sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree_util.tree_leaves(p)))(params)
+      g = jax.grad(lambda p: sum(jnp.sum(jnp.sin(x) ** 2)
+                                 for x in jax.tree_util.tree_leaves(p)))(params)
       u, state = opt.update(g, state, params)
       params = optax.apply_updates(params, u)
     return sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree_util.tree_leaves(params))

@@ -3,11 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from metaopt import lopt
-from metaopt.lopt import hypernet
 from tests.lopt import _lopt_b_utils as utils
 
 _SMALL = {"lstm_hidden": 6, "num_mlps": 3}
@@ -131,7 +129,8 @@ def test_lstm_inputs_match_numpy():
   rng = np.random.default_rng(1)
   g, p = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
   ms, v = [rng.normal(size=(5, 2)) for _ in range(3)], rng.uniform(0.5, 2, size=(5, 2))
-  tensor = {"grad": jnp.asarray(g), "param": jnp.asarray(p), "momenta": [jnp.asarray(m) for m in ms],
+  tensor = {"grad": jnp.asarray(g), "param": jnp.asarray(p),
+            "momenta": [jnp.asarray(m) for m in ms],
             "rms": [jnp.asarray(v)]}
   loss_feats = jnp.array([0.2, -0.1])
   step = jnp.asarray(30, jnp.int32)
@@ -223,8 +222,9 @@ def test_deterministic_and_descends():
     opt_def = lopt.build("hypernet", {**_SMALL, "step_mult": 0.05})
     theta = opt_def.init_meta_params(key)
     # A bank whose direction follows the normalized gradient: a sign-descent-like rule.
-    theta["bank"]["w1"] = jnp.zeros_like(theta["bank"]["w1"]).at[:, 0, 0].set(1.0).at[:, 0, 1].set(-1.0)
-    theta["bank"]["w2"] = jnp.zeros_like(theta["bank"]["w2"]).at[:, 0, 0].set(1.0).at[:, 1, 0].set(-1.0)
+    w1, w2 = jnp.zeros_like(theta["bank"]["w1"]), jnp.zeros_like(theta["bank"]["w2"])
+    theta["bank"]["w1"] = w1.at[:, 0, 0].set(1.0).at[:, 0, 1].set(-1.0)
+    theta["bank"]["w2"] = w2.at[:, 0, 0].set(1.0).at[:, 1, 0].set(-1.0)
     return utils.run_steps(opt_def.transform(theta), utils.quadratic_params(), 30)
 
   traj = trajectory(jax.random.PRNGKey(0))

@@ -7,7 +7,6 @@ import optax
 import pytest
 
 from metaopt import lopt
-from metaopt.lopt import math_l2o
 from tests.lopt import _lopt_b_utils as utils
 
 _RNG = np.random.default_rng(0)

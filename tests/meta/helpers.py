@@ -83,7 +83,7 @@ def quadratic_family(fixed: bool = True, diverge_scale: float = 0.0,
       return 0.5 * jnp.sum(diag * params["x"]**2)
 
     return Task(name=name, init=init, loss=loss, data={}, batch=lambda d, k, s: {},
-                abstract_batch={}, normalize_loss=lambda l: l)
+                abstract_batch={}, normalize_loss=lambda x: x)
 
   return TaskFamily(name, lambda key: None, sample_dynamic, make_task)
 

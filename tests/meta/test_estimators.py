@@ -198,5 +198,5 @@ def test_build_estimator_passes_each_class_its_options():
   for name, est in built.items():
     assert type(est) is E.ESTIMATOR_CLASSES.get(name) and est.name == name
     assert est.num_tasks == 3
-  assert built["es"].sigma == built["pes"].sigma == built["nres"].sigma == built["full_es"].sigma == 0.5
+  assert {built[n].sigma for n in ("es", "pes", "nres", "full_es")} == {0.5}
   assert built["full_es"].loss_type == "min"

@@ -36,7 +36,8 @@ def _check(metadata, where):
 
 def test_vocabulary():
   assert set(tasks.ARCHITECTURES) == {"mlp", "conv", "transformer", "linear", "quadratic",
-                                      "classic_function", "sparse_problem", "problem"}
+                                      "classic_function", "sparse_problem", "problem",
+                                      "autoencoder"}
 
 
 @pytest.mark.parametrize("name", _params(tasks.task_names()))
