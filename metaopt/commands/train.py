@@ -145,6 +145,10 @@ def main(args: argparse.Namespace) -> int:
     # optimizer; a learned-optimizer file that is corrupt, newer or missing.
     print(f"metaopt train: error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print("metaopt train: interrupted (the metrics logged so far are in the run directory).",
+          file=sys.stderr)
+    return 130
   res = output.result
   status = " (DIVERGED)" if res.diverged else ""
   print(f"{args.task} / {args.optimizer}: {args.steps} steps in {res.wall_time:.2f}s{status}")

@@ -389,15 +389,24 @@ class ResultsDB:
                       ("file:" + urllib.parse.quote(os.path.abspath(other_path)) + "?mode=ro",))
     try:
       before = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-      cols = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()
-              if r[1] != "id"]
-      names = ", ".join(cols)
-      self.conn.execute(f"INSERT OR IGNORE INTO runs ({names}) SELECT {names} FROM other.runs")
-      for table in ("suites", "optimizers", "tuning", "timings", "compile_times"):
-        have = self.conn.execute("SELECT name FROM other.sqlite_master WHERE type='table' "
-                                 "AND name=?", (table,)).fetchone()
-        if have:
-          self.conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
+      for table in ("runs", "suites", "optimizers", "tuning", "timings", "compile_times"):
+        theirs = {r[1] for r in self.conn.execute(f"PRAGMA other.table_info({table})")}
+        if not theirs:
+          continue  # A source written before the table existed.
+        ours = [r[1] for r in self.conn.execute(f"PRAGMA main.table_info({table})")
+                if r[1] != "id"]
+        required = {r[1] for r in self.conn.execute(f"PRAGMA main.table_info({table})")
+                    if r[3] and r[4] is None and r[1] != "id"}
+        missing = sorted(required - theirs)
+        if missing:
+          raise ResultsDBError(
+              f"{other_path} was written by an older metaopt: its {table} table lacks "
+              f"{missing}; re-run its runs with this version, or merge it with the version "
+              "that wrote it.")
+        # Columns an older source lacks (e.g. valid_error) stay empty in the copy.
+        names = ", ".join(c for c in ours if c in theirs)
+        self.conn.execute(f"INSERT OR IGNORE INTO {table} ({names}) "
+                          f"SELECT {names} FROM other.{table}")
       self.conn.commit()
       return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - before
     finally:

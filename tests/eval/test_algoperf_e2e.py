@@ -2,6 +2,7 @@
 report with validation curves and leakage marks, the page in headless Chromium."""
 
 import json
+import math
 import re
 
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 from metaopt import inner
 from metaopt.eval import entrants, protocol, report, suites
 from metaopt.eval.runner import execute_batch
+from metaopt.eval import store
 from metaopt.eval.store import ResultsDB
 from tests.eval import browser, tiny
 from tests.eval.test_leaderboard import _ScaledSGD
@@ -152,3 +154,28 @@ def test_merge_databases(done, tmp_path):
     assert a.timings(h) == b.timings(h)
   with ResultsDB(target) as db:
     assert db.merge(done["db"]) == 0  # Nothing new the second time.
+
+
+def test_merge_a_source_with_an_older_schema(done, tmp_path):
+  """A source written before a nullable column existed merges (the column stays empty);
+  one that lacks a required column is refused naming the source, not the destination."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import sqlite3  # pylint: disable=import-outside-toplevel
+  old = str(tmp_path / "old.sqlite")
+  shutil.copy(done["db"], old)
+  conn = sqlite3.connect(old)
+  conn.execute("ALTER TABLE runs DROP COLUMN wall_time")
+  conn.commit()
+  conn.close()
+  target = str(tmp_path / "merged.sqlite")
+  with ResultsDB(target) as db:
+    assert db.merge(old) == 15
+    runs = db.runs(done["suite"].setup_hash, "trial")
+  assert len(runs) == 15 and all(math.isnan(r["wall_time"]) for r in runs)
+  conn = sqlite3.connect(old)
+  conn.execute("ALTER TABLE runs DROP COLUMN package_version")
+  conn.commit()
+  conn.close()
+  with ResultsDB(str(tmp_path / "other.sqlite")) as db:
+    with pytest.raises(store.ResultsDBError, match=f"{old} was written by an older metaopt"):
+      db.merge(old)
