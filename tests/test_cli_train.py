@@ -74,3 +74,15 @@ def test_list(capsys):
   assert cli.main(["list"]) == 0
   out = capsys.readouterr().out
   assert f"optimizers ({len(optimizers.names())}):" in out and "lopts (" in out
+
+
+def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+  import metaopt.train  # pylint: disable=import-outside-toplevel
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(metaopt.train, "run", interrupted)
+  rc = cli.main(["train", "--task", "quadratic_d10_cond10", "--optimizer", "adam",
+                 "--steps", "5", "--out", str(tmp_path / "r"), "--no-progress"])
+  err = capsys.readouterr().err
+  assert rc == 130 and "interrupted" in err and "Traceback" not in err
