@@ -190,6 +190,17 @@ class MetricsLogger:
     except Exception as e:  # pylint: disable=broad-except  (never kill a job)
       warnings.warn(f"wandb could not log the images {sorted(images)} ({e}).")
 
+  def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Logs a table (``wandb.Table``, e.g. a leaderboard) to the wandb run."""
+    if self._wandb is None:
+      return
+    try:
+      import wandb  # pylint: disable=import-outside-toplevel
+      self._wandb.log({key: wandb.Table(columns=list(columns),
+                                        data=[[_to_python(c) for c in r] for r in rows])})
+    except Exception as e:  # pylint: disable=broad-except  (never kill a job)
+      warnings.warn(f"wandb could not log the table {key!r} ({e}).")
+
   def close(self) -> None:
     self._file.close()
     if self._wandb is not None:

@@ -53,6 +53,9 @@ def add_parser(subparsers) -> None:
   o = sub.add_parser("report", help="write Markdown, CSV, JSON, PNG plots and an HTML page")
   common(o)
   o.add_argument("--out", default=None, help="output folder (default leaderboard_<suite>/)")
+  o.add_argument("--wandb", default="disabled", choices=("disabled", "offline", "online"),
+                 help="also log the tables, scores and plots to a wandb run (in OUT/wandb; "
+                      "default disabled)")
   o.set_defaults(func=_report)
 
 
@@ -151,10 +154,16 @@ def _show(args) -> int:
 
 @_clean_errors
 def _report(args) -> int:
-  from metaopt.eval import suites, write_report  # pylint: disable=import-outside-toplevel
+  from metaopt.eval import report, suites  # pylint: disable=import-outside-toplevel
+  from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
   out = args.out or f"leaderboard_{os.path.splitext(os.path.basename(args.suite))[0]}"
-  path = write_report(args.db, suites.load(args.suite), out,
-                      command="metaopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-                      if os.path.basename(sys.argv[0]) == "metaopt" else None)
+  suite = suites.load(args.suite)
+  path = report.write_report(args.db, suite, out,
+                             command="metaopt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+                             if os.path.basename(sys.argv[0]) == "metaopt" else None)
   print(f"wrote {path} (and README.md, CSV, JSON, PNG plots in {out})")
+  if args.wandb != "disabled":
+    with ResultsDB(args.db, readonly=True) as db:
+      report.log_to_wandb(report.compute(db, suite), out, args.wandb)
+    print(f"logged the leaderboard to wandb ({args.wandb}; run in {out}/wandb)")
   return 0

@@ -415,6 +415,32 @@ class ReportError(ValueError):
   """The report's output folder cannot be written."""
 
 
+def log_to_wandb(lb: Dict[str, Any], out_dir: str, mode: str,
+                 project: str = "metaopt") -> None:
+  """Logs a written report to a wandb run (``mode``: offline | online | disabled; the
+  run lives in ``out_dir/wandb``): the summary table, the per-task table, every
+  entrant's scores as metrics and the plots as images. ``metrics.jsonl`` in
+  ``out_dir`` keeps the same scores."""
+  from metaopt.runlog import MetricsLogger  # pylint: disable=import-outside-toplevel
+  s = lb["suite"]
+  with MetricsLogger(out_dir, {"suite": s["id"], "hash": s["hash"]}, project=project,
+                     mode=mode, name=f"leaderboard-{s['id']}") as logger:
+    scores = {}
+    for e in lb["entrants"]:
+      for key in ("score_time", "score_steps", "score_time_all", "speedup_iqm"):
+        if e.get(key) is not None:
+          scores[f"{key}/{_label(e)}"] = e[key]
+    logger.log(0, scores)
+    rows = summary_rows(lb)
+    logger.log_table("leaderboard", [h for _, h in COLUMNS],
+                     [[_fmt(r[k]) if k != "optimizer" else r[k] for k, _ in COLUMNS]
+                      for r in rows])
+    pt = per_task_rows(lb)
+    logger.log_table("per_task", list(pt[0]), [list(r.values()) for r in pt])
+    logger.log_images(0, {os.path.splitext(f)[0]: os.path.join(out_dir, f)
+                          for f in sorted(os.listdir(out_dir)) if f.endswith(".png")})
+
+
 def _write(lb: Dict[str, Any], suite: S.Suite, out_dir: str, command: Optional[str]) -> str:
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ReportError(f"--out {out_dir!r} is a file, not a folder; choose a folder.")

@@ -115,3 +115,17 @@ def test_report_errors(hand_db, tmp_path):
       report.write_report(db.path, suite, str(read_only / "out"))
   finally:
     os.chmod(read_only, 0o700)
+
+
+def test_report_logged_to_wandb_offline(hand_db, tmp_path, monkeypatch):
+  pytest.importorskip("wandb")
+  db, suite = hand_db
+  out = tmp_path / "rep"
+  report.write_report(db.path, suite, str(out))
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  report.log_to_wandb(report.compute(db, suite), str(out), "offline")
+  runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+  assert len(runs) == 1 and runs[0].stat().st_size > 0
+  rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+  assert rows[0]["score_time/nadamw"] == pytest.approx(1.0)
