@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
                  help="baseline names (tuned), NAME@defaults, learned optimizer names or "
                       ".safetensors paths; default: every baseline + shipped learned ones")
   r.add_argument("--retry-errors", action="store_true", help="re-run stored failed runs")
+  r.add_argument("--wandb", default="disabled", choices=("disabled", "offline", "online"),
+                 help="log the resulting tables and scores to a wandb run in <db>_wandb/ "
+                      "(default disabled)")
   r.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                  help="run only these tasks of the suite (e.g. to split it over processes "
                       "with separate databases, then `merge`)")
@@ -103,7 +106,7 @@ def _clean_errors(command):
 def _run(args) -> int:
   from metaopt.eval import format_table, protocol, suites  # pylint: disable=import-outside-toplevel
   from metaopt.eval.store import ResultsDB  # pylint: disable=import-outside-toplevel
-  from metaopt.eval.report import compute  # pylint: disable=import-outside-toplevel
+  from metaopt.eval.report import compute, log_to_wandb  # pylint: disable=import-outside-toplevel
   suite = suites.load(args.suite)
   stats = protocol.run_leaderboard(suite, args.optimizers, args.db,
                                    progress=not args.no_progress,
@@ -111,7 +114,12 @@ def _run(args) -> int:
   print(f"{stats['trained']} runs trained, {stats['skipped']} already stored, "
         f"{stats['errors']} errors, {stats['diverged']} diverged; results in {args.db}")
   with ResultsDB(args.db, readonly=True) as db:
-    print(format_table(compute(db, suite)))
+    lb = compute(db, suite)
+  print(format_table(lb))
+  if args.wandb != "disabled":
+    where = os.path.splitext(args.db)[0] + "_wandb"
+    log_to_wandb(lb, where, args.wandb)
+    print(f"logged the leaderboard to wandb ({args.wandb}; run in {where})")
   return 0
 
 

@@ -3,6 +3,7 @@ training, errors kept and retried on request, runs equal to metaopt.train.train,
 names that collide refused, CLI (one-line errors, Ctrl-C, a closed pipe) and HTML page."""
 
 import dataclasses
+import glob
 import os
 import re
 
@@ -260,3 +261,15 @@ def test_learned_optimizer_from_file(tmp_path):
   assert entrants.leakage(e, "mlp_mnist1d_w128_d2", ()) == []
   with pytest.raises(FileNotFoundError):
     entrants.parse(str(tmp_path / "missing.safetensors"))
+
+
+def test_cli_run_logs_to_wandb_when_asked(lb, capsys, monkeypatch):
+  pytest.importorskip("wandb")
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  args = ["--suite", lb["suite_path"], "--db", lb["db"]]
+  assert cli_main(["leaderboard", "run", *args, "--optimizers", "sgd", "--no-progress",
+                   "--wandb", "offline"]) == 0
+  where = os.path.splitext(lb["db"])[0] + "_wandb"
+  assert "logged the leaderboard to wandb" in capsys.readouterr().out
+  assert len(glob.glob(os.path.join(where, "wandb", "offline-run-*", "run-*.wandb"))) == 1
