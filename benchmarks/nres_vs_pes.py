@@ -84,8 +84,8 @@ def main():
       loss.block_until_ready()
   for name, t in trainers.items():
     ev = t.evaluate(states[name].theta)
-    print(f"{name}: {steps[name]} outer steps in {args.seconds:.0f}s; held-out final loss "
-          f"{ev['eval/lopt_final_loss']:.4f} (Adam 1e-3: {ev['eval/adam_final_loss']:.4f})")
+    print(f"{name}: {steps[name]} outer steps in {args.seconds:.0f}s; held-out validation "
+          f"loss {ev['eval/lopt_valid_loss']:.4f} (tuned Adam: {ev['eval/adam_valid_loss']:.4f})")
 
 
 if __name__ == "__main__":

@@ -148,23 +148,30 @@ class EvalConfig:
   Attributes:
     every: evaluate theta every this many outer steps (0: never) and at the end.
     tasks: held-out tasks (a fixed key) trained ...
-    horizon: ... for this many inner steps, with theta and with Adam at ``adam_lr``.
-    adam_lr: learning rate of the Adam baseline.
+    horizon: ... for this many inner steps, with theta and with Adam tuned over a
+      learning-rate grid; each run then reports its validation loss.
+    adam_lr: the centre of Adam's grid.
+    adam_grid: points of the grid: ``adam_lr * 10 ** linspace(-1, 1, adam_grid)``
+      (half-decades for 5); per family the rate with the lowest mean validation loss
+      is the baseline (the grid's edges are logged when chosen: widen it).
     keep_best: also export the theta of the evaluation with the lowest
-      ``eval/lopt_final_loss`` so far as ``<run.name>.best.safetensors`` (model
-      selection on the held-out tasks of the meta-training families: PES can make a
+      ``eval/lopt_valid_ratio`` (its validation loss over tuned Adam's, averaged over
+      families) so far as ``<run.name>.best.safetensors`` (model selection on held-out
+      tasks of the meta-training families, on what a user will see: PES can make a
       learned optimizer worse late in a run).
   """
   every: int = 100
   tasks: int = 4
   horizon: int = 200
   adam_lr: float = 1e-3
+  adam_grid: int = 5
   keep_best: bool = False
 
   def __post_init__(self):
     _check_at_least("eval", self, ("every",), 0)
     _check_at_least("eval", self, ("tasks", "horizon"), 1)
     _check_positive("eval.adam_lr", self.adam_lr)
+    _check_at_least("eval", self, ("adam_grid",), 1)
 
 
 def _check_run_name(name: str) -> None:

@@ -375,15 +375,39 @@ class MetaTrainer:
 
   # -- evaluation -------------------------------------------------------------------
 
-  def _eval_curves(self, opt_theta, data):
-    """Per member family: (eval_tasks, eval_horizon) training losses of held-out tasks
-    (fixed key). ``data``: the trainer's data (a tuple for a mixture)."""
+  def _eval_curves(self, opt_theta, data, adam_lr):
+    """Per member family: ``(training losses (eval_tasks, eval_horizon), validation
+    losses (eval_tasks,))`` of held-out tasks (fixed key) trained with theta, or with
+    Adam at ``adam_lr`` when ``opt_theta`` is None. ``data``: the trainer's data (a
+    tuple for a mixture)."""
     datas = (data,) if len(self.members) == 1 else data
-    return [self._member_curves(m, opt_theta, d) for m, d in zip(self.members, datas)]
+    return [self._member_curves(m, opt_theta, d, adam_lr)
+            for m, d in zip(self.members, datas)]
 
-  def _member_curves(self, member: Member, opt_theta, data):
+  def adam_grid(self) -> List[float]:
+    """Adam's learning rates in the held-out evaluation (``eval.adam_lr`` x
+    ``10 ** linspace(-1, 1, eval.adam_grid)``)."""
+    cfg = self.config.eval
+    exps = np.linspace(-1.0, 1.0, cfg.adam_grid) if cfg.adam_grid > 1 else np.zeros(1)
+    return [float(cfg.adam_lr * 10.0 ** e) for e in exps]
+
+  def _tuned_adam(self) -> List[tuple]:
+    """Per member: ``(training losses, validation losses, learning rate)`` of Adam at
+    the grid's rate with the lowest mean validation loss (computed once)."""
+    if self._adam_eval is None:
+      runs = [(lr, _to_host(self._eval_fn(None, self.data, jnp.float32(lr))))
+              for lr in self.adam_grid()]
+      self._adam_eval = []
+      for i in range(len(self.members)):
+        scores = [float(np.nanmean(np.where(np.isfinite(out[i][1]), out[i][1], np.inf)))
+                  for _, out in runs]
+        k = int(np.argmin(scores))
+        self._adam_eval.append((runs[k][1][i][0], runs[k][1][i][1], runs[k][0]))
+    return self._adam_eval
+
+  def _member_curves(self, member: Member, opt_theta, data, adam_lr):
     if opt_theta is None:
-      opt = optax.adam(self.config.eval.adam_lr)
+      opt = optax.adam(adam_lr)
     else:
       def opt(param_info):
         # The held-out run's horizon reaches the rule as it will at evaluation.
@@ -404,27 +428,34 @@ class MetaTrainer:
             f"{prefix}_mean_loss": float(np.mean(curves))}
 
   def evaluate(self, theta) -> Dict[str, float]:
-    """Held-out tasks trained with theta vs Adam (``eval_adam_lr``), same budget.
-    ``*_final_loss``: mean training loss over the last 10% of steps. A mixture reports
-    each member as ``eval/<family>/...`` and, as ``eval/lopt_...`` / ``eval/adam_...``,
-    the mean over members of the losses normalized by the member's first-step loss
-    under Adam (families' losses have different scales)."""
-    lopt_curves = _to_host(self._eval_fn(theta, self.data))
-    if self._adam_eval is None:
-      self._adam_eval = _to_host(self._eval_fn(None, self.data))
-    if len(self.members) == 1:
-      out = self._summary(lopt_curves[0], "eval/lopt")
-      out.update(self._summary(self._adam_eval[0], "eval/adam"))
-      return out
-    out, parts = {}, {"lopt": [], "adam": []}
-    for m, lc, ac in zip(self.members, lopt_curves, self._adam_eval):
-      scale = max(float(np.mean(np.abs(ac[:, 0]))), 1e-12)
+    """Held-out tasks trained with theta vs Adam tuned over ``adam_grid()`` (by mean
+    validation loss), same budget. ``*_valid_loss``: mean validation loss at the end
+    (what a user sees); ``eval/lopt_valid_ratio``: theta's over tuned Adam's (a
+    mixture: the mean over members; model selection uses it); ``*_final_loss``: mean
+    training loss over the last 10% of steps; ``eval/adam_lr``: the rate chosen. A
+    mixture reports each member as ``eval/<family>/...`` and, as ``eval/lopt_...`` /
+    ``eval/adam_...``, the mean over members of the training losses normalized by the
+    member's first-step loss under Adam (families' losses have different scales)."""
+    lopt = _to_host(self._eval_fn(theta, self.data, jnp.float32(0.0)))
+    adam = self._tuned_adam()
+    out, parts, ratios = {}, {"lopt": [], "adam": []}, []
+    single = len(self.members) == 1
+    for m, (lc, lv), (ac, av, lr) in zip(self.members, lopt, adam):
+      prefix = "eval" if single else f"eval/{m.name}"
+      scale = 1.0 if single else max(float(np.mean(np.abs(ac[:, 0]))), 1e-12)
+      lopt_valid, adam_valid = float(np.mean(lv)), float(np.mean(av))
+      out[f"{prefix}/lopt_valid_loss"], out[f"{prefix}/adam_valid_loss"] = lopt_valid, adam_valid
+      out[f"{prefix}/adam_lr"] = lr
+      ratio = lopt_valid / adam_valid if adam_valid > 0 else float("nan")
+      ratios.append(ratio if np.isfinite(ratio) else float("inf"))
       for label, curves in (("lopt", lc), ("adam", ac)):
-        out.update(self._summary(curves, f"eval/{m.name}/{label}"))
+        if not single:
+          out.update(self._summary(curves, f"eval/{m.name}/{label}"))
         parts[label].append(self._summary(curves / scale, label))
     for label, rows in parts.items():
       for k in rows[0]:
         out[f"eval/{k}"] = float(np.mean([r[k] for r in rows]))
+    out["eval/lopt_valid_ratio"] = float(np.mean(ratios))
     return out
 
   # -- checkpoints ------------------------------------------------------------------
@@ -574,8 +605,10 @@ class MetaTrainer:
     stop = _StopFlag()
     step, t_window, steps_window = start, time.perf_counter(), 0
     # The best held-out evaluation so far (eval.keep_best), from the kept metrics rows.
-    best = min((r["eval/lopt_final_loss"] for r in read_metrics(metrics_path)
-                if "eval/lopt_final_loss" in r), default=float("inf")) if restored else float("inf")
+    best = float("inf")
+    if restored:
+      best = min((r["eval/lopt_valid_ratio"] for r in read_metrics(metrics_path)
+                  if "eval/lopt_valid_ratio" in r), default=float("inf"))
     interrupted = False
     try:
       with stop:
@@ -598,11 +631,11 @@ class MetaTrainer:
             self._check_health(row, int(_to_host(state.skip_streak)), step, bar)
           if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.outer.num_steps):
             _status(bar, f"evaluating on {cfg.eval.tasks} held-out tasks x {cfg.eval.horizon} "
-                         "steps (θ and Adam)")
+                         f"steps (θ, and Adam over {cfg.eval.adam_grid} learning rates)")
             row.update(self.evaluate(state.theta))
             t_window, steps_window = time.perf_counter(), 0
-            if cfg.eval.keep_best and row["eval/lopt_final_loss"] < best:
-              best = row["eval/lopt_final_loss"]
+            if cfg.eval.keep_best and row["eval/lopt_valid_ratio"] < best:
+              best = row["eval/lopt_valid_ratio"]
               self.export(_to_host(state.theta), wall + time.perf_counter() - t0 + compile_time,
                           path=self.best_path, selected_at_step=step)
           wall += time.perf_counter() - t0
@@ -657,11 +690,11 @@ class MetaTrainer:
     out = {"meta_loss_curve": plot_curves(
         rows, ["meta_loss"], os.path.join(self.config.run.run_dir, "meta_loss.png"),
         title=f"{self.config.run.name}: meta-loss")}
-    if any("eval/lopt_final_loss" in r for r in rows):
+    if any("eval/lopt_valid_ratio" in r for r in rows):
       out["eval_loss_curve"] = plot_curves(
-          rows, ["eval/lopt_final_loss", "eval/adam_final_loss"],
+          rows, ["eval/lopt_valid_ratio"],
           os.path.join(self.config.run.run_dir, "eval_loss.png"),
-          title=f"{self.config.run.name}: held-out final training loss")
+          title=f"{self.config.run.name}: held-out validation loss / tuned Adam's")
     return out
 
   @property

@@ -22,7 +22,7 @@ over inside jit).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -205,8 +205,10 @@ def run_horizon(horizon: jax.Array, start: jax.Array) -> jax.Array:
 
 
 def train_curve(family: TaskFamily, static, opt: inner.OptimizerOrFactory, dynamic, data,
-                key: jax.Array, num_steps: int) -> jax.Array:
-  """Trains one task from scratch with ``opt``: ``-> (num_steps,)`` training losses.
+                key: jax.Array, num_steps: int) -> Tuple[jax.Array, jax.Array]:
+  """Trains one task from scratch with ``opt``: ``-> (training losses (num_steps,),
+  validation loss at the end)`` (``inner.evaluate`` on ``inner_valid``, at the iterate
+  the optimizer exposes).
 
   ``opt`` is an optax transformation or ``param_info -> transformation``. Vmappable
   over ``dynamic`` and ``key``; used to evaluate theta on held-out tasks against a
@@ -217,9 +219,10 @@ def train_curve(family: TaskFamily, static, opt: inner.OptimizerOrFactory, dynam
   params = task.init(k_init)
   if not isinstance(opt, optax.GradientTransformation):
     opt = opt(task.param_info(params) if task.param_info is not None else None)
-  _, losses = inner.run_steps(task, opt, params, opt.init(params), data,
-                              jax.random.split(k_steps, num_steps))
-  return losses
+  (params, opt_state), losses = inner.run_steps(task, opt, params, opt.init(params), data,
+                                                jax.random.split(k_steps, num_steps))
+  valid = inner.evaluate(task, inner.eval_params(opt_state, params), data)
+  return losses, valid
 
 
 def shared_data(family: TaskFamily, static, key: jax.Array):

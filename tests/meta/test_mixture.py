@@ -62,8 +62,14 @@ def test_meta_train_on_a_mixture_logs_each_member_and_exports_all(tmp_path, seco
   assert evals and f"eval/{second_family}/adam_final_loss" in evals[-1]
   _, _, meta = io.load_meta_params(result.export_path)
   assert meta["trained_on"] == ["test_quadratic", second_family]
-  # keep_best: the exported best is the evaluation with the lowest held-out loss.
-  best_step = min(evals, key=lambda r: r["eval/lopt_final_loss"])["step"]
+  # Each member reports its validation loss against Adam tuned over the grid.
+  for fam in ("test_quadratic", second_family):
+    assert evals[-1][f"eval/{fam}/adam_lr"] in trainer_lib.MetaTrainer(cfg, lopt=LrMomentum()
+                                                                       ).adam_grid()
+    assert np.isfinite(evals[-1][f"eval/{fam}/lopt_valid_loss"])
+  # keep_best: the exported best is the evaluation with the lowest validation loss
+  # relative to tuned Adam's (not the lowest training loss).
+  best_step = min(evals, key=lambda r: r["eval/lopt_valid_ratio"])["step"]
   _, best_theta, best_meta = io.load_meta_params(str(tmp_path / "tiny.best.safetensors"))
   assert best_meta["selected_at_step"] == best_step
   if best_step == 6:
