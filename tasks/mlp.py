@@ -312,6 +312,9 @@ register_task("mlp_breast_cancer_w256_d2", lambda: mlp_task(
     "breast_cancer", (256, 256), batch_size=32, name="mlp_breast_cancer_w256_d2"))
 register_task("mlp_wine_w64_d2", lambda: mlp_task("wine", (64, 64), batch_size=16,
                                                    name="mlp_wine_w64_d2"))
+# A deeper tanh MLP (v3).
+register_task("mlp_fmnist_w256_d3_tanh", lambda: mlp_task(
+    "fashion_mnist", (256, 256, 256), activation="tanh", name="mlp_fmnist_w256_d3_tanh"))
 # A small MLP for long runs (v3: 3,000 steps).
 register_task("mlp_fmnist_w64_d1_b64", lambda: mlp_task(
     "fashion_mnist", (64,), batch_size=64, name="mlp_fmnist_w64_d1_b64"))

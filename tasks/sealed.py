@@ -18,7 +18,6 @@ from typing import Dict, List, Mapping, Optional, Tuple
 #: Sealed dataset -> the suite that seals it.
 SEALED_DATASETS: Dict[str, str] = {
     "fashion_mnist": "v3", "mnist_5k": "v3", "fortunes": "v3", "breast_cancer": "v3",
-    "wine": "v3",
 }
 #: Sealed classes of generated problems: a family with generated data
 #: (``tasks.SYNTHETIC``) of one of these architecture classes is held out -> suite.

@@ -271,7 +271,7 @@ def test_suite_v3_shape():
   assert suite.task(lm[0]).steps >= 1000
   assert any(t.stateful for t in got.values())
   assert any(t.metadata["architecture"] == "autoencoder" for t in got.values())
-  assert {"breast_cancer", "wine"} <= {t.metadata["dataset"] for t in got.values()}
+  assert "breast_cancer" in {t.metadata["dataset"] for t in got.values()}
   assert max(t.steps for t in suite.tasks) >= 3000
   assert suite.budget_external == fractions.Fraction(4, 3)
   assert suite.budget_self_tuning == fractions.Fraction(3, 2) * suite.budget_external
