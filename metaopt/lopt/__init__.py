@@ -13,3 +13,4 @@ from metaopt.lopt import mulo  # noqa: F401
 from metaopt.lopt import adafactor_mlp  # noqa: F401
 from metaopt.lopt import hypernet  # noqa: F401
 from metaopt.lopt import general  # noqa: F401
+from metaopt.lopt import celo2  # noqa: F401
