@@ -61,7 +61,8 @@ above ~1e-3 of the largest), the singular vectors unchanged: ``O ~ U V^T``. Its
 Frobenius normalization makes the MLP's output scale irrelevant (the normalized
 output), and ``match_rms sqrt(max(r, c))`` (optax.contrib.muon's ``consistent_rms``,
 Moonlight) gives the matrix step about the RMS of an Adam step, so one learning rate
-serves both paths.
+serves both paths. Wide matrices (``n > 1.5 m``) run the same iteration on their
+``m x m`` Gram matrix (``newton_schulz``: about half the FLOPs at ``n = 4 m``).
 
 The horizon (``base`` module docstring): ``init`` records ``num_steps`` (maybe traced)
 in the state; ``update`` reads it from there, for the schedule and the fraction
@@ -109,6 +110,7 @@ class Celo2Config:
     hidden_sizes: hidden widths of the per-parameter MLP.
     b1, b2, eps: Adam's decays and epsilon (the Adam path).
     ns_coeffs, ns_steps, ns_eps: the Newton-Schulz iteration.
+    gram_newton_schulz: run it on the Gram matrix for wide matrices (``newton_schulz``).
     match_rms: RMS of the orthogonalized step relative to ``lr`` (Moonlight's 0.2).
     init_lr: ``exp(log_lr)`` at theta's initialization (AdamW's usual 1e-3).
     init_weight_decay: ``lambda`` at initialization (AdamW's, multiplied by ``lr_t``).
@@ -129,6 +131,7 @@ class Celo2Config:
   ns_coeffs: Tuple[float, ...] = NS_COEFFS
   ns_steps: int = 5
   ns_eps: float = 1e-7
+  gram_newton_schulz: bool = True
   match_rms: float = 0.2
   init_lr: float = 1e-3
   init_weight_decay: float = 1e-2
@@ -161,9 +164,15 @@ def num_columns(config: Celo2Config) -> int:
 
 
 def newton_schulz(x: jax.Array, coeffs=NS_COEFFS, steps: int = 5,
-                  eps: float = 1e-7) -> jax.Array:
+                  eps: float = 1e-7, gram: bool = True) -> jax.Array:
   """Quintic Newton-Schulz orthogonalization of a matrix (module docstring): about the
-  polar factor ``U V^T`` of ``x``, singular values in roughly [0.7, 1.2]."""
+  polar factor ``U V^T`` of ``x``, singular values in roughly [0.7, 1.2].
+
+  With ``gram`` and a wide matrix (``m x n`` after transposing, ``n > 1.5 m``) the same
+  iteration runs on ``m x m`` matrices: every ``X_k = Q_k X_0`` with ``Q_k`` a polynomial
+  in ``A_0 = X_0 X_0^T`` (so all commute), hence ``A_k = Q_k A_0 Q_k``,
+  ``Q_{k+1} = p(A_k) Q_k``, ``X_5 = Q_5 X_0``: ``4 m^2 n + 34 m^3`` FLOPs instead of
+  ``20 m^2 n + 10 m^3`` (equal in exact arithmetic; tested against the direct form)."""
   if x.ndim != 2:
     raise ValueError(f"newton_schulz needs a matrix, got shape {x.shape}.")
   a, b, c = coeffs
@@ -171,9 +180,21 @@ def newton_schulz(x: jax.Array, coeffs=NS_COEFFS, steps: int = 5,
   if transposed:
     x = x.T
   x = x / (jnp.sqrt(jnp.sum(jnp.square(x))) + eps)
-  for _ in range(steps):
-    gram = x @ x.T
-    x = a * x + (b * gram + c * (gram @ gram)) @ x
+  m, n = x.shape
+  if gram and n > 1.5 * m and steps > 0:
+    a0 = x @ x.T
+    eye = jnp.eye(m, dtype=x.dtype)
+    q, ak = None, a0
+    for _ in range(steps):
+      if q is not None:
+        ak = (q @ a0) @ q
+      p = a * eye + b * ak + c * (ak @ ak)
+      q = p if q is None else p @ q
+    x = q @ x
+  else:
+    for _ in range(steps):
+      gram_k = x @ x.T
+      x = a * x + (b * gram_k + c * (gram_k @ gram_k)) @ x
   return x.T if transposed else x
 
 
@@ -297,7 +318,7 @@ def scale_by_celo2(config: Celo2Config, theta, param_info=None
         direction = sum(w * z for w, z in zip(theta["skip"], cols))
         (learned,) = mlp_lib.fused_mlp(theta["mlp"], cols + frac)
         o = newton_schulz(direction + learned, config.ns_coeffs, config.ns_steps,
-                          config.ns_eps)
+                          config.ns_eps, config.gram_newton_schulz)
         step = (config.match_rms * math.sqrt(max(jnp.shape(p)))) * o + decay
         new_leaves.append({"mu": mu, "nu": nu, "row": row, "col": col})
       updates.append((-lr * step).astype(jnp.result_type(p)))

@@ -40,6 +40,13 @@ def test_newton_schulz_matches_optax_muon_and_the_polar_factor(shape):
   np.testing.assert_allclose(np.linalg.svd(o, compute_uv=False), np.sort(sv)[::-1], rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(12, 40), (50, 8)])
+def test_the_gram_form_is_the_direct_iteration(shape):
+  x = jax.random.normal(jax.random.PRNGKey(4), shape) * jnp.logspace(0, -3, shape[1])
+  direct = celo2.newton_schulz(x, gram=False)
+  np.testing.assert_allclose(celo2.newton_schulz(x, gram=True), direct, rtol=1e-3, atol=2e-5)
+
+
 def test_newton_schulz_of_zero_is_zero():
   np.testing.assert_array_equal(celo2.newton_schulz(jnp.zeros((3, 5))), np.zeros((3, 5)))
 
