@@ -179,3 +179,8 @@ def test_theta_is_a_differentiable_argument():
   for key in ("log_lr", "log_weight_decay", "log_adam_scale", "skip", "mlp"):
     assert any(np.any(np.asarray(x) != 0) for x in jax.tree_util.tree_leaves(grad[key])), key
   assert np.any(np.asarray(grad["mlp"][0]["w"]) != 0)
+
+
+def test_save_load_round_trip(tmp_path):
+  opt_def, theta = _opt(hidden_sizes=(4,), momentum_decays=(0.9, 0.99))
+  utils.check_io_round_trip(opt_def, theta, str(tmp_path / "celo2.safetensors"))
