@@ -291,7 +291,13 @@ def scale_by_celo2(config: Celo2Config, theta, param_info=None
                                              config.final_lr_fraction)
     wd = jnp.exp(theta["log_weight_decay"])
     adam_scale = jnp.exp(theta["log_adam_scale"])
-    frac = list(F.fraction_features(t, state.horizon))
+    # The per-tensor fraction features enter the MLP's first layer as a bias (one
+    # vector-matrix product per step instead of 7 broadcast columns per entry).
+    first = theta["mlp"][0]
+    n_cols = num_columns(config)
+    layers = ({"w": first["w"][:n_cols],
+               "b": first["b"] + F.fraction_features(t, state.horizon) @ first["w"][n_cols:]},
+              ) + tuple(theta["mlp"][1:])
     c1, c2 = 1.0 - b1 ** tf, 1.0 - b2 ** tf
 
     updates, new_leaves = [], []
@@ -316,7 +322,7 @@ def scale_by_celo2(config: Celo2Config, theta, param_info=None
         col = tuple(d * cj + (1.0 - d) * col_mean for d, cj in zip(fac, s["col"]))
         cols = F.normalize_columns(_matrix_columns(config, gc, x, mu, nu, row, col))
         direction = sum(w * z for w, z in zip(theta["skip"], cols))
-        (learned,) = mlp_lib.fused_mlp(theta["mlp"], cols + frac)
+        (learned,) = mlp_lib.fused_mlp(layers, cols)
         o = newton_schulz(direction + learned, config.ns_coeffs, config.ns_steps,
                           config.ns_eps, config.gram_newton_schulz)
         step = (config.match_rms * math.sqrt(max(jnp.shape(p)))) * o + decay
