@@ -69,9 +69,10 @@ in the state; ``update`` reads it from there, for the schedule and the fraction
 features.
 
 Numerics: finite wherever optax.adam is (``tests/lopt/test_finite.py``): the Adam path
-is optax.adam's arithmetic; the matrix path clips its feature gradient at ``C``, adds
-epsilons under every rsqrt, normalizes columns by a sum of squares that cannot
-overflow, and ``NS_5`` of a zero matrix is zero.
+is optax.adam's arithmetic; the matrix path clips its feature gradient at ``C`` (so
+squares and their per-tensor sums stay finite), floors every rsqrt's argument, and
+``NS_5`` of a zero matrix is zero (huge, tiny, constant, zero, sparse and spiking
+gradients are tested).
 
 Meta-parameters ``theta``: ``log_lr ()``, ``log_weight_decay ()``, ``log_adam_scale ()``,
 ``skip (num_columns,)`` and ``mlp`` (``mlp.init_mlp`` layers, input
