@@ -138,8 +138,10 @@ def make_outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformatio
   elif config.outer.lr_schedule == "cosine":
     lr = optax.cosine_decay_schedule(config.outer.lr, config.outer.num_steps)
   else:
-    lr = optax.warmup_cosine_decay_schedule(
-        0.0, config.outer.lr, max(config.outer.warmup_steps, 1), config.outer.num_steps)
+    warmup, steps = max(config.outer.warmup_steps, 1), config.outer.num_steps
+    if warmup >= steps:  # A short (smoke) run: warm up over half of it instead.
+      warmup = max(1, steps // 2)
+    lr = optax.warmup_cosine_decay_schedule(0.0, config.outer.lr, warmup, max(steps, warmup + 1))
   make = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}[config.outer.optimizer]
   opt = make(lr)
   mult = config.outer.small_leaf_lr_multiplier

@@ -235,3 +235,19 @@ def test_cli_reports_config_errors_and_prints_config(capsys):
   assert cli.main(["meta-train", f"{path}:pod", "--set", "seed=3", "--print-config"]) == 0
   printed = json.loads(capsys.readouterr().out)
   assert printed["seed"] == 3 and printed["estimator"]["num_tasks"] == 256
+
+
+def test_outer_warmup_longer_than_the_run_is_shortened():
+  """A smoke run (2 outer steps) of a preset with 50 warm-up steps: the warm-up takes
+  half of the run instead of raising; longer runs keep their schedule."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from metaopt.meta import trainer  # pylint: disable=import-outside-toplevel
+  for steps in (1, 2, 200):
+    cfg = C.from_dict({"family": "quadratic_family", "lopt": "adam",
+                                "outer.num_steps": steps, "outer.warmup_steps": 50,
+                                "outer.lr_schedule": "warmup_cosine"})
+    opt = trainer.make_outer_optimizer(cfg)
+    params = {"x": jnp.ones(3)}
+    state = opt.init(params)
+    updates, _ = opt.update({"x": jnp.ones(3)}, state, params)
+    assert bool(jnp.all(jnp.isfinite(updates["x"])))
