@@ -121,21 +121,23 @@ def time_steps(task: Task, entrant: Entrant, config: Dict[str, Any], budget: int
 
   def init(hparams, aux_, key):
     params = task.init(key)
-    return params, make(hparams, aux_, params).init(params)
+    return inner.initial_carry(task, make(hparams, aux_, params), params, key)
 
-  def steps_fn(hparams, aux_, params, opt_state, data, keys):
-    return inner.run_steps(task, make(hparams, aux_, params), params, opt_state, data, keys)
+  def steps_fn(hparams, aux_, carry, data, keys):
+    # The carry holds the model state of a stateful task (BatchNorm statistics).
+    return inner.run_steps(task, make(hparams, aux_, carry[0]), carry[0], carry[1], data, keys,
+                           carry[2] if task.stateful else None)
 
   k_init, keys, _ = inner.seed_keys(seed, steps)
-  params, opt_state = jax.jit(init)(hp, aux, k_init)
+  carry = jax.jit(init)(hp, aux, k_init)
   t0 = time.perf_counter()
-  prog = jax.jit(steps_fn).lower(hp, aux, params, opt_state, task.data, keys).compile()
+  prog = jax.jit(steps_fn).lower(hp, aux, carry, task.data, keys).compile()
   if compile_seconds is not None:
     compile_seconds.append(time.perf_counter() - t0)
-  jax.block_until_ready(prog(hp, aux, params, opt_state, task.data, keys))  # Warm-up.
+  jax.block_until_ready(prog(hp, aux, carry, task.data, keys))  # Warm-up.
   out = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(prog(hp, aux, params, opt_state, task.data, keys))
+    jax.block_until_ready(prog(hp, aux, carry, task.data, keys))
     out.append(time.perf_counter() - t0)
   return out
