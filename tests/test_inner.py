@@ -97,3 +97,26 @@ def test_train_and_run_agree_and_vmap_over_seeds():
   np.testing.assert_allclose(valid[1], res.valid_loss, rtol=1e-6)
   np.testing.assert_array_equal(res.eval_steps, [10, 20, 25])
   assert not np.allclose(losses[0], losses[1])  # Seeds differ.
+
+
+def test_evaluation_is_deterministic_and_covers_the_whole_split():
+  """Validation does not depend on the run's key or step, and a task with an evaluation
+  set is scored on every example of it (the mean over chunks equals the loss of the
+  whole split computed directly); a noisy quadratic is scored on its exact objective."""
+  import tasks  # pylint: disable=import-outside-toplevel
+  from tasks import common  # pylint: disable=import-outside-toplevel
+  task = tasks.get("logistic_digits")
+  params = jax.tree_util.tree_map(
+      lambda p: 0.1 * jax.random.normal(jax.random.PRNGKey(3), p.shape),
+      task.init(jax.random.PRNGKey(0)))
+  a = inner.evaluate(task, params, task.data, jax.random.PRNGKey(1))
+  b = inner.evaluate(task, params, task.data, jax.random.PRNGKey(2))
+  assert float(a) == float(b)
+  rows = task.data["inner_valid"]
+  whole = {"x": common.features_of(rows), "label": rows["label"].astype(jnp.int32)}
+  np.testing.assert_allclose(float(a), float(task.loss(params, whole, None)), rtol=1e-5)
+  quad = tasks.get("quadratic_d100_cond100_noise1")
+  x = quad.init(jax.random.PRNGKey(0))
+  exact = quad.loss(x, {"noise": jnp.zeros((100,), jnp.float32)}, None)
+  np.testing.assert_allclose(float(inner.evaluate(quad, x, quad.data, jax.random.PRNGKey(5))),
+                             float(exact), rtol=1e-6)
