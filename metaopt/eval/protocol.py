@@ -15,8 +15,8 @@ them; nothing in between returns to an earlier module.
   space when it has one), all trials of a task vmapped in one program, at the
   suite's external budget (4/3 of the target-setting steps). Self-tuning entrants:
   one run per study seed at the self-tuning budget (v3: 1.5x the external one).
-  Then the compiled training step
-  of each (task, entrant) is timed (``runner.time_steps``) for wall time to target.
+  Then the compiled training step of each (task, entrant) is timed
+  (``runner.time_steps``, its compile time stored apart) for wall time to target.
 
 Runs are stored as they finish (purpose ``trial``, ``target_tune``, ``target``);
 stored runs are skipped, so both commands resume. Runs are keyed by the suite's
