@@ -22,21 +22,25 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 
-# Fashion-MNIST (MIT) from Debian's dataset-fashion-mnist package: installed as root,
-# otherwise unpacked into the data dir without root.
+# Debian data packages: installed as root, otherwise unpacked into the data dir without
+# root. Fashion-MNIST (MIT); fortunes (BSD; leaderboard v3's language-model corpus).
 DATA_DIR=${METAOPT_DATA_DIR:-$HOME/.cache/metaopt}
-if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && [ ! -d "$DATA_DIR/debian/usr/share" ]; then
+debian_data() {  # PACKAGE PATH_IN_PACKAGE WHAT
+  local pkg=$1 path=$2 what=$3
+  if dpkg -s "$pkg" >/dev/null 2>&1 || [ -e "$DATA_DIR/debian$path" ]; then return 0; fi
   if [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
-      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) ||
-      echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tasks will be unavailable" >&2
+    (apt-get install -y -q "$pkg" >/dev/null 2>&1 ||
+      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$pkg" >/dev/null 2>&1)) ||
+      echo "warning: could not install $pkg; $what will be unavailable" >&2
   else
     mkdir -p "$DATA_DIR/debian" && tmp=$(mktemp -d) &&
-      (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1 &&
+      (cd "$tmp" && apt-get download "$pkg" >/dev/null 2>&1 &&
         dpkg -x ./*.deb "$DATA_DIR/debian") ||
-      echo "warning: could not fetch dataset-fashion-mnist; Fashion-MNIST tasks will be unavailable" >&2
+      echo "warning: could not fetch $pkg; $what will be unavailable" >&2
   fi
-fi
+}
+debian_data dataset-fashion-mnist /usr/share/datasets/fashion-mnist "Fashion-MNIST tasks"
+debian_data fortunes /usr/share/games/fortunes "the fortunes corpus (leaderboard v3's LM)"
 
 # --- Headless Chromium for the leaderboard HTML test (tests/eval, owner: leaderboard) ---
 # Debian's `chromium` package renders the static leaderboard page in a test. Optional:
