@@ -24,11 +24,11 @@ From small to large:
   optionally a blow-up far above the initial loss: ``divergence_step``) and the one
   record of a run.
 
-Seed rule (``seed_keys``): ``PRNGKey(seed)`` splits into init, train and eval keys;
-step ``i`` uses the ``i``-th of ``split(train_key, steps)``, split again into a batch
-key and a loss key. Evaluation is deterministic and the same for every run: a task's
-whole evaluation set (``Task.eval_batches``) or batches drawn with the fixed
-``eval_key()``. The same seed gives the same numbers in every user of the loop.
+Seed rule (``seed_keys``): ``PRNGKey(seed)`` splits into init and train keys (and a
+third, unused part); step ``i`` uses the ``i``-th of ``split(train_key, steps)``, split
+again into a batch key and a loss key. Evaluation is deterministic and the same for
+every run: a task's whole evaluation set (``Task.eval_batches``) or batches drawn with
+the fixed ``eval_key()``. The same seed gives the same numbers in every user of the loop.
 A stateful task (``Task.init_state``, e.g. BatchNorm statistics) carries its model
 state beside the parameters and optimizer state (``initial_carry``).
 """
@@ -182,16 +182,13 @@ def eval_params(opt_state, params):
 
 
 def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state, data,
-                step_keys: jax.Array, eval_key: Optional[jax.Array] = None, first_step=0,
-                eval_batches: int = 4, error_rate: bool = False, model_state=None):
+                step_keys: jax.Array, eval_batches: int = 4, error_rate: bool = False,
+                model_state=None):
   """Evaluation periods of a run, as one traceable function.
 
   Args:
-    step_keys: (P, E, 2) keys: P periods of E steps.
-    eval_key: key of evaluations that draw batches (``evaluate``); default the fixed
-      ``eval_key()``, so every evaluation of every run sees the same examples.
-    first_step: steps already taken (int or traced int32); kept for callers that
-      resume a run in pieces (evaluation does not depend on it).
+    step_keys: (P, E, 2) keys: P periods of E steps. Evaluation does not depend on
+      them (``evaluate``: every evaluation of every run sees the same examples).
     eval_batches: ``inner_valid`` batches per evaluation of a task without
       ``eval_batches`` (one with it is evaluated on its whole evaluation set).
     error_rate: also evaluate ``task.error_rate`` (``evaluate_error_rate``) on the
@@ -201,18 +198,15 @@ def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state
   Returns:
     ``((params, opt_state[, model_state]), (losses (P, E), valid_loss (P,) or (P, 2)))``.
   """
-  del first_step
-
   def one_period(carry, keys):
     carry, losses = run_steps(task, opt, carry[0], carry[1], data, keys,
                               carry[2] if task.stateful else None)
     p, s = carry[0], carry[1]
     state = carry[2] if task.stateful else None
     at_params = eval_params(s, p)
-    valid = evaluate(task, at_params, data, eval_key, num_batches=eval_batches,
-                     model_state=state)
+    valid = evaluate(task, at_params, data, num_batches=eval_batches, model_state=state)
     if error_rate:
-      err = evaluate_error_rate(task, at_params, data, eval_key, num_batches=eval_batches,
+      err = evaluate_error_rate(task, at_params, data, num_batches=eval_batches,
                                 model_state=state)
       valid = jnp.stack([valid, err.astype(valid.dtype)])
     return carry, (losses, valid)
@@ -221,10 +215,12 @@ def run_periods(task: Task, opt: optax.GradientTransformation, params, opt_state
   return jax.lax.scan(one_period, carry, step_keys)
 
 
-def seed_keys(seed: int, steps: int) -> Tuple[jax.Array, jax.Array, jax.Array]:
-  """``(init_key, step_keys (steps, 2), eval_key)`` of a run with ``seed``."""
-  k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
-  return k_init, jax.random.split(k_train, steps), k_eval
+def seed_keys(seed: int, steps: int) -> Tuple[jax.Array, jax.Array]:
+  """``(init_key, step_keys (steps, 2))`` of a run with ``seed``. The seed's key is
+  split in three: the third part, once the evaluation key, is unused (evaluation is
+  deterministic) and stays in the split so that runs keep their numbers."""
+  k_init, k_train, _ = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return k_init, jax.random.split(k_train, steps)
 
 
 def eval_schedule(steps: int, eval_every: int) -> np.ndarray:
@@ -266,7 +262,7 @@ def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every:
     ``(..., valid_loss (E,), valid_error (E,))`` (NaN for a task without
     ``error_rate``).
   """
-  k_init, step_keys, _ = seed_keys(seed, steps)
+  k_init, step_keys = seed_keys(seed, steps)
   params = task.init(k_init)
   if not isinstance(opt, optax.GradientTransformation):
     opt = opt(task.param_info(params) if task.param_info is not None else None)
@@ -275,7 +271,7 @@ def run(task: Task, opt: OptimizerOrFactory, seed, data, steps: int, eval_every:
   losses, valid = [], []
 
   def periods(carry, keys):
-    return run_periods(task, opt, carry[0], carry[1], data, keys, None, 0, eval_batches,
+    return run_periods(task, opt, carry[0], carry[1], data, keys, eval_batches,
                        error_rate, carry[2] if task.stateful else None)
 
   if full:

@@ -83,30 +83,30 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
     excluded).
   """
   ends = inner.eval_schedule(steps, eval_every)
-  k_init, step_keys, _ = inner.seed_keys(seed, steps)
+  k_init, step_keys = inner.seed_keys(seed, steps)
   params = task.init(k_init)
   if not jax.tree_util.tree_leaves(params):
     raise ValueError(f"task {task.name!r}: init returned parameters without any array "
                      f"({params!r}); a task must have something to train.")
-  opt_state = opt.init(params)
+  carry = inner.initial_carry(task, opt, params, k_init)
 
-  def period(params, opt_state, data, keys, first_step):
-    return inner.run_periods(task, opt, params, opt_state, data, keys[None], None,
-                             first_step, eval_batches)
+  def period(carry, data, keys):
+    # A stateful task's carry holds its model state (BatchNorm statistics) too.
+    return inner.run_periods(task, opt, carry[0], carry[1], data, keys[None], eval_batches,
+                             model_state=carry[2] if task.stateful else None)
 
   fn_key = ("period", task.loss, task.batch, type(opt), opt, eval_batches)
   lengths = np.diff(np.concatenate([[0], ends]))
   # Compile every period length ahead of time so that wall_time is pure run time.
-  compiled = {n: _compiled(fn_key, period, params, opt_state, task.data, step_keys[:n],
-                           np.int32(0)) for n in sorted(set(lengths.tolist()))}
+  compiled = {n: _compiled(fn_key, period, carry, task.data, step_keys[:n])
+              for n in sorted(set(lengths.tolist()))}
   losses, valid = [], []
   wall = 0.0
   bar = tqdm(total=steps, desc=task.name, unit="step") if progress else None
   done = 0
   for n, end in zip(lengths.tolist(), ends.tolist()):
     t0 = time.perf_counter()
-    (params, opt_state), (chunk_losses, v) = compiled[n](
-        params, opt_state, task.data, step_keys[done:end], np.int32(done))
+    carry, (chunk_losses, v) = compiled[n](carry, task.data, step_keys[done:end])
     chunk_losses = np.asarray(chunk_losses[0])
     wall += time.perf_counter() - t0
     losses.append(chunk_losses)
@@ -125,7 +125,7 @@ def train(task: Task, opt: optax.GradientTransformation, steps: int, seed: int =
   if bar is not None:
     bar.close()
   return inner.mark_divergence(np.concatenate(losses), ends, valid, wall,
-                               inner.eval_params(opt_state, params), blowup_factor)
+                               inner.eval_params(carry[1], carry[0]), blowup_factor)
 
 
 @dataclasses.dataclass

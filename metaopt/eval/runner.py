@@ -128,7 +128,7 @@ def time_steps(task: Task, entrant: Entrant, config: Dict[str, Any], budget: int
     return inner.run_steps(task, make(hparams, aux_, carry[0]), carry[0], carry[1], data, keys,
                            carry[2] if task.stateful else None)
 
-  k_init, keys, _ = inner.seed_keys(seed, steps)
+  k_init, keys = inner.seed_keys(seed, steps)
   carry = jax.jit(init)(hp, aux, k_init)
   t0 = time.perf_counter()
   prog = jax.jit(steps_fn).lower(hp, aux, carry, task.data, keys).compile()

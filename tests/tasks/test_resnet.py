@@ -51,3 +51,15 @@ def test_the_leaderboard_times_a_stateful_task():
   e = entrants.baseline("adam")
   secs = runner.time_steps(task, e, e.fixed_config(20), 20, steps=4, repeats=2)
   assert len(secs) == 2 and min(secs) > 0
+
+
+def test_train_runs_a_stateful_task_like_the_inner_loop():
+  """``metaopt.train.train`` (the ``metaopt train`` driver) carries the model state: its
+  curves equal ``inner.run``'s."""
+  from metaopt.train import train  # pylint: disable=import-outside-toplevel
+  task = _task()
+  res = train(task, optax.adam(1e-2), 20, seed=0, eval_every=10)
+  _, losses, valid = jax.jit(
+      lambda d: inner.run(task, optax.adam(1e-2), 0, d, 20, 10))(task.data)
+  np.testing.assert_allclose(res.train_loss, losses, rtol=1e-5)
+  np.testing.assert_allclose(res.valid_loss, valid, rtol=1e-5)
