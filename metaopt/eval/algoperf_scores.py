@@ -122,7 +122,7 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
         "name": name, "ruleset": ruleset, "kind": ent.kind, "description": ent.description,
         "trained_on": list(ent.trained_on), "trained_on_datasets": list(ent.trained_on_datasets),
         "trained_on_architectures": list(ent.trained_on_architectures),
-        "meta_cost_hours": ent.meta_cost_hours, "ineligible": reasons, "leakage": reasons,
+        "meta_cost_hours": ent.meta_cost_hours, "ineligible": reasons,
         "per_task": per_task,
         "complete": all(per_task[t]["seeds"] > 0 for t in names)})
 
@@ -168,7 +168,7 @@ def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
         suite.budget(suite.task(t), "tuned")) for t in names]
     mat = np.stack(cols, axis=1)
     speedup_matrix[key(e)] = mat
-    point, lo, hi = scoring.iqm_task_bootstrap_ci(mat, suite.bootstrap_reps,
+    point, lo, hi = scoring.bootstrap_ci(mat, scoring.iqm, suite.bootstrap_reps,
                                                   suite.bootstrap_seed)
     e["speedup_iqm"], e["speedup_ci"] = point, [lo, hi]
     e["frac_faster"] = float(np.mean([e["per_task"][t]["steps_to_target"]

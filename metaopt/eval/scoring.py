@@ -20,7 +20,7 @@ Definitions (AlgoPerf v0.6; the report links here):
   task count (``benchmark_scores``).
 * **Normalized speedup** over the reference on a task: ``t_ref / t`` per study (0
   when missed); the (studies x tasks) matrix is summarised by its IQM with a
-  bootstrap CI resampling tasks and studies (``iqm_task_bootstrap_ci``), and two
+  bootstrap CI resampling tasks and studies (``bootstrap_ci``), and two
   entrants are compared by the probability of improvement
   (``probability_of_improvement``, rliable's definition).
 """
@@ -181,23 +181,24 @@ def iqm(x) -> float:
   return float(v[k:v.size - k].mean())
 
 
-def stratified_bootstrap_ci(scores, statistic=iqm, reps: int = 2000, seed: int = 0,
-                            level: float = 0.95):
-  """Percentile bootstrap CI of ``statistic`` over a (runs, tasks) score matrix,
-  resampling runs with replacement independently within each task (rliable's
-  stratified bootstrap).
+def bootstrap_ci(scores, statistic=iqm, reps: int = 2000, seed: int = 0,
+                 level: float = 0.95, resample_tasks: bool = True):
+  """Percentile bootstrap CI of ``statistic`` over a (runs, tasks) score matrix.
 
-  Returns ``(point estimate, low, high)``.
+  Each replicate resamples runs (rows) with replacement independently within each
+  task (rliable's stratified bootstrap) and, with ``resample_tasks``, first the tasks
+  (columns) themselves with replacement, so the interval also covers the choice of
+  workloads. Returns ``(statistic of all scores, low, high)``.
   """
   s = np.asarray(scores, np.float64)
   if s.ndim != 2 or s.size == 0:
     return float("nan"), float("nan"), float("nan")
   n, m = s.shape
   rng = np.random.default_rng(seed)
-  cols = np.arange(m)[None, :]
   stats = np.empty(reps)
   for b in range(reps):
-    stats[b] = statistic(s[rng.integers(0, n, size=(n, m)), cols])
+    cols = rng.integers(0, m, size=m) if resample_tasks else np.arange(m)
+    stats[b] = statistic(s[rng.integers(0, n, size=(n, m)), cols[None, :]])
   alpha = (1.0 - level) / 2
   lo, hi = np.percentile(stats, [100 * alpha, 100 * (1 - alpha)])
   return statistic(s), float(lo), float(hi)
@@ -214,26 +215,6 @@ def benchmark_scores(times: Mapping[str, Mapping[str, float]], r_max: float
   """
   ratios = performance_ratios(times)
   return {o: (benchmark_score(list(rs.values()), r_max), rs) for o, rs in ratios.items()}
-
-
-def iqm_task_bootstrap_ci(scores, reps: int = 2000, seed: int = 0, level: float = 0.95):
-  """Percentile bootstrap CI of the IQM of a (runs, tasks) score matrix that
-  resamples **tasks** (columns, with replacement) and, within each drawn task, its
-  runs (rows, with replacement): the interval covers the choice of workloads as well
-  as run-to-run noise. Returns ``(IQM of all scores, low, high)``."""
-  s = np.asarray(scores, np.float64)
-  if s.ndim != 2 or s.size == 0:
-    return float("nan"), float("nan"), float("nan")
-  n, m = s.shape
-  rng = np.random.default_rng(seed)
-  stats = np.empty(reps)
-  for b in range(reps):
-    cols = rng.integers(0, m, size=m)
-    rows = rng.integers(0, n, size=(n, m))
-    stats[b] = iqm(s[rows, cols[None, :]])
-  alpha = (1.0 - level) / 2
-  lo, hi = np.percentile(stats, [100 * alpha, 100 * (1 - alpha)])
-  return iqm(s), float(lo), float(hi)
 
 
 def probability_of_improvement(x, y) -> float:

@@ -86,18 +86,20 @@ def test_iqm_matches_scipy_trim_mean_and_hand_values():
   assert scoring.iqm(x) == pytest.approx(stats.trim_mean(x.ravel(), 0.25))
 
 
-def test_stratified_bootstrap_ci():
+def test_stratified_bootstrap_ci_within_tasks():
   # Constant columns: every resample is the same matrix, so the CI is the point.
   s = np.array([[1.0, 2.0, 3.0, 4.0]] * 3)
-  point, lo, hi = scoring.stratified_bootstrap_ci(s, reps=200)
+  point, lo, hi = scoring.bootstrap_ci(s, reps=200, resample_tasks=False)
   assert point == lo == hi == pytest.approx(2.5)
   # One task, runs {0, 10}: resamples (0,0), (0,10), (10,0), (10,10), each with
   # probability 1/4, give means 0, 5, 5, 10: the 95% interval is [0, 10].
-  point, lo, hi = scoring.stratified_bootstrap_ci(np.array([[0.0], [10.0]]), reps=4000)
+  point, lo, hi = scoring.bootstrap_ci(np.array([[0.0], [10.0]]), reps=4000,
+                                       resample_tasks=False)
   assert (point, lo, hi) == (5.0, 0.0, 10.0)
   # Resampling is within tasks: a task whose runs all agree never moves.
   s = np.array([[0.0, 7.0], [10.0, 7.0]])
-  reps = [scoring.stratified_bootstrap_ci(s, lambda m: float(m[:, 1].mean()), 50, seed)[1]
+  reps = [scoring.bootstrap_ci(s, lambda m: float(m[:, 1].mean()), 50, seed,
+                               resample_tasks=False)[1]
           for seed in range(3)]
   assert reps == [7.0, 7.0, 7.0]
 
@@ -120,14 +122,14 @@ def test_benchmark_scores_divide_by_the_full_task_count():
   assert out["b"][1] == {"t1": 1.0, "t2": 2.0, "t3": INF}
 
 
-def test_iqm_task_bootstrap_ci_resamples_tasks():
+def test_bootstrap_ci_resamples_tasks():
   # Two tasks, every run equal within a task: resampling runs alone gives a
   # zero-width interval; resampling tasks gives the spread between them.
   s = np.array([[1.0, 3.0]] * 4)
-  point, lo, hi = scoring.iqm_task_bootstrap_ci(s, reps=2000, seed=0)
+  point, lo, hi = scoring.bootstrap_ci(s, reps=2000, seed=0)
   assert point == pytest.approx(2.0)
   assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)
-  _, lo_r, hi_r = scoring.stratified_bootstrap_ci(s, reps=500)
+  _, lo_r, hi_r = scoring.bootstrap_ci(s, reps=500, resample_tasks=False)
   assert lo_r == hi_r == pytest.approx(2.0)
 
 
