@@ -1,4 +1,4 @@
-"""The results database: every leaderboard run, tuning sweep and suite version.
+"""The results database: every leaderboard run, step timing and suite version.
 
 SQLite (stdlib ``sqlite3``), one file (default ``leaderboard.db`` in the working
 directory). Each row of ``runs`` is one training run: optimizer, ruleset, full
@@ -51,11 +51,6 @@ CREATE TABLE IF NOT EXISTS runs (
   train_loss TEXT, eval_steps TEXT, valid_loss TEXT, wall_time REAL,
   package_version TEXT NOT NULL, jax_version TEXT NOT NULL, created REAL NOT NULL,
   UNIQUE (suite_hash, ruleset, optimizer, purpose, task, seed, config));
-CREATE TABLE IF NOT EXISTS tuning (
-  suite_hash TEXT NOT NULL, ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, task TEXT NOT NULL,
-  best_config TEXT NOT NULL, best_score REAL, objective TEXT NOT NULL, tuning_seed INTEGER NOT NULL,
-  trials TEXT NOT NULL, created REAL NOT NULL,
-  PRIMARY KEY (suite_hash, ruleset, optimizer, task));
 CREATE TABLE IF NOT EXISTS timings (
   suite_hash TEXT NOT NULL, ruleset TEXT NOT NULL, optimizer TEXT NOT NULL, task TEXT NOT NULL,
   config TEXT NOT NULL, steps INTEGER NOT NULL, seconds TEXT NOT NULL, per_step REAL NOT NULL,
@@ -66,15 +61,16 @@ CREATE TABLE IF NOT EXISTS compile_times (
   PRIMARY KEY (suite_hash, ruleset, optimizer, task));
 """
 
-_TABLES = ("suites", "optimizers", "runs", "tuning", "timings", "compile_times")
+_TABLES = ("suites", "optimizers", "runs", "timings", "compile_times")
 #: Seconds a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_S = 60.0
 
 STATUSES = ("ok", "diverged", "error")
-#: ``tune``/``eval``: v1 protocol; ``trial``: a trial of an AlgoPerf study (external
-#: tuning) or a self-tuning run; ``target_tune``/``target``: target-setting sweep and
-#: its repeats on the target-setting seeds.
-PURPOSES = ("tune", "eval", "trial", "target_tune", "target")
+#: ``trial``: a trial of a study (external tuning) or a self-tuning run;
+#: ``target_tune``/``target``: target-setting sweep and its repeats on the
+#: target-setting seeds. (Databases of the retired v1 protocol also hold ``tune`` and
+#: ``eval`` rows, and a ``tuning`` table: readable, never written.)
+PURPOSES = ("trial", "target_tune", "target")
 
 
 def config_key(config: Dict[str, Any]) -> str:
@@ -304,36 +300,6 @@ class ResultsDB:
       out.append(d)
     return out
 
-  # Tuning ------------------------------------------------------------------
-  def set_tuning(self, suite_hash: str, ruleset: str, optimizer: str, task: str,
-                 best_config: Dict[str, Any], best_score: float, objective: str,
-                 tuning_seed: int, trials: List[Dict[str, Any]]) -> None:
-    score = float(best_score) if math.isfinite(best_score) else None
-    self.conn.execute(
-        "INSERT OR REPLACE INTO tuning VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (suite_hash, ruleset, optimizer, task, config_key(best_config), score, objective,
-         int(tuning_seed), json.dumps(trials, allow_nan=True, default=str), time.time()))
-    self.conn.commit()
-
-  def get_tuning(self, suite_hash: str, ruleset: str, optimizer: str,
-                 task: str) -> Optional[Dict[str, Any]]:
-    row = self.conn.execute(
-        "SELECT * FROM tuning WHERE suite_hash=? AND ruleset=? AND optimizer=? AND task=?",
-        (suite_hash, ruleset, optimizer, task)).fetchone()
-    if row is None:
-      return None
-    d = dict(row)
-    d["best_config"] = json.loads(d["best_config"])
-    d["trials"] = json.loads(d["trials"])
-    if d["best_score"] is None:
-      d["best_score"] = float("inf")
-    return d
-
-  def tunings(self, suite_hash: str) -> List[Dict[str, Any]]:
-    rows = self.conn.execute("SELECT optimizer, ruleset, task FROM tuning WHERE suite_hash=?",
-                             (suite_hash,)).fetchall()
-    return [self.get_tuning(suite_hash, r["ruleset"], r["optimizer"], r["task"]) for r in rows]
-
   # Timings -----------------------------------------------------------------
   def set_timing(self, suite_hash: str, ruleset: str, optimizer: str, task: str,
                  config: Dict[str, Any], steps: int, seconds: List[float]) -> float:
@@ -375,7 +341,7 @@ class ResultsDB:
 
   # Merging -----------------------------------------------------------------
   def merge(self, other_path: str) -> int:
-    """Copies the runs, tunings, timings, optimizers and suites of the database at
+    """Copies the runs, timings, compile times, optimizers and suites of the database at
     ``other_path`` that this one lacks (e.g. from processes that each ran some tasks
     with ``--tasks``); returns the number of runs added. Suites registered in both
     must agree (``SuiteMismatchError`` otherwise)."""
@@ -389,7 +355,7 @@ class ResultsDB:
                       ("file:" + urllib.parse.quote(os.path.abspath(other_path)) + "?mode=ro",))
     try:
       before = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-      for table in ("runs", "suites", "optimizers", "tuning", "timings", "compile_times"):
+      for table in ("runs", "suites", "optimizers", "timings", "compile_times"):
         theirs = {r[1] for r in self.conn.execute(f"PRAGMA other.table_info({table})")}
         if not theirs:
           continue  # A source written before the table existed.
