@@ -71,19 +71,13 @@ def eval_chunk_size(n: int, max_chunk: int = EVAL_CHUNK) -> int:
   """Rows per evaluation chunk for a split of ``n`` rows: all of them when
   ``n <= max_chunk``, else the largest divisor of ``n`` in ``[max_chunk/4,
   max_chunk]`` (the chunks then cover the split exactly), else ``max_chunk`` (the
-  last ``n mod max_chunk`` rows are left out: documented by ``eval_rows``)."""
+  last ``n mod max_chunk`` rows are left out)."""
   if n <= max_chunk:
     return n
   for c in range(max_chunk, max_chunk // 4 - 1, -1):
     if n % c == 0:
       return c
   return max_chunk
-
-
-def eval_rows(n: int, max_chunk: int = EVAL_CHUNK) -> int:
-  """Rows of a split of ``n`` rows that deterministic evaluation covers."""
-  c = eval_chunk_size(n, max_chunk)
-  return (n // c) * c
 
 
 def chunk_rows(split_data: Mapping[str, jax.Array], max_rows: Optional[int] = None,

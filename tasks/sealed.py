@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from tasks.base import SYNTHETIC
+
 #: Sealed dataset -> the suite that seals it.
 SEALED_DATASETS: Dict[str, str] = {
     "fashion_mnist": "v3", "mnist_5k": "v3", "fortunes": "v3", "breast_cancer": "v3",
@@ -25,9 +27,6 @@ SEALED_DATASETS: Dict[str, str] = {
 #: meta-trained on quadratics is still ineligible for v3 by the leakage rule
 #: (``metaopt.eval.entrants.leakage``: generated data of the same class).
 SEALED_SYNTHETIC: Dict[str, str] = {"classic_function": "v3"}
-
-SYNTHETIC = "synthetic"
-
 
 class SealedDataError(ValueError):
   """Meta-training asked for a dataset or family that a leaderboard suite holds out."""
