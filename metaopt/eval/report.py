@@ -23,18 +23,14 @@ from typing import Any, Dict, List, Optional
 import jax
 import numpy as np
 
-from metaopt.eval import algoperf_scores, scoring
+from metaopt.eval import scoring
 from metaopt.eval import suites as S
+from metaopt.eval.algoperf_scores import compute  # noqa: F401  (the scores, re-exported)
 from metaopt.eval.store import ResultsDB
 
 INF = float("inf")
 #: Entrants drawn per ruleset in the plots (by B over time), beside the reference.
 PLOT_TOP = 4
-
-
-def compute(db: ResultsDB, suite: S.Suite) -> Dict[str, Any]:
-  """The scored leaderboard of ``suite`` (``algoperf_scores.compute``)."""
-  return algoperf_scores.compute(db, suite)
 
 
 def _nan_to(x, default):
