@@ -25,7 +25,7 @@ import numpy as np
 
 from metaopt.eval import scoring
 from metaopt.eval import suites as S
-from metaopt.eval.algoperf_scores import compute  # noqa: F401  (the scores, re-exported)
+from metaopt.eval.algoperf_scores import compute
 from metaopt.eval.store import ResultsDB
 
 INF = float("inf")
