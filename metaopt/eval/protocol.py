@@ -105,19 +105,24 @@ def store_outcome(db, suite, e, purpose: str, task: str, seed: int, config, step
 
 def _run_missing(db, suite, e, task, purpose, configs, seeds, steps, eval_every,
                  retry_errors, stats, log) -> List[Dict[str, Any]]:
-  """Trains the (config, seed) pairs not stored yet (one vmapped batch) and returns
-  the stored rows of all of them, in order."""
+  """Stores the (config, seed) pairs not stored yet and returns the stored rows of all
+  of them, in order.
+
+  A batch is always trained whole, even when a killed job stored part of it: a
+  vmapped program's float rounding depends on its batch width, so training only the
+  missing pairs would give them different last bits than an uninterrupted job.
+  The recomputed stored pairs are counted in ``stats["recomputed"]``, not stored again."""
   missing = [i for i, (c, s) in enumerate(zip(configs, seeds))
              if not db.has_run(suite.hash, e.ruleset, e.name, purpose, task.name, s, c,
                                include_errors=not retry_errors)]
   stats["skipped"] += len(configs) - len(missing)
   if missing:
-    outs, compiled = execute_batch(task, e, [configs[i] for i in missing],
-                                   [seeds[i] for i in missing], steps, eval_every,
+    outs, compiled = execute_batch(task, e, configs, seeds, steps, eval_every,
                                    suite.eval_batches)
     stats["compiled"] += compiled
-    for i, out in zip(missing, outs):
-      store_outcome(db, suite, e, purpose, task.name, seeds[i], configs[i], steps, out,
+    stats["recomputed"] += len(configs) - len(missing)
+    for i in missing:
+      store_outcome(db, suite, e, purpose, task.name, seeds[i], configs[i], steps, outs[i],
                     stats, log)
   rows = []
   for c, s in zip(configs, seeds):
@@ -190,7 +195,7 @@ def run(suite: S.Suite, ents: Sequence[E.Entrant], db_path: str, progress: bool 
   # without its targets, so freezing the targets keeps them.
   suite = setup_suite(suite)
   stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0,
-           "planned": 0}
+           "recomputed": 0, "planned": 0}
   bar = None
   todo = [st for st in suite.tasks if only_tasks is None or st.task in only_tasks]
   if only_tasks is not None:
@@ -275,7 +280,7 @@ def set_targets(suite: S.Suite, db_path: str, out_path: Optional[str] = None,
   if skipped:
     log(f"target-setting baselines not registered (skipped): {skipped}")
   setup = setup_suite(suite)
-  stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0}
+  stats = {"trained": 0, "skipped": 0, "errors": 0, "diverged": 0, "compiled": 0, "recomputed": 0}
   content = json.loads(json.dumps(suite.content))
   with runner_lock(db_path), ResultsDB(db_path) as db:
     for k, st in enumerate(suite.tasks):

@@ -88,6 +88,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
   reference = _finish(clean)
   assert reference["trained"] == _PLANNED
   assert resumed["trained"] == _PLANNED - at_kill and resumed["skipped"] == at_kill, seed
+  # A partly stored batch (an entrant's 6 trials) is trained whole again, so that its
+  # missing runs come from the same vmapped program as in the uninterrupted job.
+  assert resumed["recomputed"] == at_kill % (_PLANNED // 2), (seed, at_kill)
 
   got = _snapshot(killed_db, suite)
   want = _snapshot(clean_db, suite)
