@@ -2,7 +2,7 @@
 
 ALISTA learns only a step and a threshold per layer; its weight is computed in closed
 form from the dictionary (``lista.alista_weight``). This script trains ALISTA on the
-source dictionary (stage-wise, ``lista_table.FULL`` settings), then, for each target
+source dictionary (its default recipe, ``lista.RECIPES``), then, for each target
 dictionary (new Gaussian draws and ill-conditioned ones), evaluates on held-out
 instances of the target problem
 
@@ -57,12 +57,9 @@ def main(argv=None):
 
   m, n = (64, 128) if args.quick else (250, 500)
   make = lambda **kw: sparse.lasso(m, n, 0.1, np.inf, **kw)
-  from lista_table import FULL, QUICK  # pylint: disable=import-outside-toplevel
-  kw = dict((QUICK if args.quick else FULL)["alista"])
-  if args.stage_steps:
-    kw["stage_steps"] = args.stage_steps
-  config = lista.LISTAConfig(variant="alista", num_layers=args.layers,
-                             training="stagewise", **kw)
+  from lista_table import config_for  # pylint: disable=import-outside-toplevel
+  config = config_for("alista", args.layers, args.quick, stage_steps=args.stage_steps)
+  kw = {f: getattr(config.resolved(), f) for f in lista.RECIPES["alista"]}
   log = lambda tag: (lambda s, mt: print(f"  {tag} step {s} {mt}", flush=True))
 
   source = make()

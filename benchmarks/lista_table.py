@@ -27,22 +27,20 @@ from metaopt.amortized import lista, solvers
 from tasks.problems import get_problem
 
 LABELS = {"ista": "ISTA", "fista": "FISTA", "lista": "LISTA", "lista_cp": "LISTA-CP",
-          "lista_cpss": "LISTA-CPSS", "alista": "ALISTA"}
-# Stage-wise settings per variant (LISTAConfig fields), sized for a 2-core CPU: the
-# papers run thousands of steps per stage; here at most `stage_steps`.
-# LISTA is the papers' LISTA (no support selection); LISTA and LISTA-CPSS start from
-# ALISTA's analytic weight (init="analytic"), without which these short stages leave
-# them far behind, and every new layer starts as a copy of the trained one before it
-# (stage_init="previous"; see docs/amortized.md).
-FULL = {
-    "lista": dict(learning_rate=1e-3, stage_steps=150, val_every=30, init="analytic",
-                  weight_lr_scale=0.1, stage_init="previous"),
-    "lista_cpss": dict(learning_rate=1e-3, stage_steps=80, val_every=40, init="analytic",
-                       weight_lr_scale=0.02, stage_init="previous"),
-    "alista": dict(learning_rate=1e-3, stage_steps=150, val_every=50,
-                   stage_init="previous"),
-}
-QUICK = {v: dict(kw, stage_steps=40, val_every=20) for v, kw in FULL.items()}
+          "lista_cpss": "LISTA-CPSS", "alista": "ALISTA",
+          "alista_per_instance": "ALISTA per instance"}
+# Every variant trains with its default config (``lista.RECIPES``, the documented
+# recipe); --quick only shortens the stages.
+QUICK = dict(stage_steps=40, val_every=20)
+
+
+def config_for(variant: str, num_layers: int, quick: bool = False,
+               **overrides) -> lista.LISTAConfig:
+  """The config this table trains ``variant`` with: the library default, shortened
+  stages with ``quick``, then ``overrides`` (fields left ``None`` keep the recipe)."""
+  kw = dict(QUICK) if quick else {}
+  kw.update({k: v for k, v in overrides.items() if v is not None})
+  return lista.LISTAConfig(variant=variant, num_layers=num_layers, **kw)
 
 
 def baseline(problem, name, insts, k):
@@ -59,7 +57,8 @@ def main(argv=None):
   ap.add_argument("--variants", default="lista,lista_cpss,alista")
   ap.add_argument("--layers", type=int, default=16)
   ap.add_argument("--num-test", type=int, default=1000)
-  ap.add_argument("--training", default="stagewise", choices=lista.TRAINING)
+  ap.add_argument("--training", default=None, choices=lista.TRAINING,
+                  help="default: the variant's recipe (stage-wise)")
   ap.add_argument("--stage-steps", type=int, default=None,
                   help="override the per-variant max steps per stage")
   ap.add_argument("--steps", type=int, default=3000, help="end-to-end steps")
@@ -84,17 +83,13 @@ def main(argv=None):
       for m, row in json.load(f).items():
         if row["train_s"] is not None:
           rows[m] = (np.asarray(row["nmse_db"]), row["train_s"])
-  settings = QUICK if args.quick else FULL
   for variant in [v for v in args.variants.split(",") if v]:
-    kw = dict(settings.get(variant, {}))
-    if args.stage_steps:
-      kw["stage_steps"] = args.stage_steps
-    if args.training == "end_to_end":
-      kw.pop("learning_rate", None)
     try:
       cfg = typed_config.apply_overrides(
-          lista.LISTAConfig(variant=variant, num_layers=k, training=args.training,
-                            steps=args.steps, **kw), args.set)
+          config_for(variant, k, args.quick, training=args.training,
+                     stage_steps=args.stage_steps,
+                     steps=args.steps if args.training == "end_to_end" else None),
+          args.set)
     except ValueError as e:  # ConfigError (unknown key, wrong type) or a bad value
       raise SystemExit(f"--set: {e}") from None
     result = lista.train(problem, cfg, callback=lambda s, m: print(
@@ -104,7 +99,8 @@ def main(argv=None):
           f"{result.wall_time:.0f} s, {len(result.losses)} steps", flush=True)
 
   cols = sorted({1, 2, 4, 6, 8, 10, 12, 14, k} & set(range(1, k + 1)))
-  lines = [f"**{name}**, {args.num_test} held-out instances, {args.training} training "
+  lines = [f"**{name}**, {args.num_test} held-out instances, "
+           f"{args.training or 'stagewise'} training "
            f"({platform.processor() or platform.machine()}, {jax.default_backend()})", "",
            "| NMSE (dB) \\ k | " + " | ".join(map(str, cols)) + " | train time (s) |",
            "|---" * (len(cols) + 2) + "|"]

@@ -61,7 +61,8 @@ def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: flo
                      f"p={p}, lam={lam}.")
   a = jnp.asarray(gaussian_dictionary(m, n, dict_seed, cond))
   snr_tag = "noiseless" if np.isinf(snr) else f"snr{snr:g}"
-  cond_tag = "" if cond is None else f"_cond{cond:g}"
+  cond_tag = ("" if cond is None else f"_cond{cond:g}") + (f"_dict{dict_seed}" if dict_seed
+                                                            else "")
   data = {"A": a, "L": jnp.float32(np.linalg.norm(np.asarray(a), 2) ** 2)}
   noise_scale = 10.0 ** (-snr / 20.0)
 
@@ -129,6 +130,16 @@ register_problem("lasso_m250_n500_p0.1_snr20", lambda: lasso(250, 500, 0.1, 20.0
 for _cond in (5, 30, 50):
   register_problem(f"lasso_m250_n500_p0.1_noiseless_cond{_cond}",
                    lambda c=_cond: lasso(250, 500, 0.1, np.inf, cond=float(c)))
+# The Open-L2O sizes (256 x 512, 512 x 1024), with the out-of-distribution settings of
+# the per-instance ALISTA comparison: other sparsity, other noise, another dictionary.
+for _m, _n in ((256, 512), (512, 1024)):
+  for _snr in (np.inf, 40.0, 30.0, 20.0):
+    for _p in (0.05, 0.1, 0.2):
+      register_problem(f"lasso_m{_m}_n{_n}_p{_p:g}_" + (
+          "noiseless" if np.isinf(_snr) else f"snr{_snr:g}"),
+                       lambda m=_m, n=_n, p=_p, s=_snr: lasso(m, n, p, s))
+  register_problem(f"lasso_m{_m}_n{_n}_p0.1_snr40_dict1",
+                   lambda m=_m, n=_n: lasso(m, n, 0.1, 40.0, dict_seed=1))
 register_problem("l1_logreg_d50_n100_lam0.05", lambda: l1_logreg(50, 100, 0.05))
 register_problem("l1_logreg_d50_n100_lam0.01_scaled2",
                  lambda: l1_logreg(50, 100, 0.01, scale_decades=2.0))

@@ -259,7 +259,9 @@ def load(run_dir: str):
                        "Re-run `metaopt amortized train`.") from e
   try:
     fields = {k: _decode(v, arrays) for k, v in saved["fields"].items()}
-    result = cls(config=config.train, **fields)
+    # A LISTA result holds the config it trained with: the recipe filled in.
+    train = config.train.resolved() if config.method in lista.VARIANTS else config.train
+    result = cls(config=train, **fields)
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise RunFileError(f"{paths[1]} and {paths[2]} do not fit together or are malformed "
                        f"({type(e).__name__}: {e}). Re-run `metaopt amortized train`.") from e
@@ -281,7 +283,7 @@ def _expected_arrays(config: ExperimentConfig, problem: Problem) -> Dict[str, An
   if config.method in lista.VARIANTS:
     tc = config.train
     return {"params": jax.eval_shape(lambda: lista.init_params(
-        problem, config.method, tc.num_layers, tc.init))}
+        problem, config.method, tc.num_layers, tc.resolved().init))}
   if config.method == "amortized":
     context = problem.sample_batch(key, 1)["context"]
     net = amortize.model(problem.dim, config.train.hidden)

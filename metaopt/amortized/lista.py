@@ -16,6 +16,21 @@ followed by a shrinkage ``eta``:
   *analytic* weight ``W`` computed once from ``A`` (``alista_weight``), only the ``2K``
   scalars ``g_k`` (step, initialized at 1 as in the paper's code) and ``t_k`` (threshold)
   learned, and support selection.
+* ``alista_per_instance`` (this library; in the spirit of NA-ALISTA, Behrens et al. 2021,
+  and HyperLISTA, Chen et al. 2021): ALISTA whose step and threshold are predicted per
+  instance and layer from the current iterate. With ``r_k = A x_k - y``,
+  ``g_k = W' r_k``, ``s = ||W'y||_1 / n`` (the instance's scale) and four scale-free
+  statistics ``f_k``: ``log(||r_k|| / ||y||)``, ``log(||g_k||_1 / ||W'y||_1)``,
+  ``log(||x_k||_1 / ||W'y||_1 + 1e-6)`` and the fraction of non-zero entries of ``x_k``,
+
+      h_k = L_k f_k + V_k tanh(U_k f_k + b_k) + c_k              (2 outputs)
+      x_{k+1} = eta(x_k - gamma_k exp(h_k1) g_k,  theta_k s exp(h_k2)),
+
+  with learned per-layer scalars ``gamma_k``, ``theta_k``, a linear map ``L_k`` and a
+  16-unit MLP (``L_k``, ``V_k``, ``c_k`` zero at init: every layer starts as an ALISTA
+  step). The linear part extrapolates beyond the statistics seen in training; the
+  threshold is proportional to the instance's scale, so the network is scale
+  equivariant (``y -> c y`` gives ``x_k -> c x_k``).
 
 ``eta`` is the soft threshold ``sign(v) max(|v| - t, 0)``, or with *support selection*
 (``support_select``): in layer ``k`` (1-based) the ``round(p_k n)`` entries of largest
@@ -52,13 +67,35 @@ import optax
 from metaopt.amortized.solvers import nmse_db, soft_threshold
 from tasks.problems import Problem
 
-VARIANTS = ("lista", "lista_cp", "lista_cpss", "alista")
+VARIANTS = ("lista", "lista_cp", "lista_cpss", "alista", "alista_per_instance")
 TRAINING = ("end_to_end", "stagewise")
 STAGE_INIT = ("fresh", "previous", "monotone")
-DEFAULT_LR = {"lista": 3e-3, "lista_cp": 3e-3, "lista_cpss": 3e-3, "alista": 1e-2}
-# Stage-wise training starts lower, as in the papers' code (5e-4 for the weight matrices).
-DEFAULT_STAGEWISE_LR = {"lista": 5e-4, "lista_cp": 5e-4, "lista_cpss": 5e-4, "alista": 1e-2}
-_SS_BY_DEFAULT = ("lista_cpss", "alista")
+# End-to-end training's peak learning rate per variant (``training="end_to_end"``).
+DEFAULT_LR = {"lista": 3e-3, "lista_cp": 3e-3, "lista_cpss": 3e-3, "alista": 1e-2,
+              "alista_per_instance": 1e-2}
+_SS_BY_DEFAULT = ("lista_cpss", "alista", "alista_per_instance")
+_CP_RECIPE = dict(training="stagewise", learning_rate=1e-3, stage_steps=80, val_every=40,
+                  init="analytic", weight_lr_scale=0.02, stage_init="previous",
+                  log_thresholds=False)
+#: The documented recipe of each variant (docs/amortized.md, ``benchmarks/lista_table.py``):
+#: what a ``LISTAConfig`` field left at ``None`` takes. Stage-wise training (the papers'
+#: schedule) with each new layer a copy of the one before; LISTA and LISTA-CP(SS) start
+#: from ALISTA's analytic weight with a smaller rate on their matrices.
+RECIPES = {
+    "lista": dict(training="stagewise", learning_rate=1e-3, stage_steps=150, val_every=30,
+                  init="analytic", weight_lr_scale=0.1, stage_init="previous",
+                  log_thresholds=False),
+    "lista_cp": _CP_RECIPE,
+    "lista_cpss": _CP_RECIPE,
+    "alista": dict(training="stagewise", learning_rate=1e-2, stage_steps=150, val_every=50,
+                   init="ista", weight_lr_scale=1.0, stage_init="previous",
+                   log_thresholds=True),
+    "alista_per_instance": dict(training="stagewise", learning_rate=1e-2, stage_steps=150,
+                                val_every=50, init="ista", weight_lr_scale=1.0,
+                                stage_init="previous", log_thresholds=True),
+}
+_RECIPE_FIELDS = tuple(RECIPES["lista"])
+_FEATURES, _HIDDEN = 4, 16  # alista_per_instance's statistics and MLP width.
 
 
 def alista_weight(a: jax.Array) -> jax.Array:
@@ -110,8 +147,14 @@ class LISTAConfig:
     num_layers: ``K``.
     steps: Adam steps of end-to-end training (fresh batch of instances each step).
     batch_size: instances per step.
-    learning_rate: peak Adam learning rate; ``None`` picks ``DEFAULT_LR[variant]``
-      (end-to-end, cosine decay to 1% over ``steps``) or ``DEFAULT_STAGEWISE_LR``.
+    learning_rate: peak Adam learning rate; ``None``: the recipe's (stage-wise) or
+      ``DEFAULT_LR[variant]`` (end-to-end, cosine decay to 1% over ``steps``).
+
+  The fields ``training``, ``learning_rate``, ``stage_steps``, ``val_every``, ``init``,
+  ``weight_lr_scale``, ``stage_init`` and ``log_thresholds`` default to ``None``: the
+  variant's documented recipe (``RECIPES``), filled in by ``resolved()`` when training
+  starts (so a config whose ``variant`` is replaced later takes the new variant's
+  recipe). Set one to depart from the recipe.
     loss_layers: end-to-end only: ``"all"`` averages the error of every layer,
       ``"last"`` uses the output layer only.
     seed: seeds training instances.
@@ -144,6 +187,11 @@ class LISTAConfig:
       stage keeps its best validation point, validation NMSE then never grows with
       depth (noisy problems, where extra layers start fitting noise). Both are ignored
       when fine-tuning from ``initial_params``, whose layers are all trained already.
+    log_thresholds: train the thresholds ``t_k`` through ``log t_k``: Adam's update
+      ``u`` of ``log t_k`` (gradient ``t_k dL/dt_k``) applies as ``t_k <- t_k exp(u)``,
+      the stored parameters stay ``t_k``. A threshold then moves by a fraction of itself
+      per step: deep layers' thresholds shrink to ~1e-3 of the first layer's, where an
+      additive step sized for the first layer is larger than the threshold itself.
   """
   variant: str = "lista"
   num_layers: int = 16
@@ -155,31 +203,32 @@ class LISTAConfig:
   support_selection: Optional[bool] = None
   ss_p_step: float = 0.012
   ss_p_max: float = 0.13
-  training: str = "end_to_end"
+  training: Optional[str] = None
   stage_lr_decays: Tuple[float, ...] = (1.0, 0.2, 0.02)
-  stage_steps: int = 300
+  stage_steps: Optional[int] = None
   patience: int = 4
-  val_every: int = 50
+  val_every: Optional[int] = None
   val_size: int = 1000
-  init: str = "ista"
-  weight_lr_scale: float = 1.0
-  stage_init: str = "fresh"
+  init: Optional[str] = None
+  weight_lr_scale: Optional[float] = None
+  stage_init: Optional[str] = None
+  log_thresholds: Optional[bool] = None
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
       raise ValueError(f"Unknown LISTA variant {self.variant!r}; known: {VARIANTS}.")
     if self.loss_layers not in ("all", "last"):
       raise ValueError(f"loss_layers must be 'all' or 'last', got {self.loss_layers!r}.")
-    if self.init not in ("ista", "analytic") or (
-        self.init == "analytic" and self.variant == "alista"):
+    if self.init not in (None, "ista", "analytic") or (
+        self.init == "analytic" and self.variant.startswith("alista")):
       raise ValueError(f"init must be 'ista' or 'analytic' (not for alista); got "
                        f"init={self.init!r} with variant {self.variant!r}.")
-    if self.weight_lr_scale <= 0:
+    if self.weight_lr_scale is not None and self.weight_lr_scale <= 0:
       raise ValueError(f"weight_lr_scale must be > 0, got {self.weight_lr_scale}.")
-    if self.stage_init not in STAGE_INIT:
+    if self.stage_init not in (None,) + STAGE_INIT:
       raise ValueError(f"stage_init must be one of {STAGE_INIT}, got "
                        f"{self.stage_init!r}.")
-    if self.training not in TRAINING:
+    if self.training not in (None,) + TRAINING:
       raise ValueError(f"training must be one of {TRAINING}, got {self.training!r}.")
     if self.num_layers < 1 or self.steps < 0 or self.batch_size < 1:
       raise ValueError(f"LISTAConfig needs num_layers >= 1, steps >= 0, batch_size >= 1; "
@@ -187,11 +236,23 @@ class LISTAConfig:
     if not (0.0 <= self.ss_p_step <= 1.0 and 0.0 <= self.ss_p_max <= 1.0):
       raise ValueError(f"ss_p_step and ss_p_max are fractions in [0, 1] (0.012 = 1.2%); "
                        f"got {self.ss_p_step}, {self.ss_p_max}.")
-    if (not self.stage_lr_decays or self.stage_steps < 1 or self.val_every < 1
-        or self.val_size < 1 or self.patience < 0):
+    if (not self.stage_lr_decays or (self.stage_steps or 1) < 1
+        or (self.val_every or 1) < 1 or self.val_size < 1 or self.patience < 0):
       raise ValueError(f"Stage-wise training needs non-empty stage_lr_decays, "
                        f"stage_steps, val_every, val_size >= 1 and patience >= 0; got "
                        f"{self}.")
+
+  def resolved(self) -> "LISTAConfig":
+    """This config with every field left at ``None`` set from ``RECIPES[variant]``
+    (with ``training="end_to_end"``: ``DEFAULT_LR`` and additive thresholds)."""
+    recipe = RECIPES[self.variant]
+    fill = {f: recipe[f] for f in _RECIPE_FIELDS if getattr(self, f) is None}
+    if fill.get("training", self.training) == "end_to_end":
+      # End-to-end training has its own defaults: DEFAULT_LR, additive thresholds.
+      for f, v in (("learning_rate", DEFAULT_LR[self.variant]), ("log_thresholds", False)):
+        if f in fill:
+          fill[f] = v
+    return dataclasses.replace(self, **fill) if fill else self
 
   @property
   def uses_support_selection(self) -> bool:
@@ -201,10 +262,7 @@ class LISTAConfig:
 
   @property
   def lr(self) -> float:
-    if self.learning_rate is not None:
-      return self.learning_rate
-    table = DEFAULT_STAGEWISE_LR if self.training == "stagewise" else DEFAULT_LR
-    return table[self.variant]
+    return self.resolved().learning_rate
 
 
 def _dictionary(problem: Problem) -> jax.Array:
@@ -234,42 +292,93 @@ def init_params(problem: Problem, variant: str, num_layers: int,
   if variant == "alista":
     # diag(W'A) = 1, so the unit step of the paper's code is ISTA's natural scale here.
     return {"gamma": jnp.ones((k,), jnp.float32), "theta": theta}
+  if variant == "alista_per_instance":
+    # The linear map and the MLP's output layer start at zero: every layer starts as
+    # an ALISTA step.
+    hidden = jax.random.normal(jax.random.PRNGKey(k), (k, _FEATURES, _HIDDEN)) / 2.0
+    # theta multiplies the instance's input scale ||W'y||_1 / n: start where ALISTA's
+    # threshold starts for an average instance of the problem.
+    insts = problem.sample_batch(jax.random.PRNGKey(0), 256)
+    scale = jnp.mean(jnp.sum(jnp.abs(insts["y"] @ alista_weight(a)), axis=-1)) / n
+    t0 = float(theta[0] / scale)
+    return {"gamma": jnp.ones((k,), jnp.float32), "theta": jnp.full((k,), t0, jnp.float32),
+            "lin": jnp.zeros((k, _FEATURES, 2), jnp.float32),
+            "mlp_w1": hidden.astype(jnp.float32),
+            "mlp_b1": jnp.zeros((k, _HIDDEN), jnp.float32),
+            "mlp_w2": jnp.zeros((k, _HIDDEN, 2), jnp.float32),
+            "mlp_b2": jnp.zeros((k, 2), jnp.float32)}
   raise ValueError(f"Unknown LISTA variant {variant!r}; known: {VARIANTS}.")
 
 
 def apply(params: Dict[str, jax.Array], variant: str, a: jax.Array, y: jax.Array,
-          w_alista: Optional[jax.Array] = None, ss_counts=None) -> jax.Array:
+          w_alista: Optional[jax.Array] = None, ss_counts=None,
+          x0: Optional[jax.Array] = None) -> jax.Array:
   """Runs the network on observations ``y`` (``(..., m)``).
 
   Returns ``(K + 1, ..., n)``: ``x_0 = 0`` then the output of every layer (``K`` is the
   leading size of ``params``' leaves). ``w_alista`` (from ``alista_weight(a)``) is
   required for ``alista``; ``ss_counts`` (``(K,)`` ints, from ``support_counts``)
-  switches on support selection, ``None`` is plain soft thresholding.
+  switches on support selection, ``None`` is plain soft thresholding. ``x0``
+  (``(..., n)``, default zeros) starts the iteration elsewhere, e.g. at the output of
+  earlier layers.
   """
-  x0 = jnp.zeros(y.shape[:-1] + (a.shape[1],), y.dtype)
+  if x0 is None:
+    x0 = jnp.zeros(y.shape[:-1] + (a.shape[1],), y.dtype)
   if variant == "lista":
     pre = lambda x, p: y @ p["W1"].T + x @ p["W2"].T
   elif variant in ("lista_cp", "lista_cpss"):
     pre = lambda x, p: x + p.get("gamma", 1.0) * ((y - x @ a.T) @ p["W"])
-  elif variant == "alista":
+  elif variant.startswith("alista"):
     if w_alista is None:
-      raise ValueError("variant 'alista' needs w_alista=alista_weight(A).")
-    pre = lambda x, p: x - p["gamma"] * ((x @ a.T - y) @ w_alista)
+      raise ValueError(f"variant {variant!r} needs w_alista=alista_weight(A).")
+    if variant == "alista":
+      pre = lambda x, p: (x - p["gamma"] * ((x @ a.T - y) @ w_alista), p["theta"])
+    else:
+      pre = _per_instance_step(a, y, w_alista)
   else:
     raise ValueError(f"Unknown LISTA variant {variant!r}; known: {VARIANTS}.")
+  if variant in ("lista", "lista_cp", "lista_cpss"):
+    pre_v = pre
+    pre = lambda x, p: (pre_v(x, p), p["theta"])
   num_layers = jax.tree_util.tree_leaves(params)[0].shape[0]
   counts = (jnp.zeros((num_layers,), jnp.int32) if ss_counts is None
             else jnp.asarray(ss_counts, jnp.int32))
 
   def layer(x, pc):
     p, c = pc
-    v = pre(x, p)
-    x = soft_threshold(v, p["theta"]) if ss_counts is None else support_select(
-        v, p["theta"], c)
+    v, theta = pre(x, p)
+    x = soft_threshold(v, theta) if ss_counts is None else support_select(v, theta, c)
     return x, x
 
   _, xs = jax.lax.scan(layer, x0, (params, counts))
   return jnp.concatenate([x0[None], xs])
+
+
+def _per_instance_step(a, y, w_alista):
+  """``alista_per_instance``'s layer (module docstring): ``(x, p) -> (v, theta)`` with
+  ``theta`` of shape ``(..., 1)``, one threshold per instance."""
+  l1 = lambda v: jnp.sum(jnp.abs(v), axis=-1, keepdims=True)
+  tiny = 1e-30
+  y_norm = jnp.linalg.norm(y, axis=-1, keepdims=True) + tiny
+  wy_l1 = l1(y @ w_alista) + tiny
+  n = a.shape[1]
+
+  def step(x, p):
+    r = x @ a.T - y
+    g = r @ w_alista
+    g_l1 = l1(g)
+    feats = jnp.concatenate([
+        jnp.log(jnp.linalg.norm(r, axis=-1, keepdims=True) / y_norm + tiny),
+        jnp.log(g_l1 / wy_l1 + tiny),
+        jnp.log(l1(x) / wy_l1 + 1e-6),
+        jnp.mean((x != 0).astype(x.dtype), axis=-1, keepdims=True)], axis=-1)
+    h = (jnp.tanh(feats @ p["mlp_w1"] + p["mlp_b1"]) @ p["mlp_w2"] + p["mlp_b2"]
+         + feats @ p["lin"])
+    gamma = p["gamma"] * jnp.exp(h[..., :1])
+    theta = p["theta"] * (wy_l1 / n) * jnp.exp(h[..., 1:])
+    return x - gamma * g, theta
+
+  return step
 
 
 @dataclasses.dataclass
@@ -307,6 +416,23 @@ def _lr_scales(params, config):
           for name in params}
 
 
+def _descent_grads(grads, params, config):
+  """Gradients in the trained coordinates: ``d/d log theta = theta d/d theta`` with
+  ``log_thresholds``."""
+  if not config.log_thresholds:
+    return grads
+  return dict(grads, theta=grads["theta"] * params["theta"])
+
+
+def _apply_updates(params, updates, config):
+  """``params + updates``, except ``theta <- theta exp(update)`` with ``log_thresholds``
+  (a zero update leaves every parameter exactly as it was)."""
+  out = {k: p + updates[k] for k, p in params.items()}
+  if config.log_thresholds:
+    out["theta"] = params["theta"] * jnp.exp(updates["theta"])
+  return out
+
+
 def _nmse(xs, x_true):
   """Normalized MSE ``E||x_hat - x||^2 / E||x||^2`` (linear), broadcast over layers."""
   return jnp.mean(jnp.sum((xs - x_true) ** 2, axis=-1)) / jnp.mean(
@@ -329,8 +455,9 @@ def train(problem: Problem, config: LISTAConfig = LISTAConfig(),
   if problem.truth is None:
     raise ValueError(f"LISTA training needs ground-truth codes; problem {problem.name!r} "
                      f"has no `truth` key (use a tasks.sparse.lasso problem).")
+  config = config.resolved()
   a = _dictionary(problem)
-  w_alista = alista_weight(a) if config.variant == "alista" else None
+  w_alista = alista_weight(a) if config.variant.startswith("alista") else None
   params = init_params(problem, config.variant, config.num_layers, config.init)
   if initial_params is not None:
     shapes = jax.tree_util.tree_map(jnp.shape, params)
@@ -370,8 +497,8 @@ def _train_end_to_end(problem, config, params, a, w_alista, counts, key, callbac
   def step(params, opt_state, k):
     inst = problem.sample_batch(k, config.batch_size)
     loss, grads = jax.value_and_grad(loss_fn)(params, inst)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    updates, opt_state = opt.update(_descent_grads(grads, params, config), opt_state, params)
+    return _apply_updates(params, updates, config), opt_state, loss
 
   losses = []
   for i in range(config.steps):
@@ -384,9 +511,9 @@ def _train_end_to_end(problem, config, params, a, w_alista, counts, key, callbac
 
 def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback,
                      log_every, stage_init="fresh"):
-  """The papers' schedule (module docstring). Each stage gets a fresh Adam state; the
-  first stage of a layer masks the gradient of the earlier layers to zero (Adam then
-  leaves them exactly unchanged)."""
+  """The papers' schedule (module docstring). Each stage gets a fresh Adam state; in
+  the first stage of a layer the earlier layers get no gradient (Adam then leaves them
+  exactly unchanged) and no backward pass."""
   truth = problem.truth
   val = problem.sample_batch(
       problem.split_key(jax.random.PRNGKey(config.seed), "outer_valid"), config.val_size)
@@ -395,9 +522,18 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
   all_counts = (np.zeros((num_layers,), np.int32) if counts is None else counts)
   scales = _lr_scales(params, config)
 
-  def prefix_loss(prefix, ys, x_true, t, a=a, w_alista=w_alista):
+  def prefix_loss(prefix, ys, x_true, t, a=a, w_alista=w_alista, new_only=False):
+    params = prefix
     c = None if counts is None else all_counts[:t]
-    return _nmse(apply(prefix, config.variant, a, ys, w_alista, c)[-1], x_true)
+    x0 = None
+    if new_only and t > 1:
+      # Layers 1..t-1 are frozen: run them outside the differentiated part, so that
+      # the backward pass covers layer t only.
+      head = jax.tree_util.tree_map(lambda p: jax.lax.stop_gradient(p[:t - 1]), params)
+      x0 = apply(head, config.variant, a, ys, w_alista, None if c is None else c[:-1])[-1]
+      params = jax.tree_util.tree_map(lambda p: p[t - 1:], params)
+      c = None if c is None else c[-1:]
+    return _nmse(apply(params, config.variant, a, ys, w_alista, c, x0)[-1], x_true)
 
   compiled = {}
 
@@ -407,12 +543,12 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
         def body(carry, k):
           prefix, opt_state = carry
           inst = problem.sample_batch(k, config.batch_size)
-          loss, grads = jax.value_and_grad(prefix_loss)(prefix, inst["y"], inst[truth], t)
-          mask = jnp.where(new_only, (jnp.arange(t) == t - 1), True).astype(jnp.float32)
-          grads = jax.tree_util.tree_map(
-              lambda g: g * mask.reshape((t,) + (1,) * (g.ndim - 1)), grads)
-          updates, opt_state = adam.update(grads, opt_state, prefix)
-          prefix = {k: p - lr * scales[k] * updates[k] for k, p in prefix.items()}
+          loss, grads = jax.value_and_grad(prefix_loss)(prefix, inst["y"], inst[truth], t,
+                                                        new_only=new_only)
+          updates, opt_state = adam.update(_descent_grads(grads, prefix, config), opt_state,
+                                           prefix)
+          prefix = _apply_updates(prefix, {k: -lr * scales[k] * u for k, u in updates.items()},
+                                  config)
           return (prefix, opt_state), loss
         (prefix, opt_state), losses = jax.lax.scan(body, (prefix, opt_state), keys)
         return prefix, opt_state, losses
@@ -421,7 +557,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
       # otherwise constant-fold the first layer (x_0 = 0) for seconds.
       val_fn = jax.jit(lambda prefix, ys, x_true, a, w: prefix_loss(prefix, ys, x_true, t,
                                                                      a, w))
-      compiled[t] = (jax.jit(chunk),
+      compiled[t] = (jax.jit(chunk, static_argnums=4),
                      lambda prefix: val_fn(prefix, val["y"], val[truth], a, w_alista))
     return compiled[t]
 
@@ -430,7 +566,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
     run_chunk, val_loss = fns(t)
     start = "init"
     if stage_init != "fresh" and t > 1:
-      params, start = _start_layer(params, t, config.variant, stage_init, val_loss)
+      params, start = _start_layer(params, t, config, stage_init, val_loss)
     for s, decay in enumerate(config.stage_lr_decays):
       prefix = jax.tree_util.tree_map(lambda p: p[:t], params)
       opt_state = adam.init(prefix)
@@ -470,13 +606,13 @@ def identity_layer(layer: Dict[str, jax.Array], variant: str) -> Dict[str, jax.A
   return out
 
 
-def _start_layer(params, t, variant, stage_init, val_loss):
+def _start_layer(params, t, config, stage_init, val_loss):
   """Layer ``t``'s starting point (``LISTAConfig.stage_init``, ``t >= 2``) and its name
   (``"previous"`` or ``"identity"``)."""
   copied = jax.tree_util.tree_map(lambda p: p.at[t - 1].set(p[t - 2]), params)
   if stage_init == "previous":
     return copied, "previous"
-  ident = identity_layer(jax.tree_util.tree_map(lambda p: p[t - 1], params), variant)
+  ident = identity_layer(jax.tree_util.tree_map(lambda p: p[t - 1], params), config.variant)
   ident = jax.tree_util.tree_map(lambda p, i: p.at[t - 1].set(i), params, ident)
   prefix = lambda ps: jax.tree_util.tree_map(lambda p: p[:t], ps)
   if float(val_loss(prefix(copied))) <= float(val_loss(prefix(ident))):

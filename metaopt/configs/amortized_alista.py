@@ -8,5 +8,5 @@ def get_config(variant: str = "cpu") -> ExperimentConfig:
   check_variant(variant)  # One size: 'cpu'.
   return ExperimentConfig(
       method="alista", problem="lasso_m64_n128_p0.1_snr40",
-      train=LISTAConfig(num_layers=16, steps=2000, batch_size=64),
+      train=LISTAConfig(num_layers=16),  # The variant's recipe (lista.RECIPES).
       eval=EvalConfig(num_test=1000))

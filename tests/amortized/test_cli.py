@@ -15,7 +15,8 @@ from metaopt.amortized import amortize, experiment, lista, unroll
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AMORTIZED_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "amortized_*.py")))
 TINY = ["--method", "alista", "--problem", "lasso_m64_n128_p0.1_snr40", "--set",
-        "train.steps=5", "train.num_layers=4", "eval.num_test=32", "--wandb", "disabled"]
+        "train.stage_steps=3", "train.val_every=3", "train.val_size=32", "train.num_layers=4",
+        "eval.num_test=32", "--wandb", "disabled"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_no_pickle_and_the_saved_result_round_trips(tiny_run):
     assert npz.files and all(npz[k].dtype != object for k in npz.files)
   config, result = experiment.load(tiny_run)
   assert config.method == "alista" and config.train.num_layers == 4
-  assert isinstance(result, lista.LISTAResult) and result.config == config.train
+  assert isinstance(result, lista.LISTAResult) and result.config == config.train.resolved()
   again = str(os.path.join(os.path.dirname(tiny_run), "again"))
   experiment.save(again, config, result)
   _, reread = experiment.load(again)
@@ -112,6 +113,9 @@ def test_config_values_and_typed_overrides():
   cfg = experiment.load_config(os.path.join(ROOT, "configs", "amortized_lista.py"))
   assert (cfg.method, cfg.train.num_layers, cfg.train.steps, cfg.eval.num_test) == (
       "lista", 16, 2000, 1000)
+  # Left at None, the recipe fields follow the method chosen last.
+  assert cfg.train.stage_steps is None and cfg.train.resolved() == lista.LISTAConfig(
+      variant="lista", num_layers=16).resolved()
   cp = experiment.load_config(os.path.join(ROOT, "configs", "amortized_lista.py"),
                               ["method=lista_cp", "train.steps=7"])
   assert cp.train.variant == "lista_cp" and cp.train.steps == 7

@@ -53,7 +53,8 @@ def test_alista_weight_solves_frobenius_problem():
 def test_learned_beats_ista_and_fista(problem, test_set, variant, steps):
   k = 16
   result = lista.train(problem, lista.LISTAConfig(variant=variant, num_layers=k,
-                                                  steps=steps, batch_size=64))
+                                                  training="end_to_end", steps=steps,
+                                                  batch_size=64))
   learned = lista.evaluate(problem, result, test_set)
   assert learned.shape == (k + 1,)
   base = {}
@@ -67,7 +68,8 @@ def test_learned_beats_ista_and_fista(problem, test_set, variant, steps):
 
 @pytest.mark.slow
 def test_same_seed_same_result(problem):
-  cfg = lista.LISTAConfig(variant="alista", num_layers=2, steps=3, batch_size=8)
+  cfg = lista.LISTAConfig(variant="alista", num_layers=2, training="end_to_end", steps=3,
+                          batch_size=8)
   r1, r2 = lista.train(problem, cfg), lista.train(problem, cfg)
   np.testing.assert_array_equal(r1.losses, r2.losses)
 
@@ -130,7 +132,8 @@ def test_stagewise_beats_end_to_end_at_equal_steps():
   steps = len(sw.losses)
   assert steps == k * 3 * 30 and len(sw.stages) == k * 3
   assert [s["layer"] for s in sw.stages[:4]] == [1, 1, 1, 2]
-  e2e = lista.train(pb, lista.LISTAConfig(variant="alista", num_layers=k, steps=steps))
+  e2e = lista.train(pb, lista.LISTAConfig(variant="alista", num_layers=k,
+                                          training="end_to_end", steps=steps))
   nm_sw = lista.evaluate(pb, sw, test)[-1]
   nm_e2e = lista.evaluate(pb, e2e, test)[-1]
   assert nm_sw < nm_e2e - 1.0, (nm_sw, nm_e2e)
@@ -152,11 +155,13 @@ def test_initial_params_start_training_where_given(problem):
   """Zero steps return initial_params unchanged; wrong shapes are refused."""
   start = lista.init_params(problem, "alista", 3)
   start = {"gamma": start["gamma"] * 0.5, "theta": start["theta"] * 2.0}
-  res = lista.train(problem, lista.LISTAConfig(variant="alista", num_layers=3, steps=0),
+  res = lista.train(problem, lista.LISTAConfig(variant="alista", num_layers=3,
+                                               training="end_to_end", steps=0),
                     initial_params=start)
   np.testing.assert_array_equal(res.params["theta"], start["theta"])
   with pytest.raises(ValueError, match="initial_params"):
-    lista.train(problem, lista.LISTAConfig(variant="alista", num_layers=4, steps=0),
+    lista.train(problem, lista.LISTAConfig(variant="alista", num_layers=4,
+                                           training="end_to_end", steps=0),
                 initial_params=start)
 
 
@@ -180,7 +185,7 @@ def test_stage_init_previous_starts_each_layer_from_the_one_before():
   test = pb.sample_batch(pb.split_key(jax.random.PRNGKey(1), "test"), 256)
   cfg = lista.LISTAConfig(variant="alista", num_layers=4, training="stagewise",
                           learning_rate=3e-3, stage_steps=10, val_every=10, val_size=64,
-                          stage_lr_decays=(1.0,))
+                          stage_lr_decays=(1.0,), stage_init="fresh")
   fresh = lista.evaluate(pb, lista.train(pb, cfg), test)[-1]
   previous = lista.train(pb, dataclasses.replace(cfg, stage_init="previous"))
   assert lista.evaluate(pb, previous, test)[-1] < fresh - 0.7
@@ -223,3 +228,115 @@ def test_stage_init_monotone_never_lets_validation_nmse_grow_with_depth():
   res = lista.train(pb, dataclasses.replace(cfg, stage_init="monotone"))
   assert all(b <= a + 1e-4 for a, b in zip(final(res), final(res)[1:])), final(res)
   assert "identity" in [s["start"] for s in res.stages]
+
+
+def _docs_recipes():
+  """The recipe table of docs/amortized.md: ``{variant: {field: value}}``."""
+  import ast  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "amortized.md")
+  lines = open(path).read().split("<!-- recipes -->")[1].strip().splitlines()
+  fields = [c.strip(" `") for c in lines[0].strip("|").split("|")][1:]
+  out = {}
+  for line in lines[2:]:
+    if not line.startswith("|"):
+      break
+    cells = [c.strip(" `") for c in line.strip().strip("|").split("|")]
+    out[cells[0]] = {f: (c if f in ("training", "init", "stage_init") else
+                         ast.literal_eval(c)) for f, c in zip(fields, cells[1:])}
+  return out
+
+
+@pytest.mark.parametrize("variant", lista.VARIANTS)
+def test_default_config_is_the_documented_recipe(variant):
+  """``LISTAConfig(variant=v)`` trains with the recipe documented in docs/amortized.md,
+  and benchmarks/lista_table.py (which produced the documented numbers) uses exactly
+  the defaults."""
+  from benchmarks import lista_table  # pylint: disable=import-outside-toplevel
+  cfg = lista.LISTAConfig(variant=variant).resolved()
+  assert {f: getattr(cfg, f) for f in lista.RECIPES[variant]} == lista.RECIPES[variant]
+  assert _docs_recipes()[variant] == lista.RECIPES[variant]
+  assert lista_table.config_for(variant, 16).resolved() == cfg
+  # A variant set after construction (as `metaopt amortized --set method=...` does)
+  # takes that variant's recipe, not the first one's.
+  other = dataclasses.replace(lista.LISTAConfig(variant="lista"), variant=variant)
+  assert other.resolved() == cfg
+  # End-to-end training keeps its own learning rate.
+  e2e = lista.LISTAConfig(variant=variant, training="end_to_end").resolved()
+  assert e2e.learning_rate == lista.DEFAULT_LR[variant]
+
+
+def test_cli_experiment_trains_the_same_network_as_the_library(problem):
+  """`metaopt amortized train --method alista --problem ...` (an ExperimentConfig)
+  gives the numbers of ``lista.train`` with the same config."""
+  from metaopt.amortized import experiment  # pylint: disable=import-outside-toplevel
+  small = dict(num_layers=2, stage_steps=3, val_every=3, val_size=16, batch_size=8)
+  exp = experiment.ExperimentConfig(method="alista", problem="lasso_m64_n128_p0.1_snr40",
+                                    train=lista.LISTAConfig(**small))
+  via_cli = experiment.train(exp)
+  direct = lista.train(problem, lista.LISTAConfig(variant="alista", **small))
+  for k in direct.params:
+    np.testing.assert_array_equal(via_cli.params[k], direct.params[k])
+
+
+def test_log_thresholds_move_a_threshold_by_a_fraction_of_itself(problem):
+  """Adam's first step moves each trained coordinate by exactly ``lr`` (sign of the
+  gradient): through ``log theta`` the threshold is multiplied by ``exp(+-lr)``, the
+  step ``gamma`` moves by ``lr``."""
+  start = lista.init_params(problem, "alista", 1)
+  start["theta"] = start["theta"] * 10.0  # Far from its best: the first step is kept.
+  lr = 0.1
+  cfg = lista.LISTAConfig(variant="alista", num_layers=1, training="stagewise",
+                          learning_rate=lr, stage_steps=1, val_every=1, val_size=256,
+                          stage_lr_decays=(1.0,), log_thresholds=True)
+  res = lista.train(problem, cfg, initial_params=start)
+  np.testing.assert_allclose(jnp.abs(jnp.log(res.params["theta"] / start["theta"])), lr,
+                             rtol=1e-4)
+  np.testing.assert_allclose(jnp.abs(res.params["gamma"] - start["gamma"]), lr, rtol=1e-5)
+
+
+def test_per_instance_starts_as_alista_with_a_per_instance_threshold(problem, test_set):
+  """At init (linear map and MLP output zero) a layer is
+  ``eta(x - g W'(Ax - y), t ||W'y||_1 / n)`` per instance: checked against numpy,
+  layer by layer."""
+  k, a = 3, np.asarray(problem.data["A"], np.float64)
+  params = lista.init_params(problem, "alista_per_instance", k)
+  params["gamma"] = jnp.array([1.0, 0.8, 1.2])
+  params["theta"] = jnp.array([0.5, 0.3, 0.2])
+  w = lista.alista_weight(problem.data["A"])
+  counts = lista.support_counts(k, a.shape[1], 0.05, 0.2)
+  y = test_set["y"][:8]
+  got = lista.apply(params, "alista_per_instance", problem.data["A"], y, w, counts)
+  x = np.zeros((8, a.shape[1]))
+  wn = np.asarray(w, np.float64)
+  scale = np.abs(np.asarray(y, np.float64) @ wn).sum(-1, keepdims=True) / a.shape[1]
+  for layer in range(k):
+    g = (x @ a.T - np.asarray(y)) @ wn
+    theta = float(params["theta"][layer]) * scale
+    v = x - float(params["gamma"][layer]) * g
+    x = np.stack([_numpy_support_select(v[i:i + 1], theta[i, 0], counts[layer])[0]
+                  for i in range(8)])
+    np.testing.assert_allclose(got[layer + 1], x, atol=1e-4, rtol=1e-4)
+
+
+def test_per_instance_is_scale_equivariant_where_fixed_thresholds_are_not(problem,
+                                                                          test_set):
+  """Scaling ``y`` by ``c`` scales every per-instance estimate by ``c`` (its thresholds
+  follow the instance's scale, its features are scale-free); ALISTA's fixed thresholds
+  do not."""
+  k, a = 4, problem.data["A"]
+  w = lista.alista_weight(a)
+  counts = lista.support_counts(k, a.shape[1], 0.012, 0.13)
+  params = lista.init_params(problem, "alista_per_instance", k)
+  params["mlp_w2"] = jax.random.normal(jax.random.PRNGKey(3), params["mlp_w2"].shape) * 0.3
+  params["lin"] = jax.random.normal(jax.random.PRNGKey(4), params["lin"].shape) * 0.1
+  y = test_set["y"][:16]
+  base = lista.apply(params, "alista_per_instance", a, y, w, counts)
+  fixed = lista.init_params(problem, "alista", k)
+  for c in (0.01, 100.0):
+    np.testing.assert_allclose(lista.apply(params, "alista_per_instance", a, c * y, w,
+                                           counts), c * base, rtol=1e-3,
+                               atol=1e-5 * c * float(jnp.abs(base).max()))
+    scaled = lista.apply(fixed, "alista", a, c * y, w, counts)
+    assert not np.allclose(scaled, c * lista.apply(fixed, "alista", a, y, w, counts),
+                           rtol=1e-2)

@@ -12,7 +12,8 @@ from metaopt import cli
 from metaopt.amortized import experiment
 
 TINY = ["--method", "alista", "--problem", "lasso_m64_n128_p0.1_snr40", "--set",
-        "train.steps=5", "--set", "train.num_layers=4", "--set", "eval.num_test=32",
+        "train.stage_steps=3", "--set", "train.val_every=3", "--set", "train.val_size=32",
+        "--set", "train.num_layers=4", "--set", "eval.num_test=32",
         "--wandb", "disabled", "--no-eval"]
 
 
