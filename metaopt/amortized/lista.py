@@ -325,9 +325,9 @@ def apply(params: Dict[str, jax.Array], variant: str, a: jax.Array, y: jax.Array
   if x0 is None:
     x0 = jnp.zeros(y.shape[:-1] + (a.shape[1],), y.dtype)
   if variant == "lista":
-    pre = lambda x, p: y @ p["W1"].T + x @ p["W2"].T
+    pre = lambda x, p: (y @ p["W1"].T + x @ p["W2"].T, p["theta"])
   elif variant in ("lista_cp", "lista_cpss"):
-    pre = lambda x, p: x + p.get("gamma", 1.0) * ((y - x @ a.T) @ p["W"])
+    pre = lambda x, p: (x + p.get("gamma", 1.0) * ((y - x @ a.T) @ p["W"]), p["theta"])
   elif variant.startswith("alista"):
     if w_alista is None:
       raise ValueError(f"variant {variant!r} needs w_alista=alista_weight(A).")
@@ -337,9 +337,6 @@ def apply(params: Dict[str, jax.Array], variant: str, a: jax.Array, y: jax.Array
       pre = _per_instance_step(a, y, w_alista)
   else:
     raise ValueError(f"Unknown LISTA variant {variant!r}; known: {VARIANTS}.")
-  if variant in ("lista", "lista_cp", "lista_cpss"):
-    pre_v = pre
-    pre = lambda x, p: (pre_v(x, p), p["theta"])
   num_layers = jax.tree_util.tree_leaves(params)[0].shape[0]
   counts = (jnp.zeros((num_layers,), jnp.int32) if ss_counts is None
             else jnp.asarray(ss_counts, jnp.int32))
@@ -522,8 +519,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
   all_counts = (np.zeros((num_layers,), np.int32) if counts is None else counts)
   scales = _lr_scales(params, config)
 
-  def prefix_loss(prefix, ys, x_true, t, a=a, w_alista=w_alista, new_only=False):
-    params = prefix
+  def prefix_loss(params, ys, x_true, t, a=a, w_alista=w_alista, new_only=False):
     c = None if counts is None else all_counts[:t]
     x0 = None
     if new_only and t > 1:
@@ -566,7 +562,7 @@ def _train_stagewise(problem, config, params, a, w_alista, counts, key, callback
     run_chunk, val_loss = fns(t)
     start = "init"
     if stage_init != "fresh" and t > 1:
-      params, start = _start_layer(params, t, config, stage_init, val_loss)
+      params, start = _start_layer(params, t, config.variant, stage_init, val_loss)
     for s, decay in enumerate(config.stage_lr_decays):
       prefix = jax.tree_util.tree_map(lambda p: p[:t], params)
       opt_state = adam.init(prefix)
@@ -606,13 +602,13 @@ def identity_layer(layer: Dict[str, jax.Array], variant: str) -> Dict[str, jax.A
   return out
 
 
-def _start_layer(params, t, config, stage_init, val_loss):
+def _start_layer(params, t, variant, stage_init, val_loss):
   """Layer ``t``'s starting point (``LISTAConfig.stage_init``, ``t >= 2``) and its name
   (``"previous"`` or ``"identity"``)."""
   copied = jax.tree_util.tree_map(lambda p: p.at[t - 1].set(p[t - 2]), params)
   if stage_init == "previous":
     return copied, "previous"
-  ident = identity_layer(jax.tree_util.tree_map(lambda p: p[t - 1], params), config.variant)
+  ident = identity_layer(jax.tree_util.tree_map(lambda p: p[t - 1], params), variant)
   ident = jax.tree_util.tree_map(lambda p, i: p.at[t - 1].set(i), params, ident)
   prefix = lambda ps: jax.tree_util.tree_map(lambda p: p[:t], ps)
   if float(val_loss(prefix(copied))) <= float(val_loss(prefix(ident))):
