@@ -279,14 +279,15 @@ def test_cli_experiment_trains_the_same_network_as_the_library(problem):
     np.testing.assert_array_equal(via_cli.params[k], direct.params[k])
 
 
-def test_log_thresholds_move_a_threshold_by_a_fraction_of_itself(problem):
+@pytest.mark.parametrize("training", ["stagewise", "end_to_end"])
+def test_log_thresholds_move_a_threshold_by_a_fraction_of_itself(problem, training):
   """Adam's first step moves each trained coordinate by exactly ``lr`` (sign of the
   gradient): through ``log theta`` the threshold is multiplied by ``exp(+-lr)``, the
   step ``gamma`` moves by ``lr``."""
   start = lista.init_params(problem, "alista", 1)
   start["theta"] = start["theta"] * 10.0  # Far from its best: the first step is kept.
   lr = 0.1
-  cfg = lista.LISTAConfig(variant="alista", num_layers=1, training="stagewise",
+  cfg = lista.LISTAConfig(variant="alista", num_layers=1, training=training, steps=1,
                           learning_rate=lr, stage_steps=1, val_every=1, val_size=256,
                           stage_lr_decays=(1.0,), log_thresholds=True)
   res = lista.train(problem, cfg, initial_params=start)
