@@ -300,8 +300,8 @@ def init_params(problem: Problem, variant: str, num_layers: int,
     # threshold starts for an average instance of the problem.
     insts = problem.sample_batch(jax.random.PRNGKey(0), 256)
     scale = jnp.mean(jnp.sum(jnp.abs(insts["y"] @ alista_weight(a)), axis=-1)) / n
-    t0 = float(theta[0] / scale)
-    return {"gamma": jnp.ones((k,), jnp.float32), "theta": jnp.full((k,), t0, jnp.float32),
+    return {"gamma": jnp.ones((k,), jnp.float32),
+            "theta": jnp.full((k,), theta[0] / scale, jnp.float32),
             "lin": jnp.zeros((k, _FEATURES, 2), jnp.float32),
             "mlp_w1": hidden.astype(jnp.float32),
             "mlp_b1": jnp.zeros((k, _HIDDEN), jnp.float32),

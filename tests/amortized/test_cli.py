@@ -145,3 +145,21 @@ def test_bad_inputs_fail_clearly(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and not os.path.exists(tmp_path / "run"), argv
   assert cli.main(["amortized", "eval", "--run", str(tmp_path / "nothing")]) == 2
   assert "written by" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", lista.VARIANTS)
+def test_every_lista_variant_passes_the_saved_run_checks(variant):
+  """A network of each variant, as ``lista.train`` builds it, fits the shapes that
+  loading a run directory expects (and a misshaped one does not)."""
+  problem = "lasso_m64_n128_p0.1_snr40"
+  config = experiment.ExperimentConfig(method=variant, problem=problem,
+                                       train=lista.LISTAConfig(num_layers=2))
+  resolved = config.train.resolved()
+  pb = experiment.get_problem(problem)
+  params = lista.init_params(pb, variant, 2, resolved.init)
+  result = lista.LISTAResult(params, resolved, np.zeros(0), 0.0)
+  experiment.check_learned(config, result, "the run")
+  deeper = lista.LISTAResult(lista.init_params(pb, variant, 3, resolved.init), resolved,
+                             np.zeros(0), 0.0)
+  with pytest.raises(experiment.RunFileError, match="shape"):
+    experiment.check_learned(config, deeper, "the run")
