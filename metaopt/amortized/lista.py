@@ -77,6 +77,9 @@ _SS_BY_DEFAULT = ("lista_cpss", "alista", "alista_per_instance")
 _CP_RECIPE = dict(training="stagewise", learning_rate=1e-3, stage_steps=80, val_every=40,
                   init="analytic", weight_lr_scale=0.02, stage_init="previous",
                   log_thresholds=False)
+_ALISTA_RECIPE = dict(training="stagewise", learning_rate=1e-2, stage_steps=150,
+                      val_every=50, init="ista", weight_lr_scale=1.0, stage_init="previous",
+                      log_thresholds=True)
 #: The documented recipe of each variant (docs/amortized.md, ``benchmarks/lista_table.py``):
 #: what a ``LISTAConfig`` field left at ``None`` takes. Stage-wise training (the papers'
 #: schedule) with each new layer a copy of the one before; LISTA and LISTA-CP(SS) start
@@ -87,12 +90,8 @@ RECIPES = {
                   log_thresholds=False),
     "lista_cp": _CP_RECIPE,
     "lista_cpss": _CP_RECIPE,
-    "alista": dict(training="stagewise", learning_rate=1e-2, stage_steps=150, val_every=50,
-                   init="ista", weight_lr_scale=1.0, stage_init="previous",
-                   log_thresholds=True),
-    "alista_per_instance": dict(training="stagewise", learning_rate=1e-2, stage_steps=150,
-                                val_every=50, init="ista", weight_lr_scale=1.0,
-                                stage_init="previous", log_thresholds=True),
+    "alista": _ALISTA_RECIPE,
+    "alista_per_instance": _ALISTA_RECIPE,
 }
 _RECIPE_FIELDS = tuple(RECIPES["lista"])
 _FEATURES, _HIDDEN = 4, 16  # alista_per_instance's statistics and MLP width.
@@ -149,12 +148,6 @@ class LISTAConfig:
     batch_size: instances per step.
     learning_rate: peak Adam learning rate; ``None``: the recipe's (stage-wise) or
       ``DEFAULT_LR[variant]`` (end-to-end, cosine decay to 1% over ``steps``).
-
-  The fields ``training``, ``learning_rate``, ``stage_steps``, ``val_every``, ``init``,
-  ``weight_lr_scale``, ``stage_init`` and ``log_thresholds`` default to ``None``: the
-  variant's documented recipe (``RECIPES``), filled in by ``resolved()`` when training
-  starts (so a config whose ``variant`` is replaced later takes the new variant's
-  recipe). Set one to depart from the recipe.
     loss_layers: end-to-end only: ``"all"`` averages the error of every layer,
       ``"last"`` uses the output layer only.
     seed: seeds training instances.
@@ -192,6 +185,12 @@ class LISTAConfig:
       the stored parameters stay ``t_k``. A threshold then moves by a fraction of itself
       per step: deep layers' thresholds shrink to ~1e-3 of the first layer's, where an
       additive step sized for the first layer is larger than the threshold itself.
+
+  The fields ``training``, ``learning_rate``, ``stage_steps``, ``val_every``, ``init``,
+  ``weight_lr_scale``, ``stage_init`` and ``log_thresholds`` default to ``None``: the
+  variant's documented recipe (``RECIPES``), filled in by ``resolved()`` when training
+  starts (so a config whose ``variant`` is replaced later takes the new variant's
+  recipe). Set one to depart from the recipe.
   """
   variant: str = "lista"
   num_layers: int = 16
@@ -236,8 +235,9 @@ class LISTAConfig:
     if not (0.0 <= self.ss_p_step <= 1.0 and 0.0 <= self.ss_p_max <= 1.0):
       raise ValueError(f"ss_p_step and ss_p_max are fractions in [0, 1] (0.012 = 1.2%); "
                        f"got {self.ss_p_step}, {self.ss_p_max}.")
-    if (not self.stage_lr_decays or (self.stage_steps or 1) < 1
-        or (self.val_every or 1) < 1 or self.val_size < 1 or self.patience < 0):
+    if (not self.stage_lr_decays or (self.stage_steps is not None and self.stage_steps < 1)
+        or (self.val_every is not None and self.val_every < 1) or self.val_size < 1
+        or self.patience < 0):
       raise ValueError(f"Stage-wise training needs non-empty stage_lr_decays, "
                        f"stage_steps, val_every, val_size >= 1 and patience >= 0; got "
                        f"{self}.")
@@ -424,10 +424,9 @@ def _descent_grads(grads, params, config):
 def _apply_updates(params, updates, config):
   """``params + updates``, except ``theta <- theta exp(update)`` with ``log_thresholds``
   (a zero update leaves every parameter exactly as it was)."""
-  out = {k: p + updates[k] for k, p in params.items()}
-  if config.log_thresholds:
-    out["theta"] = params["theta"] * jnp.exp(updates["theta"])
-  return out
+  log = {"theta"} if config.log_thresholds else set()
+  return {k: p * jnp.exp(updates[k]) if k in log else p + updates[k]
+          for k, p in params.items()}
 
 
 def _nmse(xs, x_true):
