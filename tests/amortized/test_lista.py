@@ -2,7 +2,9 @@
 support selection against numpy, stage-wise vs end-to-end training, and the
 learned-beats-ISTA/FISTA claim on held-out instances (small problem, short training)."""
 
+import ast
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -172,6 +174,9 @@ def test_bad_config_and_problem():
     lista.LISTAConfig(training="layerwise")
   with pytest.raises(ValueError, match="fractions"):
     lista.LISTAConfig(ss_p_step=1.2)
+  for field in ("stage_steps", "val_every"):  # None is the recipe's; 0 is refused.
+    with pytest.raises(ValueError, match="Stage-wise"):
+      lista.LISTAConfig(**{field: 0})
   with pytest.raises(ValueError, match="ground-truth"):
     lista.train(sparse.l1_logreg(d=5, num_samples=10), lista.LISTAConfig(steps=1))
 
@@ -232,8 +237,6 @@ def test_stage_init_monotone_never_lets_validation_nmse_grow_with_depth():
 
 def _docs_recipes():
   """The recipe table of docs/amortized.md: ``{variant: {field: value}}``."""
-  import ast  # pylint: disable=import-outside-toplevel
-  import os  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "amortized.md")
   lines = open(path).read().split("<!-- recipes -->")[1].strip().splitlines()
   fields = [c.strip(" `") for c in lines[0].strip("|").split("|")][1:]
