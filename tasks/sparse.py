@@ -41,6 +41,15 @@ def gaussian_dictionary(m: int, n: int, seed: int = 0,
   return (a / np.linalg.norm(a, axis=0, keepdims=True)).astype(np.float32)
 
 
+def lasso_name(m: int, n: int, p: float, snr: float, dict_seed: int = 0,
+               cond: Optional[float] = None) -> str:
+  """The name ``lasso`` gives its family: ``lasso_m{m}_n{n}_p{p}_{noiseless|snr..}``, then
+  ``_cond{cond}`` and ``_dict{dict_seed}`` where they differ from the defaults."""
+  snr_tag = "noiseless" if np.isinf(snr) else f"snr{snr:g}"
+  return (f"lasso_m{m}_n{n}_p{p:g}_{snr_tag}" + ("" if cond is None else f"_cond{cond:g}")
+          + (f"_dict{dict_seed}" if dict_seed else ""))
+
+
 def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: float = 0.1,
           dict_seed: int = 0, cond: Optional[float] = None,
           name: Optional[str] = None) -> Problem:
@@ -60,9 +69,6 @@ def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: flo
     raise ValueError(f"lasso needs m, n > 0, 0 < p <= 1, lam >= 0; got m={m}, n={n}, "
                      f"p={p}, lam={lam}.")
   a = jnp.asarray(gaussian_dictionary(m, n, dict_seed, cond))
-  snr_tag = "noiseless" if np.isinf(snr) else f"snr{snr:g}"
-  cond_tag = ("" if cond is None else f"_cond{cond:g}") + (f"_dict{dict_seed}" if dict_seed
-                                                            else "")
   data = {"A": a, "L": jnp.float32(np.linalg.norm(np.asarray(a), 2) ** 2)}
   noise_scale = 10.0 ** (-snr / 20.0)
 
@@ -75,7 +81,7 @@ def lasso(m: int = 64, n: int = 128, p: float = 0.1, snr: float = 40.0, lam: flo
     return {"y": y, "x_true": x, "context": y}
 
   return Problem(
-      name=name or f"lasso_m{m}_n{n}_p{p:g}_{snr_tag}{cond_tag}",
+      name=name or lasso_name(m, n, p, snr, dict_seed, cond),
       dim=n, data=data, sample=sample,
       smooth=lambda x, data, inst: 0.5 * jnp.sum((data["A"] @ x - inst["y"]) ** 2),
       lipschitz=lambda data, inst: data["L"],
@@ -132,14 +138,11 @@ for _cond in (5, 30, 50):
                    lambda c=_cond: lasso(250, 500, 0.1, np.inf, cond=float(c)))
 # The Open-L2O sizes (256 x 512, 512 x 1024), with the out-of-distribution settings of
 # the per-instance ALISTA comparison: other sparsity, other noise, another dictionary.
-for _m, _n in ((256, 512), (512, 1024)):
-  for _snr in (np.inf, 40.0, 30.0, 20.0):
-    for _p in (0.05, 0.1, 0.2):
-      register_problem(f"lasso_m{_m}_n{_n}_p{_p:g}_" + (
-          "noiseless" if np.isinf(_snr) else f"snr{_snr:g}"),
-                       lambda m=_m, n=_n, p=_p, s=_snr: lasso(m, n, p, s))
-  register_problem(f"lasso_m{_m}_n{_n}_p0.1_snr40_dict1",
-                   lambda m=_m, n=_n: lasso(m, n, 0.1, 40.0, dict_seed=1))
+_OPEN_L2O = [(m, n, p, snr, 0) for m, n in ((256, 512), (512, 1024))
+             for snr in (np.inf, 40.0, 30.0, 20.0) for p in (0.05, 0.1, 0.2)]
+for _args in _OPEN_L2O + [(256, 512, 0.1, 40.0, 1), (512, 1024, 0.1, 40.0, 1)]:
+  register_problem(lasso_name(*_args),
+                   lambda a=_args: lasso(*a[:4], dict_seed=a[4]))
 register_problem("l1_logreg_d50_n100_lam0.05", lambda: l1_logreg(50, 100, 0.05))
 register_problem("l1_logreg_d50_n100_lam0.01_scaled2",
                  lambda: l1_logreg(50, 100, 0.01, scale_decades=2.0))
