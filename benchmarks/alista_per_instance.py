@@ -47,10 +47,8 @@ def settings(m: int, n: int):
 def evaluate_on(result: lista.LISTAResult, problem, num: int) -> np.ndarray:
   """NMSE (dB) per layer of ``result`` on ``num`` held-out instances of ``problem``,
   with ``problem``'s own analytic weight."""
-  moved = lista.LISTAResult(result.params, result.config, np.zeros(0), 0.0,
-                            lista.alista_weight(problem.data["A"]))
   insts = problem.sample_batch(problem.split_key(jax.random.PRNGKey(0), "test"), num)
-  return lista.evaluate(problem, moved, insts)
+  return lista.evaluate(problem, result.moved_to(problem), insts)
 
 
 def main(argv=None):

@@ -71,8 +71,7 @@ def main(argv=None):
     target = make(**TARGETS[name])
     insts = held_out(target, args.num_test)
     t0 = time.perf_counter()
-    moved = lista.LISTAResult(trained.params, config, np.zeros(0), 0.0,
-                              lista.alista_weight(target.data["A"]))
+    moved = trained.moved_to(target)
     moved_db = lista.evaluate(target, moved, insts)
     transfer_s = time.perf_counter() - t0
     retrained = lista.train(target, config, callback=log(name), log_every=2000)

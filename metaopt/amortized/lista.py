@@ -400,6 +400,12 @@ class LISTAResult:
     return apply(self.params, self.config.variant, a, y, self.w_alista,
                  _counts_for(self.config, a.shape[1]))
 
+  def moved_to(self, problem: Problem) -> "LISTAResult":
+    """The same learned parameters with ``problem``'s analytic weight: an ALISTA-type
+    network moved to another dictionary without retraining (no training record)."""
+    return LISTAResult(self.params, self.config, np.zeros(0), 0.0,
+                       alista_weight(_dictionary(problem)))
+
 
 def _counts_for(config: LISTAConfig, n: int):
   if not config.uses_support_selection:

@@ -344,3 +344,18 @@ def test_per_instance_is_scale_equivariant_where_fixed_thresholds_are_not(proble
     scaled = lista.apply(fixed, "alista", a, c * y, w, counts)
     assert not np.allclose(scaled, c * lista.apply(fixed, "alista", a, y, w, counts),
                            rtol=1e-2)
+
+
+def test_moved_to_uses_the_new_dictionarys_analytic_weight(problem, test_set):
+  """``moved_to`` keeps the learned parameters and swaps in the target's analytic weight:
+  on the same problem it predicts exactly as before."""
+  params = lista.init_params(problem, "alista", 2)
+  cfg = lista.LISTAConfig(variant="alista", num_layers=2).resolved()
+  res = lista.LISTAResult(params, cfg, np.zeros(0), 0.0, lista.alista_weight(problem.data["A"]))
+  y = test_set["y"][:8]
+  np.testing.assert_array_equal(res.moved_to(problem).predict(problem, y),
+                                res.predict(problem, y))
+  other = sparse.lasso(m=64, n=128, p=0.1, snr=40.0, lam=0.1, dict_seed=1)
+  moved = res.moved_to(other)
+  np.testing.assert_array_equal(moved.w_alista, lista.alista_weight(other.data["A"]))
+  assert moved.params is res.params
